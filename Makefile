@@ -1,0 +1,70 @@
+# Multimodal deepfake detector — developer entry points. See README.md.
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+PIP ?= .venv/bin/pip
+APT_PACKAGES := ffmpeg espeak-ng sox chromium fonts-dejavu-core
+# Dev checkouts sit next to ../shared (real weights that load offline); elsewhere weights are downloaded.
+export WEIGHTS_DIR ?= $(abspath $(wildcard ../shared/weights))
+VIDEO ?=
+OUT ?= out
+MANIFEST ?= ../shared/data/dev/manifest.tsv
+
+.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve calibrate train clean
+
+help:
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: apt venv web-deps ## system packages + .venv with pinned requirements + the React component's npm packages
+
+apt: ## Debian packages (ffmpeg for media tests, chromium for browser tests)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv:
+	@test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+
+web-deps: ## npm packages of web/react (DetectorBreakdown) from its lock file
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null || \
+	  { echo "web/react needs Node.js 20+ with npm (Debian's nodejs 18 is too old: use the NodeSource package)"; exit 1; }
+	cd web/react && npm ci --no-audit --no-fund
+
+web-test: ## the React component's Vitest suite alone (make test runs it too, via tests/test_web.py)
+	cd web/react && npm test
+
+test: ## whole test suite + lint
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint:
+	$(PY) -m ruff check .
+
+scan: ## analyse one video: make scan VIDEO=clip.mp4 [ARGS="--json"]
+	@test -n "$(VIDEO)" || { echo "usage: make scan VIDEO=path/to/clip.mp4"; exit 2; }
+	$(PY) -m pipeline scan "$(VIDEO)" $(ARGS)
+
+faces: ## aligned face crops + tracks JSON: make faces VIDEO=clip.mp4 OUT=out/faces
+	@test -n "$(VIDEO)" || { echo "usage: make faces VIDEO=path/to/clip.mp4 [OUT=dir]"; exit 2; }
+	$(PY) -m pipeline faces "$(VIDEO)" --out "$(OUT)"
+
+weights: ## download every checkpoint of a real deployment (needs internet)
+	$(PY) -m pipeline weights
+
+eval: ## per-detector and fused AUC on a labelled manifest: make eval [MANIFEST=...] [ARGS="--reencode whatsapp"]
+	$(PY) -m pipeline eval --manifest "$(MANIFEST)" $(ARGS)
+
+bench: ## per-stage speed on one clip: make bench [VIDEO=...]
+	$(PY) -m pipeline bench $(if $(VIDEO),"$(VIDEO)",)
+
+serve: ## local API + web UI on SQLite (http://127.0.0.1:8000)
+	$(PY) -m uvicorn service.api:create_app --factory --host 127.0.0.1 --port 8000
+
+calibrate: ## fit calibration + fusion weights on a manifest
+	$(PY) -m pipeline.calibrate --manifest "$(MANIFEST)"
+
+clean:
+	rm -rf .pytest_cache .ruff_cache out

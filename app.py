@@ -1,0 +1,182 @@
+"""Modal deployment: ONE GPU class loads every detector once and runs the whole pipeline in-process.
+
+    modal deploy app.py                  # the API (same FastAPI app as `make serve`) on a GPU class
+    modal run app.py --video clip.mp4    # ad-hoc analysis of a local file or an http(s) URL: prints the report
+    modal run app.py::fetch_weights      # fill the weights Volume ahead of the first start (optional)
+
+Secrets: a Modal secret named ``deepfake-detector`` with API_KEYS, SUPABASE_URL, SUPABASE_SERVICE_KEY and
+CALLBACK_SECRET (see pipeline/settings.py, section "service"). Results go to Supabase's
+``detection_history`` (or DATABASE_URL=postgresql://...). Containers do not share a SQLite file, so
+without one of those only ad-hoc ``modal run`` calls work (each writes its own throwaway SQLite row).
+
+The weights live in a Volume mounted at /weights (WEIGHTS_CACHE / HF_HOME point there). They are fetched
+by ``python -m pipeline weights`` logic once, at the first container start (or by ``fetch_weights``),
+never inside a request. Uploaded and downloaded media are persisted on the uploads Volume before the API
+answers 202, and ``Detector.analyze`` is spawned per job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from pathlib import Path
+
+import modal
+
+APP_NAME = "deepfake-detector"
+ROOT = Path(__file__).resolve().parent
+WEIGHTS_PATH = "/weights"
+UPLOADS_PATH = "/uploads"
+WEIGHTS_MARKER = f"{WEIGHTS_PATH}/.complete"
+
+app = modal.App(APP_NAME)
+weights_volume = modal.Volume.from_name(f"{APP_NAME}-weights", create_if_missing=True)
+uploads_volume = modal.Volume.from_name(f"{APP_NAME}-uploads", create_if_missing=True)
+secrets = [modal.Secret.from_name(APP_NAME)]
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .apt_install("ffmpeg", "libgl1", "libglib2.0-0")
+    .pip_install_from_requirements(str(ROOT / "requirements.txt"))
+    .env({
+        "WEIGHTS_CACHE": f"{WEIGHTS_PATH}/cache",
+        "HF_HOME": f"{WEIGHTS_PATH}/hf",
+        "UPLOADS_DIR": UPLOADS_PATH,
+        "DEVICE": "cuda",
+    })
+    .add_local_python_source("pipeline", "models", "service", "db", ignore=["**/__pycache__/**", "**/*.pyc"])
+    .add_local_dir(str(ROOT / "supabase"), "/root/supabase")
+)
+
+with image.imports():
+    import db
+    from pipeline.settings import get_settings
+    from service.api import create_app
+    from service.jobs import FakePipeline, JobService, PipelineHolder, SpawnDispatcher, status_payload
+
+logger = logging.getLogger("app")
+
+
+def _ensure_weights() -> None:
+    """Download every checkpoint into the weights Volume once (the `python -m pipeline weights` logic)."""
+    if Path(WEIGHTS_MARKER).exists():
+        return
+    from pipeline.cli import main as cli_main
+
+    code = cli_main(["weights"])
+    if code == 0:
+        Path(WEIGHTS_MARKER).write_text("ok\n")
+    else:
+        logger.error("some weights could not be fetched; the detectors that need them are unavailable")
+    weights_volume.commit()
+
+
+def _spawn(task_id: str | None) -> None:
+    """Run one job in a GPU container. The uploads Volume is committed first so it sees the bytes."""
+    if not modal.is_local():
+        try:
+            uploads_volume.commit()
+        except Exception as exc:  # spawn anyway: the job may still find its file (same container)
+            logger.warning("uploads volume commit failed: %s", exc)
+    Detector().analyze.spawn(task_id=task_id)
+
+
+@app.function(image=image, volumes={WEIGHTS_PATH: weights_volume}, secrets=secrets, timeout=3600)
+def fetch_weights() -> None:
+    _ensure_weights()
+
+
+@app.cls(
+    gpu="A10G",
+    image=image,
+    volumes={WEIGHTS_PATH: weights_volume, UPLOADS_PATH: uploads_volume},
+    secrets=secrets,
+    timeout=900,
+    scaledown_window=300,
+)
+@modal.concurrent(max_inputs=8)  # web requests stay responsive; pipeline runs are serialised by a lock
+class Detector:
+    @modal.enter()
+    def load(self) -> None:
+        self.settings = get_settings()
+        if not modal.is_local():
+            _ensure_weights()
+        if self.settings.pipeline_fake:  # TEST ONLY (PIPELINE_FAKE=1): CI without the models
+            self.pipeline = FakePipeline(self.settings, delay_s=self.settings.pipeline_fake_delay_s)
+        else:
+            import pipeline
+
+            self.pipeline = pipeline.build(self.settings)
+        self.repo = db.connect(self.settings)
+        if self.repo.backend == "sqlite" and not modal.is_local():
+            logger.warning("no SUPABASE_URL/SUPABASE_SERVICE_KEY or postgresql DATABASE_URL: the API's queue "
+                           "needs a shared database; SQLite here is private to this container")
+        self.service = JobService(self.settings, self.repo, PipelineHolder(self.pipeline), inline_callbacks=True)
+        self.run_lock = threading.Lock()
+        self.enter_count = getattr(self, "enter_count", 0) + 1
+        logger.info("detector ready (%s, database %s)", self.settings.device, self.repo.backend)
+
+    @modal.method()
+    def analyze(
+        self,
+        task_id: str | None = None,
+        video_url: str | None = None,
+        video_bytes: bytes | None = None,
+        source_name: str | None = None,
+    ) -> dict:
+        """Run the whole pipeline for one job in this container and write its row.
+
+        * ``task_id``: a job the API queued (its bytes are on the uploads Volume); None: the oldest pending job;
+        * ``video_url`` / ``video_bytes``: an ad-hoc video (``modal run``): a row is created and analysed now.
+        Returns the status JSON (``report`` is ``Report.to_dict()``)."""
+        if video_bytes is not None or video_url is not None:
+            if video_bytes is not None:
+                media = self.service.store_stream(io.BytesIO(video_bytes), source_name)
+            else:
+                media = self.service.store_url(video_url)
+            # like `make scan`: no probe refusal (the pipeline reports bad media itself), no cache
+            row, _ = self.service.submit(media, None, probe=False, use_cache=False)
+            task_id = row.task_id
+        elif task_id is not None and not modal.is_local():
+            try:
+                uploads_volume.reload()  # see the bytes the web container committed
+            except Exception as exc:  # e.g. files open in this container: its own view is current anyway
+                logger.warning("uploads volume reload failed: %s", exc)
+        with self.run_lock:
+            row = self.service.process_next(task_id)
+        if not modal.is_local():
+            try:
+                uploads_volume.commit()  # the removed upload
+            except Exception as exc:
+                logger.warning("uploads volume commit failed: %s", exc)
+        if row is None:
+            row = self.repo.get(task_id) if task_id else None
+            if row is None:
+                return {"task_id": task_id, "status": "idle", "report": None}
+        return status_payload(row)
+
+    @modal.asgi_app()
+    def web(self):
+        """The HTTP API (service.api.create_app) with this container's pipeline; jobs are spawned."""
+        return create_app(self.settings, pipeline=self.pipeline, repo=self.repo, spawn=_spawn)
+
+
+@app.function(image=image, volumes={UPLOADS_PATH: uploads_volume}, secrets=secrets, schedule=modal.Period(minutes=5))
+def sweep() -> int:
+    """Requeue jobs whose container died and spawn a drain call per pending job. Returns how many."""
+    settings = get_settings()
+    service = JobService(settings, db.connect(settings), PipelineHolder(None))
+    return SpawnDispatcher(service, _spawn).drain()
+
+
+@app.local_entrypoint()
+def main(video: str) -> None:
+    """`modal run app.py --video path-or-url`: analyse one video on Modal and print the report JSON."""
+    if video.startswith(("http://", "https://")):
+        result = Detector().analyze.remote(video_url=video)
+    else:
+        path = Path(video)
+        result = Detector().analyze.remote(video_bytes=path.read_bytes(), source_name=path.name)
+    print(json.dumps(result.get("report") or result, indent=2))

@@ -1,0 +1,290 @@
+"""Command line: ``python -m pipeline <command>`` (the Makefile targets call these)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("pipeline")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "urllib3", "PIL", "matplotlib", "h5py", "timm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------------------------
+# faces
+# ----------------------------------------------------------------------------------------------
+def cmd_faces(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from models.retinaface import RetinaFaceDetector
+    from pipeline import faces, media
+    from pipeline.settings import get_settings
+
+    settings = get_settings()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    info = media.probe(args.video, media.Limits.from_settings(settings))
+    sampled = media.sample_frames(args.video, info, fps=args.fps or settings.sample_fps,
+                                  max_frames=settings.max_sampled_frames, max_side=settings.max_decode_side)
+    t_decode = time.perf_counter() - t0
+    detector = RetinaFaceDetector.load(device=settings.device, variant=settings.face_detector.split("_")[-1])
+    with tqdm(total=len(sampled), desc="faces", unit="frame", file=sys.stderr) as bar:
+        analysis = faces.analyse_faces(
+            sampled.frames, sampled.timestamps_s, detector, scale=sampled.scale,
+            threshold=settings.face_threshold, detect_side=settings.face_detect_side,
+            min_size=settings.face_min_size, batch_size=settings.detect_batch_size,
+            progress=lambda done, total: bar.update(done - bar.n),
+        )
+    tracks_json = []
+    for track in analysis.tracks:
+        crops = faces.track_crops(sampled.frames, track, args.size, args.margin)
+        tdir = out / f"track_{track.track_id:02d}"
+        tdir.mkdir(exist_ok=True)
+        files = []
+        for k, crop in enumerate(crops):
+            name = f"{k:04d}_t{track.timestamps_s[k]:07.2f}s.jpg"
+            cv2.imwrite(str(tdir / name), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            files.append(f"{tdir.name}/{name}")
+        inv = 1.0 / sampled.scale
+        tracks_json.append({
+            "track_id": track.track_id,
+            "is_main": track.track_id == analysis.main_track_id,
+            "frames": len(track),
+            "timestamps_s": [round(float(t), 3) for t in track.timestamps_s],
+            "boxes": [[round(float(v) * inv, 1) for v in b] for b in track.boxes],
+            "landmarks": [[[round(float(v) * inv, 1) for v in p] for p in lm] for lm in track.landmarks],
+            "scores": [round(float(s), 4) for s in track.scores],
+            "mean_score": round(track.mean_score, 4),
+            "blur_laplacian_var": [round(float(b), 1) for b in track.blur],
+            "mean_face_size_px": round(track.mean_size * inv, 1),
+            "quality": round(track.quality, 3),
+            "crops": files,
+        })
+    summary = {
+        "video": str(args.video),
+        "duration_s": round(info.duration_s, 3),
+        "size": [info.width, info.height],
+        "fps": round(info.fps, 3),
+        "rotation": info.rotation,
+        "has_audio": info.has_audio,
+        "frames_sampled": len(sampled),
+        "main_track_id": analysis.main_track_id,
+        "crop_size": args.size,
+        "crop_margin": args.margin,
+        "seconds": {"decode": round(t_decode, 3), "total": round(time.perf_counter() - t0, 3)},
+        "tracks": tracks_json,
+    }
+    (out / "tracks.json").write_text(json.dumps(summary, indent=2))
+    logger.info("%d track(s) from %d frames -> %s", len(analysis.tracks), len(sampled), out / "tracks.json")
+    print(json.dumps({k: v for k, v in summary.items() if k != "tracks"} | {"tracks": len(tracks_json)}))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# scan
+# ----------------------------------------------------------------------------------------------
+class StageBar:
+    """A tqdm bar driven by the pipeline's (stage, fraction) progress callback."""
+
+    def __init__(self, desc: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=False,
+                        bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {elapsed}")
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        self.bar.set_description_str(f"{stage}")
+        self.bar.update(max(0, int(round(fraction * 100)) - self.bar.n))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    import pipeline
+    from pipeline.render import report_html, summary_text
+
+    if not Path(args.video).is_file():
+        raise FileNotFoundError(f"no such file: {args.video}")
+    t0 = time.perf_counter()
+    p = pipeline.build()
+    logger.info("models loaded in %.1fs", time.perf_counter() - t0)
+    bar = StageBar(Path(args.video).name)
+    try:
+        report = p.run(args.video, progress=bar)
+    finally:
+        bar.close()
+    data = report.to_dict()
+    if args.html:
+        Path(args.html).write_text(report_html(data))
+        logger.info("HTML report written to %s", args.html)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(summary_text(data))
+    return 0 if report.verdict.value != "FAILED" else 3
+
+
+# ----------------------------------------------------------------------------------------------
+# eval / bench
+# ----------------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipeline import evaluate
+
+    return evaluate.run(args)
+
+
+DEFAULT_BENCH_CLIP = Path(__file__).resolve().parent.parent.parent / "shared/data/dev/A_real_av/sadtalker_hdtf" / (
+    "examples__ref_video__WDA_AlexandriaOcasioCortez_000.mp4")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import resource
+
+    import numpy as np
+    import torch
+
+    import pipeline
+    from pipeline import media
+    from pipeline.settings import get_settings
+
+    video = Path(args.video) if args.video else DEFAULT_BENCH_CLIP
+    if not video.exists():
+        logger.error("bench clip %s not found; pass one: make bench VIDEO=clip.mp4", video)
+        return 2
+    s = get_settings()
+    t0 = time.perf_counter()
+    p = pipeline.build(s)
+    cold = time.perf_counter() - t0
+    # decode floor: the same decoding the pipeline does, without any model
+    t0 = time.perf_counter()
+    info = media.probe(video)
+    if info.has_video:
+        media.sample_frames(video, info, fps=s.sample_fps, max_frames=s.max_sampled_frames, max_side=s.max_decode_side)
+    if info.has_audio:
+        media.load_audio(video, info)
+    if info.kind == "video":
+        media.decode_dense(video, [0.0], int(min(s.dense_window_s, info.video_duration_s) * s.dense_fps),
+                           fps=s.dense_fps, info=info)
+    decode_floor = time.perf_counter() - t0
+    runs = []
+    for _ in range(args.repeat):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        rep = p.run(video)
+        runs.append((time.perf_counter() - t0, rep))
+    totals = np.array([t for t, _ in runs])
+    stages: dict[str, list[float]] = {}
+    for _, rep in runs:
+        for k, v in rep.stage_seconds:
+            stages.setdefault(k, []).append(v)
+    rep = runs[-1][1]
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"clip: {video.name} ({info.duration_s:.1f} s, {info.width}x{info.height}, {info.fps:.0f} fps)")
+    print(f"device: {p.device}  torch threads: {torch.get_num_threads()}  verdict: {rep.verdict.value}")
+    print(f"cold start (build, models loaded once): {cold:.2f} s")
+    print(f"decode only (floor):                    {decode_floor:.2f} s")
+    print(f"full run, median of {args.repeat}:                 {np.median(totals):.2f} s "
+          f"(min {totals.min():.2f})  = {info.duration_s / np.median(totals):.2f}x real time")
+    print(f"frames analysed: {rep.frames_analyzed}  -> {rep.frames_analyzed / np.median(totals):.1f} frames/s")
+    print(f"peak memory: {peak_rss:.0f} MiB RSS" + (
+        f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB GPU" if torch.cuda.is_available() else ""))
+    print(f"{'stage':<10} {'median s':>9} {'share':>6}")
+    for k, v in stages.items():
+        print(f"{k:<10} {np.median(v):>9.3f} {np.median(v) / np.median(totals):>6.1%}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# weights
+# ----------------------------------------------------------------------------------------------
+def cmd_weights(args: argparse.Namespace) -> int:
+    from models import weights
+
+    failures = 0
+    for spec in weights.WEIGHTS.values():
+        if spec.bundled:
+            continue
+        try:
+            path = weights.resolve(spec.name, allow_download=True)
+            logger.info("ok  %-22s %s", spec.name, path)
+        except weights.WeightsNotFoundError as exc:
+            failures += 1
+            logger.error("%s", exc)
+    for hub in weights.HUB_MODELS.values():
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(hub.repo_id)
+            logger.info("ok  %-22s hub:%s", hub.name, hub.repo_id)
+        except Exception as exc:  # hub unreachable: say so, keep going
+            failures += 1
+            logger.error("could not fetch hub model %s (%s): %s", hub.name, hub.repo_id, exc)
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("faces", help="detect, track and align faces; write crops and tracks.json")
+    f.add_argument("video")
+    f.add_argument("--out", default="out/faces")
+    f.add_argument("--size", type=int, default=256, help="crop size in pixels (256 MesoNet, 380 B7, 224/112 lips)")
+    f.add_argument("--margin", type=float, default=0.3, help="context around the aligned face (0 = tight)")
+    f.add_argument("--fps", type=float, default=None, help="sampling rate (default: SAMPLE_FPS, 2)")
+    f.set_defaults(func=cmd_faces)
+
+    s = sub.add_parser("scan", help="analyse one video/audio/image and print the verdict")
+    s.add_argument("video")
+    s.add_argument("--json", action="store_true", help="print the full report as JSON")
+    s.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    s.set_defaults(func=cmd_scan)
+
+    from pipeline import evaluate
+
+    e = sub.add_parser("eval", help="per-detector and fused AUC/EER on a labelled manifest")
+    evaluate.add_arguments(e)
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="per-stage speed, frames/s and peak memory on one clip")
+    b.add_argument("video", nargs="?", default=None)
+    b.add_argument("--repeat", type=int, default=3)
+    b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("weights", help="download every checkpoint of a real deployment (needs internet)")
+    w.set_defaults(func=cmd_weights)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    from pipeline import media
+
+    try:
+        return int(args.func(args) or 0)
+    except media.MediaError as exc:
+        logger.error("%s [%s]", exc.message, exc.code)
+        return 2
+    except FileNotFoundError as exc:
+        logger.error("%s", exc)
+        return 2

@@ -1,0 +1,660 @@
+"""The in-process pipeline: ``build(settings)`` loads every available detector once (what ``@modal.enter``
+calls), then ``Pipeline.run(media)`` turns one file into a ``Report``.
+
+Stages: probe → decode → faces → visual → temporal → audio → lip_sync → fusion → report. Each detector
+stage degrades on its own: weights missing → ``unavailable``; nothing to look at → ``not_applicable``;
+a crash → ``failed`` with the reason. Only bad media fails the whole run (verdict FAILED).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import media
+from pipeline.faces import FaceAnalysis, FaceTrack, analyse_faces, track_crops
+from pipeline.fusion import FusionModel, fuse
+from pipeline.report import (
+    AUDIO,
+    LIP_SYNC,
+    SLOTS,
+    TEMPORAL,
+    VISUAL,
+    DetectorResult,
+    Fusion,
+    MediaSummary,
+    ModelUsed,
+    Report,
+    Status,
+    TimelinePoint,
+    TrackResult,
+    Verdict,
+)
+from pipeline.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float], None]
+# Rough share of run time per stage on CPU, so the progress fraction moves evenly.
+STAGE_WEIGHTS = {
+    "probe": 0.02, "decode": 0.10, "faces": 0.15, "visual": 0.10, "temporal": 0.15,
+    "audio": 0.20, "lip_sync": 0.20, "fusion": 0.03, "report": 0.05,
+}
+
+
+@dataclass
+class Slot:
+    """A detector slot after ``build``: the loaded detector, or why there is none."""
+
+    slot: str
+    model_name: str
+    detector: object | None = None
+    reason: str | None = None  # why unavailable
+
+    @property
+    def available(self) -> bool:
+        return self.detector is not None
+
+
+@dataclass
+class Components:
+    face: Slot
+    visual: Slot
+    temporal: Slot
+    audio: Slot
+    speaker: Slot  # LR-ASD: who is speaking (feeds lip-sync and the temporal head)
+    sync: Slot  # the lip-sync estimator (training-free baseline or a trained head)
+    fusion_model: FusionModel | None = None
+    learned_fusion: object | None = None  # attention fusion, only when a trained checkpoint exists
+
+    def slots(self) -> list[Slot]:
+        return [self.face, self.visual, self.temporal, self.audio, self.speaker, self.sync]
+
+
+# ----------------------------------------------------------------------------------------------
+# build
+# ----------------------------------------------------------------------------------------------
+def _try_load(slot: str, name: str, loader: Callable[[], object]) -> Slot:
+    from models.weights import WeightsNotFoundError
+
+    try:
+        det = loader()
+        logger.info("loaded %-8s %s", slot, name)
+        return Slot(slot, name, det)
+    except WeightsNotFoundError as exc:
+        logger.warning("%s detector %s unavailable: %s", slot, name, exc.short_reason)
+        return Slot(slot, name, None, exc.short_reason)
+    except Exception as exc:  # a missing optional checkpoint or a broken one: report, don't crash build
+        reason = getattr(exc, "short_reason", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        logger.warning("%s detector %s unavailable: %s", slot, name, reason)
+        return Slot(slot, name, None, str(reason))
+
+
+def _visual_slot(settings: Settings, device: str) -> Slot:
+    from models.efficientnet_b7 import EfficientNetB7Detector
+    from models.mesonet import MesoNetDetector
+
+    choice = settings.visual_detector
+    if choice in ("auto", "efficientnet_b7"):
+        b7 = _try_load(VISUAL, "efficientnet_b7:dfdc", lambda: EfficientNetB7Detector.load(device=device))
+        if b7.available or choice == "efficientnet_b7":
+            return b7
+    variant = settings.mesonet_variant
+    if Path(variant).suffix:  # a checkpoint path (e.g. a fine-tuned MesoInception4)
+        return _try_load(VISUAL, f"mesonet:{Path(variant).name}", lambda: MesoNetDetector.load(variant, device=device))
+    return _try_load(VISUAL, f"mesonet:{variant}", lambda: MesoNetDetector.load(device=device, variant=variant))
+
+
+def _audio_slot(settings: Settings, device: str) -> Slot:
+    from models.aasist import AASISTDetector
+
+    choice = settings.audio_detector
+    if choice == "wav2vec2":
+        from models.wav2vec2 import Wav2Vec2Detector
+
+        ckpt = settings.wav2vec2_checkpoint
+        return _try_load(AUDIO, f"wav2vec2:{ckpt or 'default'}", lambda: Wav2Vec2Detector.load(ckpt, device=device))
+    # aasist_l, or a fine-tuned checkpoint bundled under models/checkpoints (aasist_ft); anything else: aasist
+    variant = choice if choice == "aasist_l" or choice.endswith("_ft") else "aasist"
+    return _try_load(AUDIO, f"aasist:{variant}", lambda: AASISTDetector.load(device=device, variant=variant))
+
+
+def _temporal_slot(settings: Settings, device: str, speaker: Slot | None = None) -> Slot:
+    """VideoMAE when configured (production), else the bundled LR-ASD temporal head (embedded default)."""
+    choice = settings.temporal_detector
+    ckpt = settings.videomae_checkpoint
+    if choice == "videomae" or (choice == "auto" and ckpt):
+        from models.videomae import VideoMAEDetector
+
+        return _try_load(TEMPORAL, f"videomae:{ckpt or 'none'}", lambda: VideoMAEDetector.load(ckpt, device=device))
+    from models.lrasd_temporal import LRASDTemporalDetector
+
+    front = speaker.detector if speaker is not None else None  # share the speaker slot's LR-ASD front-end
+    return _try_load(TEMPORAL, "lrasd_temporal", lambda: LRASDTemporalDetector.load(device=device, front=front))
+
+
+def _sync_slot(speaker: Slot) -> Slot:
+    def load():
+        from pipeline import sync
+
+        return sync.SyncEstimator(speaker.detector)
+
+    slot = _try_load(LIP_SYNC, "sync", load)
+    if slot.available:
+        # the estimator falls back to the training-free method without LR-ASD or its head: name what runs
+        slot.model_name = slot.detector.name
+    return slot
+
+
+BUNDLED_ATTENTION_FUSION = Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "attention_fusion.pt"
+
+
+def _learned_fusion(settings: Settings):
+    path = settings.fusion_checkpoint or (BUNDLED_ATTENTION_FUSION if BUNDLED_ATTENTION_FUSION.exists() else None)
+    if path is None:
+        return None
+    from pipeline.attention_fusion import LearnedFusion
+
+    try:
+        return LearnedFusion.load(path)
+    except (OSError, KeyError, RuntimeError) as exc:
+        logger.error("attention fusion checkpoint %s unusable (%s); using the calibrated logistic fusion", path, exc)
+        return None
+
+
+def build(settings: Settings | None = None, components: Components | None = None) -> Pipeline:
+    """Load every available detector once. ``components`` lets tests inject tiny or fake models."""
+    import torch
+
+    from models.base import resolve_device
+    from models.lrasd import LRASDDetector
+    from models.retinaface import RetinaFaceDetector
+    from pipeline.settings import get_settings
+
+    settings = settings or get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    if components is None:
+        device = str(resolve_device(settings.device))
+        t0 = time.perf_counter()
+        variant = settings.face_detector.removeprefix("retinaface_")
+        face = _try_load("faces", settings.face_detector,
+                         lambda: RetinaFaceDetector.load(device=device, variant=variant))
+        speaker = _try_load("speaker", "lrasd", lambda: LRASDDetector.load(device=device))
+        components = Components(
+            face=face,
+            visual=_visual_slot(settings, device),
+            temporal=_temporal_slot(settings, device, speaker),
+            audio=_audio_slot(settings, device),
+            speaker=speaker,
+            sync=_sync_slot(speaker),
+            fusion_model=FusionModel.load(settings.calibration_file),
+            learned_fusion=_learned_fusion(settings),
+        )
+        logger.info("pipeline built in %.1fs on %s", time.perf_counter() - t0, device)
+    return Pipeline(settings, components)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def timeline_from_points(times: np.ndarray, scores: np.ndarray, duration: float) -> tuple[TimelinePoint, ...]:
+    """Per-second mean of point scores (frames)."""
+    if len(times) == 0:
+        return ()
+    n = max(1, math.ceil(max(duration, float(np.max(times)) + 1e-6)))
+    out = []
+    for s in range(n):
+        m = (times >= s) & (times < s + 1)
+        if m.any():
+            out.append(TimelinePoint(float(s), float(min(s + 1, max(duration, s + 1e-3))), float(scores[m].mean())))
+    return tuple(out)
+
+
+def timeline_from_windows(
+    starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, duration: float
+) -> tuple[TimelinePoint, ...]:
+    """Per-second mean of the windows overlapping each second."""
+    if len(starts) == 0:
+        return ()
+    n = max(1, math.ceil(max(duration, float(np.max(ends)))))
+    out = []
+    for s in range(n):
+        m = (starts < s + 1) & (ends > s)
+        if m.any():
+            out.append(TimelinePoint(float(s), float(min(s + 1, max(duration, s + 1e-3))), float(scores[m].mean())))
+    return tuple(out)
+
+
+def _thumbnail(frames: np.ndarray, track: FaceTrack, size: int = 96) -> str:
+    """The sharpest confident face of the track, as a small JPEG."""
+    k = int(np.argmax(track.scores * np.log1p(track.blur)))
+    crop = track_crops(frames, _single(track, k), size, 0.3)[0]
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return base64.b64encode(buf.tobytes()).decode() if ok else ""
+
+
+def _single(track: FaceTrack, k: int) -> FaceTrack:
+    sl = slice(k, k + 1)
+    return FaceTrack(track.track_id, track.frame_indices[sl], track.timestamps_s[sl], track.boxes[sl],
+                     track.landmarks[sl], track.scores[sl], track.blur[sl])
+
+
+def _sha256(source: media.MediaSource) -> str:
+    h = hashlib.sha256()
+    if isinstance(source, bytes | bytearray | memoryview):
+        h.update(source)
+    else:
+        with open(source, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class _Run:
+    """Mutable state of one run (kept out of the frozen results)."""
+
+    progress: ProgressFn | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    done: float = 0.0
+
+    def stage(self, name: str):
+        return _StageTimer(self, name)
+
+
+class _StageTimer:
+    def __init__(self, run: _Run, name: str):
+        self.run, self.name = run, name
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        if self.run.progress:
+            self.run.progress(self.name, round(self.run.done, 3))
+        return self
+
+    def __exit__(self, *exc):
+        self.run.stage_seconds[self.name] = self.run.stage_seconds.get(self.name, 0.0) + time.perf_counter() - self.t0
+        self.run.done = min(1.0, self.run.done + STAGE_WEIGHTS.get(self.name, 0.0))
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline
+# ----------------------------------------------------------------------------------------------
+class Pipeline:
+    def __init__(self, settings: Settings, components: Components):
+        self.settings = settings
+        self.c = components
+
+    @property
+    def device(self) -> str:
+        det = self.c.face.detector or self.c.visual.detector or self.c.audio.detector
+        return str(getattr(det, "device", self.settings.device))
+
+    def status(self) -> dict[str, dict[str, str | bool | None]]:
+        """Which detectors are loaded, for /health and the CLI."""
+        return {s.slot: {"model": s.model_name, "available": s.available, "reason": s.reason} for s in self.c.slots()}
+
+    def models_used(self) -> tuple[ModelUsed, ...]:
+        out = []
+        for s in self.c.slots():
+            det = s.detector
+            for info in getattr(det, "weights_infos", None) or ([det.weights_info] if hasattr(det, "weights_info")
+                                                                and det.weights_info else []):
+                out.append(ModelUsed(s.slot, s.model_name, info.file, info.sha256))
+        return tuple(out)
+
+    # -- entry point ------------------------------------------------------------------------------
+    def run(self, source: media.MediaSource, progress: ProgressFn | None = None,
+            source_name: str | None = None) -> Report:
+        run = _Run(progress)
+        if source_name is None and not isinstance(source, bytes | bytearray | memoryview):
+            source_name = Path(source).name
+        try:
+            report = self._run(source, run, source_name)
+        except media.MediaError as exc:
+            verdict = Verdict.NOT_APPLICABLE if exc.code == "zero_duration" else Verdict.FAILED
+            report = self._empty_report(verdict, f"{exc.message} [{exc.code}]", run, source_name)
+        except FileNotFoundError as exc:
+            report = self._empty_report(Verdict.FAILED, f"{exc} [not_found]", run, source_name)
+        except Exception as exc:  # never let one file take the service down; say what happened
+            logger.error("pipeline crashed on %s: %s\n%s", source_name, exc, traceback.format_exc())
+            report = self._empty_report(Verdict.FAILED, f"internal error: {type(exc).__name__}: {exc}", run,
+                                        source_name)
+        if progress:
+            progress("done", 1.0)
+        return report
+
+    def _empty_report(self, verdict: Verdict, reason: str, run: _Run, source_name: str | None,
+                      summary: MediaSummary | None = None) -> Report:
+        fusion = Fusion("none", None, 0.0, (0.0, 1.0), (), None)
+        dets = tuple(DetectorResult(s, self._slot_of(s).model_name, Status.NOT_APPLICABLE, reason) for s in SLOTS)
+        return Report(verdict, reason, fusion, dets, (), None, summary, self.models_used(), self.device,
+                      tuple(run.stage_seconds.items()), 0, source_name, _now(), tuple(run.warnings))
+
+    def _slot_of(self, slot: str) -> Slot:
+        return {VISUAL: self.c.visual, TEMPORAL: self.c.temporal, AUDIO: self.c.audio, LIP_SYNC: self.c.sync}[slot]
+
+    def _run(self, source: media.MediaSource, run: _Run, source_name: str | None) -> Report:
+        s = self.settings
+        limits = media.Limits.from_settings(s)
+        with run.stage("probe"):
+            info = media.probe(source, limits)
+            digest = _sha256(source)
+        summary = MediaSummary(info.kind, info.duration_s, info.width, info.height, info.fps, info.has_audio,
+                               info.has_video, info.rotation, info.container, info.video_codec, info.audio_codec,
+                               info.size_bytes, digest)
+        with run.stage("decode"):
+            sampled = None
+            if info.has_video:
+                sampled = media.sample_frames(source, info, fps=s.sample_fps, max_frames=s.max_sampled_frames,
+                                              max_side=s.max_decode_side, limits=limits)
+            audio = media.load_audio(source, info, s.audio_sample_rate, limits) if info.has_audio else None
+
+        analysis = None
+        with run.stage("faces"):
+            if sampled is not None and self.c.face.available:
+                analysis = analyse_faces(
+                    sampled.frames, sampled.timestamps_s, self.c.face.detector, scale=sampled.scale,
+                    threshold=s.face_threshold, detect_side=s.face_detect_side, min_size=s.face_min_size,
+                    batch_size=s.detect_batch_size,
+                )
+            elif sampled is not None:
+                run.warnings.append(f"face detector unavailable: {self.c.face.reason}")
+
+        results: dict[str, DetectorResult] = {}
+        track_scores: dict[int, tuple[float, np.ndarray]] = {}
+        with run.stage("visual"):
+            results[VISUAL], track_scores = self._visual(info, sampled, analysis)
+        dense = []
+        speaking: dict[int, float] = {}
+        with run.stage("temporal"):
+            dense = self._dense_windows(source, info, sampled, analysis, limits, run)
+            results[TEMPORAL] = self._temporal(info, analysis, dense)
+        with run.stage("audio"):
+            results[AUDIO] = self._audio(info, audio)
+        with run.stage("lip_sync"):
+            results[LIP_SYNC], speaking = self._lip_sync(info, analysis, dense, audio, results[AUDIO])
+
+        face_quality = analysis.main_track.quality if analysis is not None and analysis.main_track else None
+        with run.stage("fusion"):
+            raw = {slot: r.score for slot, r in results.items() if r.ran}
+            fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality)
+            if self.c.learned_fusion is not None and raw:
+                fusion, verdict = self._learned(raw, results, info, fusion, face_quality)
+            for slot, p in calibrated.items():
+                r = results[slot]
+                results[slot] = DetectorResult(r.slot, r.model, r.status, r.reason, r.score, p, r.timeline, r.extras)
+        reason = None
+        if verdict is None:
+            verdict = Verdict.NOT_APPLICABLE
+            reasons = [f"{slot}: {r.reason}" for slot, r in results.items() if r.reason]
+            reason = "no detector could analyse this file — " + "; ".join(reasons)
+
+        with run.stage("report"):
+            tracks = self._track_results(sampled, analysis, track_scores, speaking)
+        frames_analyzed = (len(sampled) if sampled is not None else 0) + sum(len(d) for d in dense)
+        return Report(
+            verdict=verdict,
+            reason=reason,
+            fusion=fusion,
+            detectors=tuple(results[slot] for slot in SLOTS),
+            tracks=tracks,
+            face_quality=face_quality,
+            media=summary,
+            models_used=self.models_used(),
+            device=self.device,
+            stage_seconds=tuple(run.stage_seconds.items()),
+            frames_analyzed=frames_analyzed,
+            source_name=source_name,
+            created_at=_now(),
+            warnings=tuple(run.warnings),
+        )
+
+    # -- stages -----------------------------------------------------------------------------------
+    def _guard(self, slot: str, fn: Callable[[], DetectorResult]) -> DetectorResult:
+        try:
+            return fn()
+        except Exception as exc:
+            logger.error("%s detector failed: %s\n%s", slot, exc, traceback.format_exc())
+            return DetectorResult(slot, self._slot_of(slot).model_name, Status.FAILED,
+                                  f"{type(exc).__name__}: {exc}")
+
+    def _visual(self, info, sampled, analysis: FaceAnalysis | None):
+        slot = self.c.visual
+        track_scores: dict[int, tuple[float, np.ndarray]] = {}
+
+        def na(reason: str) -> DetectorResult:
+            return DetectorResult(VISUAL, slot.model_name, Status.NOT_APPLICABLE, reason)
+
+        if not info.has_video:
+            return na("no video stream (audio only)"), track_scores
+        if not slot.available:
+            return DetectorResult(VISUAL, slot.model_name, Status.UNAVAILABLE, slot.reason), track_scores
+        if analysis is None:
+            return na(f"faces could not be detected: {self.c.face.reason}"), track_scores
+        if not analysis.tracks:
+            return na(f"no face found in {analysis.n_frames} sampled frame(s)"), track_scores
+
+        def go() -> DetectorResult:
+            from pipeline.aggregate import aggregate
+
+            det = slot.detector
+            crops = [self._visual_crops(sampled.frames, t, det) for t in analysis.tracks]
+            scores = det.predict(np.concatenate(crops))  # one batched call over every face of every track
+            pos = 0
+            for t, c in zip(analysis.tracks, crops, strict=True):
+                probs = scores.fake_prob[pos : pos + len(c)]
+                pos += len(c)
+                track_scores[t.track_id] = (aggregate(probs, self.settings.visual_aggregation), probs)
+            main = analysis.main_track
+            # every face that is on screen for a while counts: a swap may target a side character
+            substantial = [t for t in analysis.tracks if len(t) >= max(1, min(3, len(main) // 4))]
+            clip = max(track_scores[t.track_id][0] for t in substantial)
+            times = np.concatenate([t.timestamps_s for t in analysis.tracks])
+            probs_all = np.concatenate([track_scores[t.track_id][1] for t in analysis.tracks])
+            timeline = _max_timeline(times, probs_all, info.video_duration_s or info.duration_s)
+            extras = (("faces_scored", int(len(scores))), ("tracks", len(analysis.tracks)),
+                      ("aggregation", self.settings.visual_aggregation))
+            return DetectorResult(VISUAL, slot.model_name, Status.OK, None, float(clip), None, timeline, extras)
+
+        return self._guard(VISUAL, go), track_scores
+
+    def _learned(self, raw, results, info, fusion: Fusion, face_quality):
+        from pipeline.fusion import decide, widened
+
+        lf = self.c.learned_fusion
+        timelines = {s: [[p.start_s, p.end_s, p.score] for p in r.timeline] for s, r in results.items() if r.ran}
+        p = lf.probability(raw, timelines, max(info.duration_s, 1.0))
+        thresholds = widened(lf.thresholds, face_quality, 0.15)
+        total = sum(abs(w) for _, w in fusion.weights) or 1.0
+        coverage = sum(abs(w) for s, w in fusion.weights if s in raw) / total
+        conf = float(abs(p - 0.5) * 2 * coverage)
+        note = (f"learned attention fusion ({Path(lf.source).name}); "
+                f"the calibrated logistic fusion gave {fusion.fake_probability:.3f}")
+        return Fusion("attention", p, conf, thresholds, fusion.weights, note), decide(p, thresholds)
+
+    def _visual_crops(self, frames: np.ndarray, track: FaceTrack, det) -> np.ndarray:
+        if det.name == "efficientnet_b7":
+            from models.efficientnet_b7 import isotropic_resize, put_to_center
+
+            out = []
+            for fi, box in zip(track.frame_indices, track.boxes, strict=True):
+                x1, y1, x2, y2 = (int(v) for v in box)
+                pw, ph = (x2 - x1) // 3, (y2 - y1) // 3
+                crop = frames[fi][max(y1 - ph, 0) : y2 + ph, max(x1 - pw, 0) : x2 + pw]
+                out.append(put_to_center(isotropic_resize(crop, det.input_size), det.input_size))
+            return np.stack(out)
+        return track_crops(frames, track, det.input_size, self.settings.visual_crop_margin)
+
+    def _dense_windows(self, source, info, sampled, analysis, limits, run):
+        """25 fps windows of the main (and, with audio, the other large) tracks; shared by temporal and sync."""
+        from pipeline.dense import track_windows
+
+        if analysis is None or not analysis.tracks or info.kind != "video" or not self.c.face.available:
+            return []
+        needs_temporal = self.c.temporal.available
+        needs_sync = info.has_audio and self.c.sync.available
+        if not (needs_temporal or needs_sync):
+            return []
+        main = analysis.main_track
+        candidates = [main]
+        if needs_sync:  # other large faces may be the one speaking
+            others = sorted((t for t in analysis.tracks if t.track_id != main.track_id and len(t) >= 3),
+                            key=lambda t: -len(t) * t.mean_size)
+            candidates += others[:2]
+        clips = []
+        for track in candidates:
+            try:
+                clips += track_windows(
+                    source, info, track, self.c.face.detector, window_s=self.settings.dense_window_s,
+                    max_windows=self.settings.max_dense_windows if track is main else 1,
+                    fps=self.settings.dense_fps, sparse_scale=analysis.scale,
+                    detect_side=self.settings.dense_detect_side, limits=limits,
+                )
+            except media.MediaError as exc:
+                run.warnings.append(f"dense window of track {track.track_id} failed: {exc.message}")
+        return clips
+
+    def _temporal(self, info, analysis, dense) -> DetectorResult:
+        slot = self.c.temporal
+        if not slot.available:
+            return DetectorResult(TEMPORAL, slot.model_name, Status.UNAVAILABLE, slot.reason)
+        if info.kind != "video":
+            return DetectorResult(TEMPORAL, slot.model_name, Status.NOT_APPLICABLE,
+                                  "a still image has no motion to check" if info.kind == "image"
+                                  else "no video stream (audio only)")
+        main_id = analysis.main_track_id if analysis is not None else None
+        clips = [d for d in dense if d.track_id == main_id]
+        det = slot.detector
+        n = getattr(det, "num_frames", 16)
+        if not clips or max(len(c) for c in clips) < n:
+            reason = "no face found" if main_id is None else f"face visible for less than {n} consecutive frames"
+            return DetectorResult(TEMPORAL, slot.model_name, Status.NOT_APPLICABLE, reason)
+
+        def go() -> DetectorResult:
+            from pipeline.features import clip_chunks
+
+            if hasattr(det, "predict_clips"):  # windowed detectors that make their own crops (LR-ASD head)
+                probs, starts, ends = det.predict_clips(clips)
+                timeline = timeline_from_windows(starts, ends, probs, info.duration_s)
+                return DetectorResult(TEMPORAL, slot.model_name, Status.OK, None, float(probs.mean()), None,
+                                      timeline, (("clips", len(clips)), ("windows", len(probs))))
+            chunks, starts, ends = clip_chunks(clips, n, getattr(det, "input_size", 224), 0.3)
+            scores = det.predict(chunks)
+            timeline = timeline_from_windows(starts, ends, scores.fake_prob, info.duration_s)
+            return DetectorResult(TEMPORAL, slot.model_name, Status.OK, None, float(scores.fake_prob.mean()), None,
+                                  timeline, (("clips", len(chunks)),))
+
+        return self._guard(TEMPORAL, go)
+
+    def _audio(self, info, audio) -> DetectorResult:
+        from pipeline.audio import NotApplicable, score_audio
+
+        slot = self.c.audio
+        if audio is None:
+            return DetectorResult(AUDIO, slot.model_name, Status.NOT_APPLICABLE,
+                                  "no audio track" if info.kind != "image" else "a still image has no audio")
+        if not slot.available:
+            return DetectorResult(AUDIO, slot.model_name, Status.UNAVAILABLE, slot.reason)
+
+        def go() -> DetectorResult:
+            res = score_audio(slot.detector, audio.samples, audio.sample_rate, min_speech_s=self.settings.min_speech_s,
+                              max_windows=self.settings.max_audio_windows)
+            if isinstance(res, NotApplicable):
+                return DetectorResult(AUDIO, slot.model_name, Status.NOT_APPLICABLE, res.reason,
+                                      extras=(("speech_seconds", float(res.speech_seconds)),))
+            timeline = timeline_from_windows(res.window_starts_s, res.window_ends_s, res.window_fake_prob,
+                                             info.duration_s)
+            extras = (("windows", len(res.window_fake_prob)), ("speech_seconds", float(res.speech_seconds)),
+                      ("max_window_score", float(np.max(res.window_fake_prob))), ("vad", res.vad_method))
+            return DetectorResult(AUDIO, slot.model_name, Status.OK, None, float(res.clip_fake_prob), None, timeline,
+                                  extras)
+
+        return self._guard(AUDIO, go)
+
+    def _lip_sync(self, info, analysis, dense, audio, audio_result: DetectorResult):
+        slot = self.c.sync
+        speaking: dict[int, float] = {}
+
+        def na(reason: str) -> tuple[DetectorResult, dict[int, float]]:
+            return DetectorResult(LIP_SYNC, slot.model_name, Status.NOT_APPLICABLE, reason), speaking
+
+        if info.kind != "video":
+            return na("needs a video with sound" if info.kind == "image" else "no video stream (audio only)")
+        if audio is None:
+            return na("no audio track")
+        if not slot.available:
+            return DetectorResult(LIP_SYNC, slot.model_name, Status.UNAVAILABLE, slot.reason), speaking
+        if analysis is None or not analysis.tracks:
+            return na("no face found")
+        if not dense:
+            return na("no face visible long enough for a lip-sync check")
+        if audio_result.status is Status.NOT_APPLICABLE and audio_result.reason and "speech" in audio_result.reason:
+            return na(f"no speech to compare the lips with ({audio_result.reason})")
+
+        def go() -> DetectorResult:
+            res = slot.detector.analyse(dense, audio, main_track_id=analysis.main_track_id)
+            speaking.update(res.speaking_by_track if hasattr(res, "speaking_by_track") else {})
+            if not hasattr(res, "lip_sync_error"):  # SyncNotApplicable
+                return DetectorResult(LIP_SYNC, slot.model_name, Status.NOT_APPLICABLE, res.reason)
+            timeline = timeline_from_windows(res.window_starts_s, res.window_ends_s, res.window_error,
+                                             info.duration_s)
+            return DetectorResult(LIP_SYNC, slot.model_name, Status.OK, None, float(res.lip_sync_error), None,
+                                  timeline, res.extras())
+
+        return self._guard(LIP_SYNC, go), speaking
+
+    def _track_results(self, sampled, analysis, track_scores, speaking) -> tuple[TrackResult, ...]:
+        if analysis is None:
+            return ()
+        inv = 1.0 / analysis.scale
+        out = []
+        for t in analysis.tracks:
+            agg, probs = track_scores.get(t.track_id, (None, np.zeros(0)))
+            box = t.boxes[len(t) // 2] * inv
+            out.append(TrackResult(
+                track_id=t.track_id,
+                is_main=t.track_id == analysis.main_track_id,
+                is_speaker=(speaking[t.track_id] > 0) if t.track_id in speaking else None,
+                frames=len(t),
+                start_s=t.span_s[0],
+                end_s=t.span_s[1],
+                mean_face_size_px=t.mean_size * inv,
+                quality=t.quality,
+                visual_score=None if agg is None else float(agg),
+                frame_times_s=tuple(float(x) for x in t.timestamps_s),
+                frame_scores=tuple(float(x) for x in probs),
+                box=tuple(float(v) for v in box),
+                thumbnail_jpeg_b64=_thumbnail(sampled.frames, t),
+            ))
+        return tuple(out)
+
+
+def _max_timeline(times: np.ndarray, probs: np.ndarray, duration: float) -> tuple[TimelinePoint, ...]:
+    """Per second, the most suspicious face's mean score (faces of different people are not averaged)."""
+    if len(times) == 0:
+        return ()
+    pts = timeline_from_points(times, probs, duration)
+    out = []
+    for p in pts:
+        m = (times >= p.start_s) & (times < p.start_s + 1)
+        out.append(TimelinePoint(p.start_s, p.end_s, float(probs[m].max())))
+    return tuple(out)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,270 @@
+"""``make eval``: run the pipeline over a labelled manifest and measure every detector and the fusion.
+
+    python -m pipeline eval --manifest ../shared/data/dev/manifest.tsv [--split val] [--reencode whatsapp]
+
+Per-item results go to ``<out>/results.jsonl`` (re-runs resume from it); the summary table is printed and
+written to ``<out>/summary.csv``. AUC/EER are computed over the items a detector actually scored; the fused
+score is evaluated on every item that got a verdict. Breakdown rows compare the real items of a modality
+with the fakes of one manipulation type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.report import SLOTS
+from pipeline.split import ManifestItem, read_manifest, select
+
+logger = logging.getLogger(__name__)
+
+FUSED = "fused"
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    path: str
+    label: str
+    modality: str
+    manipulation: str
+    group: str
+    verdict: str
+    fake_probability: float | None
+    reason: str | None
+    status: dict[str, str]  # slot -> status
+    raw: dict[str, float | None]  # slot -> raw P(fake)
+    calibrated: dict[str, float | None]
+    face_quality: float | None
+    seconds: float
+    reencode: str | None
+    timeline: dict[str, list[list[float]]] | None = None  # slot -> [[start_s, end_s, P(fake)], ...]
+
+    @property
+    def y(self) -> int:
+        return int(self.label == "fake")
+
+
+def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeline_obj=None) -> list[ItemResult]:
+    """Run the pipeline over ``items``, resuming from ``out/results.jsonl``."""
+    from tqdm import tqdm
+
+    import pipeline
+    from pipeline.reencode import reencode as do_reencode
+
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.jsonl"
+    done: dict[str, ItemResult] = {}
+    if results_file.exists():
+        for line in results_file.read_text().splitlines():
+            if line.strip():
+                r = ItemResult(**json.loads(line))
+                done[r.path] = r
+    todo = [it for it in items if it.path not in done]
+    if todo:
+        p = pipeline_obj or pipeline.build()
+        with open(results_file, "a") as f, tempfile.TemporaryDirectory() as tmp, \
+                tqdm(todo, desc="eval", unit="file", file=sys.stderr) as bar:
+            for it in bar:
+                bar.set_postfix_str(Path(it.path).name[:40])
+                src = it.file
+                if reencode:
+                    try:
+                        src = do_reencode(src, tmp, reencode, kind=_kind(it.modality))
+                    except Exception as exc:
+                        logger.error("re-encoding %s failed: %s", it.path, exc)
+                        continue
+                t0 = time.perf_counter()
+                rep = p.run(src, source_name=Path(it.path).name)
+                res = _result(it, rep, time.perf_counter() - t0, reencode)
+                f.write(json.dumps(asdict(res)) + "\n")
+                f.flush()
+                done[it.path] = res
+    return [done[it.path] for it in items if it.path in done]
+
+
+def _kind(modality: str) -> str:
+    return {"video_av": "video", "video": "video", "audio": "audio", "image": "image"}[modality]
+
+
+def _result(it: ManifestItem, rep, seconds: float, reencode: str | None) -> ItemResult:
+    return ItemResult(
+        path=it.path, label=it.label, modality=it.modality, manipulation=it.manipulation, group=it.group,
+        verdict=rep.verdict.value, fake_probability=rep.fake_probability, reason=rep.reason,
+        status={d.slot: d.status.value for d in rep.detectors},
+        raw={d.slot: d.score for d in rep.detectors},
+        calibrated={d.slot: d.calibrated for d in rep.detectors},
+        face_quality=rep.face_quality, seconds=round(seconds, 3), reencode=reencode,
+        timeline={d.slot: [[p.start_s, p.end_s, round(p.score, 5)] for p in d.timeline] for d in rep.detectors},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics
+# ----------------------------------------------------------------------------------------------
+def auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    """Area under the ROC curve (ties count half); None when one class is missing."""
+    y, s = np.asarray(y), np.asarray(s, float)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def eer(y: np.ndarray, s: np.ndarray) -> float | None:
+    """Equal error rate: where the false-positive and false-negative rates cross."""
+    y, s = np.asarray(y), np.asarray(s, float)
+    if y.min() == y.max():
+        return None
+    best = 1.0
+    for t in np.unique(np.concatenate([s, [np.inf]])):
+        fpr = float(((s >= t) & (y == 0)).sum() / max(1, (y == 0).sum()))
+        fnr = float(((s < t) & (y == 1)).sum() / max(1, (y == 1).sum()))
+        best = min(best, max(fpr, fnr))
+    return best
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    detector: str
+    subset: str
+    n_real: int
+    n_fake: int
+    auc: float | None
+    eer: float | None
+    acc: float | None  # accuracy of the hard decision (0.5 for detectors; FAKE-vs-rest verdict for fused)
+    mean_real: float | None
+    mean_fake: float | None
+    fpr_fake: float | None = None  # fused only: share of real items called FAKE
+    flag_rate_real: float | None = None  # fused only: share of real items called FAKE or SUSPICIOUS
+    not_applicable: int = 0
+
+
+def _scores(results: list[ItemResult], detector: str) -> tuple[np.ndarray, np.ndarray, list[ItemResult]]:
+    ys, ss, rows = [], [], []
+    for r in results:
+        if detector == FUSED:
+            v = r.fake_probability
+        else:
+            v = r.calibrated.get(detector) if r.calibrated.get(detector) is not None else r.raw.get(detector)
+            if r.status.get(detector) != "ok":
+                v = None
+        if v is not None:
+            ys.append(r.y)
+            ss.append(v)
+            rows.append(r)
+    return np.array(ys, int), np.array(ss, float), rows
+
+
+def metric_row(results: list[ItemResult], detector: str, subset: str) -> MetricRow:
+    y, s, rows = _scores(results, detector)
+    na = len(results) - len(rows)
+    if len(y) == 0:
+        return MetricRow(detector, subset, 0, 0, None, None, None, None, None, not_applicable=na)
+    if detector == FUSED:
+        called_fake = np.array([r.verdict == "FAKE" for r in rows])
+        flagged = np.array([r.verdict in ("FAKE", "SUSPICIOUS") for r in rows])
+        acc = float((called_fake == (y == 1)).mean())
+        real = y == 0
+        fpr = float(called_fake[real].mean()) if real.any() else None
+        flag = float(flagged[real].mean()) if real.any() else None
+    else:
+        acc = float(((s >= 0.5) == (y == 1)).mean())
+        fpr = flag = None
+    return MetricRow(detector, subset, int((y == 0).sum()), int((y == 1).sum()), auc(y, s), eer(y, s), acc,
+                     float(s[y == 0].mean()) if (y == 0).any() else None,
+                     float(s[y == 1].mean()) if (y == 1).any() else None, fpr, flag, na)
+
+
+def summarise(results: list[ItemResult]) -> list[MetricRow]:
+    rows: list[MetricRow] = []
+    detectors = [*SLOTS, FUSED]
+    for det in detectors:
+        rows.append(metric_row(results, det, "all"))
+    # per modality, and per manipulation within a modality family (its reals vs those fakes)
+    by_mod: dict[str, list[ItemResult]] = defaultdict(list)
+    for r in results:
+        by_mod["video" if r.modality in ("video", "video_av") else r.modality].append(r)
+    for mod, rs in sorted(by_mod.items()):
+        manips = sorted({r.manipulation for r in rs if r.label == "fake"})
+        for det in detectors:
+            rows.append(metric_row(rs, det, mod))
+            for m in manips:
+                sub = [r for r in rs if r.label == "real" or r.manipulation == m]
+                rows.append(metric_row(sub, det, f"{mod}/{m}"))
+    return [r for r in rows if r.n_real + r.n_fake > 0]
+
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def format_table(rows: list[MetricRow]) -> str:
+    head = (f"{'detector':<10} {'subset':<24} {'real':>5} {'fake':>5} {'AUC':>6} {'EER':>6} {'acc':>6} "
+            f"{'μ real':>7} {'μ fake':>7} {'FPR@FAKE':>9} {'flag real':>9} {'n/a':>4}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.detector:<10} {r.subset:<24} {r.n_real:>5} {r.n_fake:>5} {_f(r.auc):>6} {_f(r.eer):>6} "
+                     f"{_f(r.acc):>6} {_f(r.mean_real):>7} {_f(r.mean_fake):>7} {_f(r.fpr_fake):>9} "
+                     f"{_f(r.flag_rate_real):>9} {r.not_applicable:>4}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[MetricRow], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(asdict(rows[0]).keys()) if rows else ["detector"])
+        w.writeheader()
+        for r in rows:
+            w.writerow(asdict(r))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", choices=["train", "val", "all"], default="all",
+                   help="side of the committed group split (pipeline/splits/dev_split.tsv)")
+    p.add_argument("--modality", default=None, help="comma list: video_av,video,audio,image (default: all)")
+    p.add_argument("--reencode", choices=["whatsapp", "whatsapp_low"], default=None,
+                   help="re-encode each file like a messenger before scanning")
+    p.add_argument("--out", default=None, help="results folder (default out/eval/<split>[-<reencode>])")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    items = read_manifest(args.manifest)
+    items = select(items, None if args.split == "all" else args.split)
+    if args.modality:
+        keep = set(args.modality.split(","))
+        items = [it for it in items if it.modality in keep]
+    if args.limit:
+        items = items[: args.limit]
+    tag = args.split + (f"-{args.reencode}" if args.reencode else "")
+    out = Path(args.out or f"out/eval/{tag}")
+    logger.info("evaluating %d item(s) -> %s", len(items), out)
+    results = run_items(items, out, args.reencode)
+    rows = summarise(results)
+    table = format_table(rows)
+    print(table)
+    write_csv(rows, out / "summary.csv")
+    (out / "summary.txt").write_text(table + "\n")
+    secs = [r.seconds for r in results]
+    if secs:
+        logger.info("%d items, median %.1f s per item, total %.0f s", len(secs), float(np.median(secs)), sum(secs))
+    return 0

@@ -1,0 +1,188 @@
+"""Late fusion of detector scores into one P(fake) and a verdict.
+
+Calibrated fusion (the default when ``calibration.json`` exists):
+  1. each detector's raw score is calibrated (Platt scaling on its log-odds, or isotonic);
+  2. a logistic model combines the calibrated log-odds of the detectors that ran. A detector that did
+     not run contributes log-odds 0 ("no evidence"): it drops out without re-weighting the others, so a
+     single weak detector never decides alone. The model is fitted with detectors randomly missing,
+     so its intercept and weights hold up when they are;
+  3. thresholds split P(fake) into AUTHENTIC / SUSPICIOUS / FAKE; low face quality widens the
+     SUSPICIOUS band (we abstain rather than guess on a blurry, tiny face).
+
+Fallback (no calibration file): the seed's fixed weights 0.30 visual / 0.25 temporal / 0.25 audio /
+0.20 lip-sync over raw scores, a missing detector counting as 0.5 (neutral), again so that the
+remaining ones are not re-normalised into a verdict. The report says which method ran.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.report import SLOTS, Fusion, Verdict
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
+SEED_WEIGHTS = {"visual": 0.30, "temporal": 0.25, "audio": 0.25, "lip_sync": 0.20}
+SEED_THRESHOLDS = (0.35, 0.65)
+EPS = 1e-6
+
+
+def logit(p: float | np.ndarray) -> float | np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z: float | np.ndarray) -> float | np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Maps a detector's raw P(fake) to a calibrated P(fake)."""
+
+    method: str  # "platt" | "isotonic" | "identity"
+    a: float = 1.0
+    b: float = 0.0
+    xs: tuple[float, ...] = ()
+    ys: tuple[float, ...] = ()
+
+    def __call__(self, raw: float) -> float:
+        if self.method == "platt":
+            return float(sigmoid(self.a * logit(raw) + self.b))
+        if self.method == "isotonic":
+            return float(np.clip(np.interp(raw, self.xs, self.ys), EPS, 1 - EPS))
+        return float(raw)
+
+    def to_dict(self) -> dict:
+        d = {"method": self.method}
+        if self.method == "platt":
+            d |= {"a": self.a, "b": self.b}
+        elif self.method == "isotonic":
+            d |= {"xs": list(self.xs), "ys": list(self.ys)}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibrator:
+        return cls(d["method"], float(d.get("a", 1.0)), float(d.get("b", 0.0)),
+                   tuple(map(float, d.get("xs", ()))), tuple(map(float, d.get("ys", ()))))
+
+
+@dataclass(frozen=True)
+class FusionModel:
+    calibrators: dict[str, Calibrator]
+    intercept: float
+    weights: dict[str, float]  # slot -> weight on calibrated log-odds
+    thresholds: tuple[float, float] = SEED_THRESHOLDS  # (authentic below, fake above)
+    quality_widen: float = 0.15  # band widening at face quality 0 (linear in 1 - quality)
+    metrics: dict = field(default_factory=dict)
+    fitted_on: str = ""
+    source: str = ""
+
+    # -- persistence ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "version": 1,
+            "fitted_on": self.fitted_on,
+            "calibrators": {k: c.to_dict() for k, c in self.calibrators.items()},
+            "fusion": {"intercept": self.intercept, "weights": self.weights},
+            "thresholds": {"authentic_below": self.thresholds[0], "fake_above": self.thresholds[1]},
+            "quality_widen": self.quality_widen,
+            "metrics": self.metrics,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "") -> FusionModel:
+        th = d.get("thresholds", {})
+        return cls(
+            calibrators={k: Calibrator.from_dict(v) for k, v in d.get("calibrators", {}).items()},
+            intercept=float(d["fusion"]["intercept"]),
+            weights={k: float(v) for k, v in d["fusion"]["weights"].items()},
+            thresholds=(float(th.get("authentic_below", SEED_THRESHOLDS[0])),
+                        float(th.get("fake_above", SEED_THRESHOLDS[1]))),
+            quality_widen=float(d.get("quality_widen", 0.15)),
+            metrics=d.get("metrics", {}),
+            fitted_on=d.get("fitted_on", ""),
+            source=source,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> FusionModel | None:
+        """The fitted model, or ``None`` when no calibration file exists (the seed fallback applies)."""
+        p = Path(path) if path else DEFAULT_CALIBRATION
+        if not p.is_file():
+            return None
+        try:
+            return cls.from_dict(json.loads(p.read_text()), source=str(p))
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.error("calibration file %s is unreadable (%s); using the seed's fixed weights", p, exc)
+            return None
+
+    # -- inference --------------------------------------------------------------------------------
+    def calibrate(self, slot: str, raw: float) -> float:
+        cal = self.calibrators.get(slot)
+        return cal(raw) if cal else float(raw)
+
+    def combine(self, calibrated: dict[str, float]) -> float:
+        z = self.intercept + sum(self.weights.get(s, 0.0) * float(logit(p)) for s, p in calibrated.items())
+        return float(sigmoid(z))
+
+
+def widened(thresholds: tuple[float, float], face_quality: float | None, widen: float) -> tuple[float, float]:
+    """Low face quality pushes both thresholds outwards (more SUSPICIOUS, fewer hard calls)."""
+    lo, hi = thresholds
+    if face_quality is None:
+        return lo, hi
+    d = widen * (1.0 - float(np.clip(face_quality, 0.0, 1.0)))
+    return max(0.0, lo - d), min(1.0, hi + d)
+
+
+def decide(p: float, thresholds: tuple[float, float]) -> Verdict:
+    lo, hi = thresholds
+    if p >= hi:
+        return Verdict.FAKE
+    if p < lo:
+        return Verdict.AUTHENTIC
+    return Verdict.SUSPICIOUS
+
+
+def fuse(
+    raw: dict[str, float],
+    model: FusionModel | None,
+    face_quality: float | None = None,
+) -> tuple[Fusion, dict[str, float], Verdict | None]:
+    """Fuse the raw P(fake) of the detectors that ran.
+
+    Returns the ``Fusion`` summary, the calibrated score per slot, and the verdict (``None`` when no
+    detector ran: the caller reports NOT_APPLICABLE, never AUTHENTIC).
+    """
+    ran = {s: float(v) for s, v in raw.items() if v is not None and math.isfinite(v)}
+    if model is not None:
+        calibrated = {s: model.calibrate(s, v) for s, v in ran.items()}
+        total = sum(abs(model.weights.get(s, 0.0)) for s in SLOTS) or 1.0
+        weights = tuple((s, model.weights.get(s, 0.0)) for s in SLOTS)
+        thresholds = widened(model.thresholds, face_quality, model.quality_widen)
+        method, note = "calibrated-logistic", f"calibration fitted on {model.fitted_on}" if model.fitted_on else None
+        p = model.combine(calibrated) if ran else None
+        coverage = sum(abs(model.weights.get(s, 0.0)) for s in ran) / total
+    else:
+        calibrated = {}
+        weights = tuple((s, SEED_WEIGHTS[s]) for s in SLOTS)
+        thresholds = widened(SEED_THRESHOLDS, face_quality, 0.15)
+        method = "seed-fixed-weights"
+        note = "no calibration file: the seed's fixed weights are used (scores are not calibrated)"
+        p = sum(SEED_WEIGHTS[s] * ran.get(s, 0.5) for s in SLOTS) if ran else None
+        coverage = sum(SEED_WEIGHTS[s] for s in ran)
+    if p is None:
+        return Fusion(method, None, 0.0, thresholds, weights, note), calibrated, None
+    confidence = float(abs(p - 0.5) * 2.0 * coverage)
+    return Fusion(method, float(p), confidence, thresholds, weights, note), calibrated, decide(p, thresholds)

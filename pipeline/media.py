@@ -1,0 +1,631 @@
+"""Media intake: bytes or paths in, upright RGB frames and 16 kHz mono audio out.
+
+Everything that touches a container or codec lives here; detectors only ever see arrays.
+Timestamps are seconds on one timeline whose origin is the first video frame (or the first
+audio sample of an audio-only file). Audio is placed on that timeline by its PTS, so an audio
+stream that starts late (a delay kept only in the container's start times) stays late.
+
+Bad input raises a ``MediaError`` subclass whose ``code`` says what is wrong and whose message
+says what to do about it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MediaSource = str | os.PathLike | bytes
+
+IMAGE_FORMATS = {
+    "image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif", "gif_pipe",
+    "jpegxl_pipe", "qoi_pipe", "pam_pipe", "ppm_pipe", "pgm_pipe", "j2k_pipe", "dpx_pipe", "exr_pipe",
+}
+IMAGE_CODECS = {"png", "mjpeg", "bmp", "webp", "tiff", "gif", "jpegxl", "jpeg2000", "qoi", "ppm", "pgm", "pam"}
+# Leading bytes of containers we accept: a file that starts like one of these but fails to open is
+# truncated or damaged, not "some other kind of file".
+MEDIA_SIGNATURES = (
+    (4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"fLaC"), (0, b"ID3"),
+    (0, b"#!AMR"), (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"), (0, b"\x89PNG"), (0, b"\xff\xd8\xff"),
+    (0, b"FLV"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------
+class MediaError(Exception):
+    """Base class for input the pipeline cannot analyse. ``code`` is stable and machine-readable."""
+
+    code = "media_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class EmptyFileError(MediaError):
+    code = "empty_file"
+
+
+class FileTooLargeError(MediaError):
+    code = "file_too_large"
+
+
+class NotMediaError(MediaError):
+    code = "not_media"
+
+
+class TruncatedMediaError(MediaError):
+    code = "truncated"
+
+
+class CorruptMediaError(MediaError):
+    code = "decode_error"
+
+
+class NoVideoStreamError(MediaError):
+    code = "no_video_stream"
+
+
+class NoMediaStreamsError(MediaError):
+    code = "no_streams"
+
+
+class ZeroDurationError(MediaError):
+    code = "zero_duration"
+
+
+class DimensionsError(MediaError):
+    code = "bad_dimensions"
+
+
+class TooLongError(MediaError):
+    code = "too_long"
+
+
+class DecodeTimeoutError(MediaError):
+    code = "decode_timeout"
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    max_duration_s: float = 600.0
+    max_dimension: int = 8192
+    max_file_bytes: int = 500 * 1024 * 1024
+    decode_timeout_s: float = 300.0  # wall-clock cap on any one decode pass
+
+    @classmethod
+    def from_settings(cls, settings=None) -> Limits:
+        if settings is None:
+            from pipeline.settings import get_settings
+
+            settings = get_settings()
+        return cls(settings.max_duration_s, settings.max_dimension, settings.max_file_bytes)
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    kind: str  # "video" | "image" | "audio"
+    container: str
+    size_bytes: int
+    duration_s: float  # the longest stream
+    video_duration_s: float  # the video stream alone (frames are sampled within it)
+    has_video: bool
+    has_audio: bool
+    width: int  # display size (after rotation)
+    height: int
+    rotation: int  # degrees counter-clockwise applied to make frames upright (0, 90, 180, 270)
+    fps: float  # average frame rate (0 for images and audio)
+    variable_frame_rate: bool
+    frame_count: int  # from the header, or estimated from duration × fps
+    video_codec: str | None
+    audio_codec: str | None
+    audio_sample_rate: int | None
+    audio_channels: int | None
+    video_start_s: float  # container start time of the video stream (the timeline origin)
+    audio_start_s: float | None  # container start time of the audio stream
+    bit_rate: int | None
+
+    @property
+    def audio_offset_s(self) -> float:
+        """How much later than the first video frame the audio starts (0 without audio)."""
+        if self.audio_start_s is None:
+            return 0.0
+        return self.audio_start_s - (self.video_start_s if self.has_video else self.audio_start_s)
+
+
+@dataclass(frozen=True)
+class SampledFrames:
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB, upright
+    timestamps_s: np.ndarray  # (N,) float64 on the media timeline
+    scale: float  # decoded size / display size (frames are downscaled to max_side)
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class DenseClip:
+    """Consecutive frames resampled to a constant rate (nearest frame per output tick)."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    timestamps_s: np.ndarray  # (T,) output tick times: start + k / fps
+    source_timestamps_s: np.ndarray  # (T,) time of the source frame each tick took
+    fps: float
+    scale: float
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    samples: np.ndarray  # (S,) float32 mono in [-1, 1], sample 0 at timeline time 0
+    sample_rate: int
+    source_offset_s: float  # where the audio stream itself started on the timeline (padding added before)
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[0] / float(self.sample_rate)
+
+
+# ----------------------------------------------------------------------------------------------
+# Opening
+# ----------------------------------------------------------------------------------------------
+def _size_of(source: MediaSource) -> int:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return len(source)
+    p = Path(source)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file: {p}")
+    if not p.is_file():
+        raise NotMediaError(f"{p} is not a regular file")
+    return p.stat().st_size
+
+
+def _head(source: MediaSource, n: int = 16) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source[:n])
+    with open(source, "rb") as f:
+        return f.read(n)
+
+
+def _looks_like_media(head: bytes) -> bool:
+    return any(head[off : off + len(sig)] == sig for off, sig in MEDIA_SIGNATURES)
+
+
+def _name(source: MediaSource) -> str:
+    return "<uploaded bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source)
+
+
+def _open(source: MediaSource) -> av.container.InputContainer:
+    """Open with typed errors. The caller closes the container."""
+    try:
+        if isinstance(source, bytes | bytearray | memoryview):
+            return av.open(io.BytesIO(bytes(source)), mode="r", timeout=30.0)
+        return av.open(str(source), mode="r", timeout=30.0)
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        if _looks_like_media(_head(source)):
+            raise TruncatedMediaError(
+                f"{_name(source)} starts like a media file but cannot be read ({exc}); it is probably truncated "
+                "or damaged. Upload the complete file."
+            ) from exc
+        raise NotMediaError(
+            f"{_name(source)} is not a video, audio or image file the decoder recognises. "
+            "Supported: mp4, mov, webm, mkv, 3gp, common audio formats and images."
+        ) from exc
+
+
+def _stream_start(stream) -> float | None:
+    if stream.start_time is None or stream.time_base is None:
+        return None
+    return float(stream.start_time * stream.time_base)
+
+
+def _frame_time(frame, stream) -> float | None:
+    if frame.pts is not None and frame.time_base is not None:
+        return float(frame.pts * frame.time_base)
+    if frame.pts is not None and stream.time_base is not None:
+        return float(frame.pts * stream.time_base)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Probe
+# ----------------------------------------------------------------------------------------------
+def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
+    """Inspect a file and validate it against ``limits``. Decodes only the first and last frames."""
+    limits = limits or Limits.from_settings()
+    size = _size_of(source)
+    if size == 0:
+        raise EmptyFileError(f"{_name(source)} is empty (0 bytes). The upload may have failed; send the file again.")
+    if size > limits.max_file_bytes:
+        raise FileTooLargeError(
+            f"{_name(source)} is {size / 1e6:.1f} MB; the limit is {limits.max_file_bytes / 1e6:.0f} MB. "
+            "Trim or compress the video."
+        )
+
+    with _open(source) as container:
+        vstreams = [s for s in container.streams.video if s.codec_context is not None]
+        astreams = list(container.streams.audio)
+        fmt = container.format.name.split(",")[0] if container.format else "unknown"
+        if not vstreams and not astreams:
+            raise NoMediaStreamsError(f"{_name(source)} contains no audio or video stream.")
+
+        v = vstreams[0] if vstreams else None
+        a = astreams[0] if astreams else None
+        is_image = v is not None and (
+            fmt in IMAGE_FORMATS or (v.codec_context.name in IMAGE_CODECS and (v.frames or 0) <= 1 and a is None)
+        )
+
+        duration = _duration(container, v, a)
+        width = height = rotation = 0
+        fps = 0.0
+        vfr = False
+        frame_count = 0
+        video_start = 0.0
+        if v is not None:
+            first = _first_frame(container, v, source)
+            rotation = int(getattr(first, "rotation", 0) or 0) % 360
+            cw, ch = first.width, first.height
+            if cw <= 0 or ch <= 0 or cw > limits.max_dimension or ch > limits.max_dimension:
+                raise DimensionsError(
+                    f"frame size {cw}×{ch} is outside what we analyse (1…{limits.max_dimension} px per side)."
+                )
+            width, height = (ch, cw) if rotation in (90, 270) else (cw, ch)
+            t0 = _frame_time(first, v)
+            start = _stream_start(v)
+            video_start = t0 if t0 is not None else (start or 0.0)
+            if not is_image:
+                avg = float(v.average_rate) if v.average_rate else 0.0
+                base = float(v.base_rate) if v.base_rate else avg
+                fps = avg or base
+                vfr = bool(avg and base and abs(avg - base) / base > 0.01)
+                frame_count = int(v.frames) if v.frames else int(round(duration * fps))
+            else:
+                frame_count = 1
+
+        if not is_image:
+            if not math.isfinite(duration) or duration <= 0:
+                raise ZeroDurationError(f"{_name(source)} has zero duration: there is nothing to analyse.")
+            if duration > limits.max_duration_s:
+                raise TooLongError(
+                    f"{_name(source)} lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s. "
+                    "Cut the part you want checked and upload that."
+                )
+            if v is not None and v.duration is not None and duration > 2.0:
+                _check_tail(container, v, source, duration, video_start)
+
+        return MediaInfo(
+            kind="image" if is_image else ("video" if v is not None else "audio"),
+            container=fmt,
+            size_bytes=size,
+            duration_s=0.0 if is_image else float(duration),
+            video_duration_s=0.0 if is_image or v is None else _video_duration(v, duration, video_start),
+            has_video=v is not None,
+            has_audio=a is not None,
+            width=width,
+            height=height,
+            rotation=rotation,
+            fps=fps,
+            variable_frame_rate=vfr,
+            frame_count=frame_count,
+            video_codec=v.codec_context.name if v is not None else None,
+            audio_codec=a.codec_context.name if a is not None else None,
+            audio_sample_rate=int(a.rate) if a is not None and a.rate else None,
+            audio_channels=int(a.channels) if a is not None else None,
+            video_start_s=float(video_start),
+            audio_start_s=_stream_start(a) if a is not None else None,
+            bit_rate=int(container.bit_rate) if container.bit_rate else None,
+        )
+
+
+def _duration(container, v, a) -> float:
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000.0
+    best = 0.0
+    for s in (v, a):
+        if s is not None and s.duration is not None and s.time_base is not None:
+            best = max(best, float(s.duration * s.time_base))
+    return best
+
+
+def _video_duration(v, container_duration: float, origin: float) -> float:
+    if v.duration is not None and v.time_base is not None and v.duration > 0:
+        start = _stream_start(v) or 0.0
+        return float(v.duration * v.time_base) + start - origin
+    return container_duration
+
+
+def _first_frame(container, v, source):
+    # the container was just opened: no seek (seeking an image2 demuxer loses its only frame)
+    try:
+        for frame in container.decode(v):
+            return frame
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"the video stream of {_name(source)} cannot be decoded ({exc}).") from exc
+    raise TruncatedMediaError(f"{_name(source)} has a video stream but no decodable frame; it is probably truncated.")
+
+
+def _check_tail(container, v, source, duration: float, origin: float) -> None:
+    """A file cut short still opens (the index is at the front) but its end is missing: detect that.
+
+    Demuxes (without decoding) from a seek point near the end until a packet at or past it shows up.
+    """
+    target = origin + max(0.0, duration - 1.5)
+    try:
+        container.seek(int(target / v.time_base), stream=v, backward=True)
+        for packet in container.demux(v):
+            if packet.size and packet.pts is not None and float(packet.pts * v.time_base) >= target - 0.5:
+                return
+    except av.error.FFmpegError:
+        pass
+    raise TruncatedMediaError(
+        f"{_name(source)} claims to last {duration:.1f} s but its end cannot be read: the file is truncated. "
+        "Upload the complete file."
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Frames
+# ----------------------------------------------------------------------------------------------
+def _target_size(info: MediaInfo, max_side: int | None) -> tuple[int, int, float]:
+    """Coded (pre-rotation) output size for decoding, and the scale relative to display size."""
+    cw, ch = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+    scale = 1.0
+    if max_side and max(cw, ch) > max_side:
+        scale = max_side / max(cw, ch)
+    # even sizes keep swscale's chroma handling exact
+    return max(2, int(round(cw * scale / 2)) * 2), max(2, int(round(ch * scale / 2)) * 2), scale
+
+
+def _to_rgb(frame, width: int, height: int, rotation: int) -> np.ndarray:
+    if frame.width == width and frame.height == height:
+        img = frame.to_ndarray(format="rgb24")
+    else:
+        img = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    k = (rotation // 90) % 4
+    if k:
+        # display matrix rotation is counter-clockwise; np.rot90 with k>0 also rotates counter-clockwise
+        img = np.ascontiguousarray(np.rot90(img, k))
+    return img
+
+
+def sample_times(duration_s: float, fps: float, max_frames: int) -> np.ndarray:
+    """Evenly spaced sampling instants (seconds), at ``fps`` but never more than ``max_frames``."""
+    if duration_s <= 0:
+        return np.zeros(1)
+    n = int(math.floor(duration_s * fps + 1e-9))
+    n = max(1, n)
+    if n > max_frames:
+        # centre the samples inside equal slices so the first and last seconds both count
+        return (np.arange(max_frames) + 0.5) * (duration_s / max_frames)
+    return (np.arange(n) + 0.5) / fps
+
+
+def sample_frames(
+    source: MediaSource,
+    info: MediaInfo | None = None,
+    fps: float = 2.0,
+    max_frames: int = 240,
+    max_side: int | None = 1280,
+    times_s: np.ndarray | None = None,
+    limits: Limits | None = None,
+) -> SampledFrames:
+    """Frames at ``fps`` (or at ``times_s``), seeking past long gaps instead of decoding everything."""
+    limits = limits or Limits.from_settings()
+    info = info or probe(source, limits)
+    if not info.has_video:
+        raise NoVideoStreamError(f"{_name(source)} has no video stream (audio only).")
+    width, height, scale = _target_size(info, max_side)
+    if info.kind == "image":
+        frame = load_image(source, max_side=max_side)
+        return SampledFrames(frame[None], np.zeros(1), scale)
+
+    if times_s is None:
+        times_s = sample_times(info.video_duration_s, fps, max_frames)
+    targets = np.asarray(times_s, float)
+    frames: list[np.ndarray] = []
+    stamps: list[float] = []
+    seen: set[tuple[float, int | None]] = set()
+    for t, frame in _nearest(source, info, targets, limits):
+        if (t, frame.pts) in seen:
+            continue  # two targets landed on one frame (sparse or variable frame rate): keep it once
+        seen.add((t, frame.pts))
+        frames.append(_to_rgb(frame, width, height, info.rotation))
+        stamps.append(t)
+    if not frames:
+        raise CorruptMediaError(f"no frame of {_name(source)} could be decoded.")
+    return SampledFrames(np.stack(frames), np.asarray(stamps, dtype=np.float64), scale)
+
+
+def _nearest(source, info: MediaInfo, ticks: np.ndarray, limits: Limits, seek_gap_s: float = 2.0):
+    """Yield (frame_time, av.VideoFrame) of the source frame nearest each tick (times relative to the origin).
+
+    Decodes sequentially while ticks are close together and seeks when the next one is more than
+    ``seek_gap_s`` past the decoder, so a sparse sample of a long video never decodes the whole stream.
+    A frame is repeated when ticks come faster than the source's frames.
+    """
+    origin = info.video_start_s
+    step = 1.0 / max(info.fps, 1.0)
+    deadline = time.monotonic() + limits.decode_timeout_s
+    with _open(source) as container:
+        v = container.streams.video[0]
+        v.thread_type = "AUTO"
+        it = None
+        prev = nxt = None  # the last two decoded frames as (time, frame)
+        exhausted = False
+        for tick in ticks:
+            abs_t = origin + float(tick)
+            if it is None or (nxt is not None and abs_t - nxt[0] > seek_gap_s and not exhausted):
+                try:
+                    container.seek(max(0, int((abs_t - 0.1) / v.time_base)), stream=v, backward=True)
+                except av.error.FFmpegError:
+                    container.seek(0)
+                it = container.decode(v)
+                prev = nxt = None
+                exhausted = False
+            # advance until the newest frame is at or past the tick; the nearer of the last two wins
+            while not exhausted and (nxt is None or nxt[0] < abs_t):
+                if time.monotonic() > deadline:
+                    raise DecodeTimeoutError(
+                        f"decoding {_name(source)} took longer than {limits.decode_timeout_s:.0f} s."
+                    )
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                except av.error.FFmpegError as exc:
+                    logger.warning("decode error near %.2fs in %s: %s", abs_t - origin, _name(source), exc)
+                    exhausted = True
+                    break
+                ft = _frame_time(frame, v)
+                if ft is None:
+                    ft = (nxt[0] + step) if nxt else origin
+                prev, nxt = nxt, (ft, frame)
+            candidates = [c for c in (prev, nxt) if c is not None]
+            if not candidates:
+                return
+            best = min(candidates, key=lambda c: (abs(c[0] - abs_t), c[0]))
+            yield best[0] - origin, best[1]
+
+
+def decode_dense(
+    source: MediaSource,
+    starts_s: list[float] | np.ndarray,
+    n_frames: int,
+    fps: float = 25.0,
+    info: MediaInfo | None = None,
+    max_side: int | None = 640,
+    limits: Limits | None = None,
+) -> list[DenseClip]:
+    """For each start time, ``n_frames`` consecutive frames resampled to ``fps`` (nearest source frame).
+
+    Windows running past the end are cut short; windows starting after the end are dropped. All
+    windows come from one decoding pass (seeking between distant windows).
+    """
+    limits = limits or Limits.from_settings()
+    info = info or probe(source, limits)
+    if not info.has_video or info.kind == "image":
+        raise NoVideoStreamError(f"{_name(source)} has no video stream to decode windows from.")
+    width, height, scale = _target_size(info, max_side)
+    windows = []
+    for start in sorted(float(s) for s in starts_s):
+        ticks = start + np.arange(n_frames) / fps
+        ticks = ticks[ticks < info.video_duration_s]
+        if ticks.size:
+            windows.append(ticks)
+    if not windows:
+        return []
+    all_ticks = np.concatenate(windows)
+    picked = list(_nearest(source, info, all_ticks, limits, seek_gap_s=max(2.0, 4.0 / fps)))
+    converted: dict[tuple[float, int | None], np.ndarray] = {}
+    clips: list[DenseClip] = []
+    pos = 0
+    for ticks in windows:
+        part = picked[pos : pos + ticks.size]
+        pos += ticks.size
+        if not part:
+            break
+        frames = []
+        for ft, frame in part:
+            key = (ft, frame.pts)
+            if key not in converted:
+                converted[key] = _to_rgb(frame, width, height, info.rotation)
+            frames.append(converted[key])
+        clips.append(
+            DenseClip(np.stack(frames), ticks[: len(part)], np.asarray([ft for ft, _ in part]), fps, scale)
+        )
+        converted = {k: img for k, img in converted.items() if k[0] >= part[-1][0]}  # keep only overlap
+    return clips
+
+
+def load_image(source: MediaSource, max_side: int | None = None) -> np.ndarray:
+    """A still image as upright RGB uint8 (EXIF orientation is applied by the decoder's display matrix)."""
+    with _open(source) as container:
+        if not container.streams.video:
+            raise NoVideoStreamError(f"{_name(source)} is not an image.")
+        v = container.streams.video[0]
+        try:
+            frame = next(container.decode(v))
+        except (StopIteration, av.error.FFmpegError) as exc:
+            raise CorruptMediaError(f"{_name(source)} cannot be decoded as an image ({exc}).") from exc
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        w, h = frame.width, frame.height
+        if max_side and max(w, h) > max_side:
+            s = max_side / max(w, h)
+            w, h = max(2, int(round(w * s))), max(2, int(round(h * s)))
+        return _to_rgb(frame, w, h, rotation)
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio
+# ----------------------------------------------------------------------------------------------
+def load_audio(
+    source: MediaSource,
+    info: MediaInfo | None = None,
+    sample_rate: int = 16000,
+    limits: Limits | None = None,
+) -> AudioTrack | None:
+    """The first audio stream as mono float32 at ``sample_rate``, aligned to the video timeline.
+
+    Returns ``None`` when there is no audio stream. If the audio stream starts after the first video
+    frame, the gap is filled with silence; if it starts before, the early samples are dropped.
+    """
+    limits = limits or Limits.from_settings()
+    info = info or probe(source, limits)
+    if not info.has_audio:
+        return None
+    chunks: list[np.ndarray] = []
+    first_time: float | None = None
+    deadline = time.monotonic() + limits.decode_timeout_s
+    with _open(source) as container:
+        a = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(a):
+                if first_time is None:
+                    first_time = _frame_time(frame, a)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                if time.monotonic() > deadline:
+                    raise DecodeTimeoutError(f"decoding audio of {_name(source)} took too long.")
+        except av.error.FFmpegError as exc:
+            if not chunks:
+                raise CorruptMediaError(f"the audio stream of {_name(source)} cannot be decoded ({exc}).") from exc
+            logger.warning("audio decode stopped early in %s: %s", _name(source), exc)
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if first_time is None:
+        first_time = info.audio_start_s or 0.0
+    origin = info.video_start_s if info.has_video else first_time
+    offset = float(first_time - origin)
+    shift = int(round(offset * sample_rate))
+    if shift > 0:
+        samples = np.concatenate([np.zeros(shift, np.float32), samples])
+    elif shift < 0:
+        samples = samples[-shift:]
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return AudioTrack(samples=samples, sample_rate=sample_rate, source_offset_s=offset)
+
+
+def load_media(source: MediaSource) -> tuple[MediaSource, str | None]:
+    """Normalise a path/bytes argument; returns the source and a display name."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), None
+    return Path(source), Path(source).name

@@ -1,0 +1,214 @@
+"""Human-readable renderings of a report: the terminal summary and a self-contained HTML page.
+
+Both read ``Report.to_dict()`` (the one JSON shape), so what a person sees is what the API returns.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+SLOT_ORDER = ("visual", "temporal", "audio", "lip_sync")
+COLOURS = {"visual": "#2563eb", "temporal": "#16a34a", "audio": "#9333ea", "lip_sync": "#db2777",
+           "face_quality": "#ea580c"}
+VERDICT_COLOURS = {"AUTHENTIC": "#16a34a", "SUSPICIOUS": "#d97706", "FAKE": "#dc2626", "NOT_APPLICABLE": "#6b7280",
+                   "FAILED": "#6b7280"}
+VERDICT_WORDS = {
+    "AUTHENTIC": "no sign of manipulation found",
+    "SUSPICIOUS": "some signs of manipulation; check the detectors below",
+    "FAKE": "strong signs of manipulation",
+    "NOT_APPLICABLE": "this file could not be judged",
+    "FAILED": "the analysis failed",
+}
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:.0f} %" if pct else f"{x:.2f}"
+
+
+def _display_score(slot: str, d: dict[str, Any]) -> float | None:
+    """The number shown for a slot: P(fake) for all, including temporal (its seed key is 1 − P(fake))."""
+    p = d.get("calibrated") if d.get("calibrated") is not None else d.get("score")
+    return p
+
+
+def suspicious_seconds(det: dict[str, Any], threshold: float = 0.6, top: int = 3) -> list[tuple[float, float, float]]:
+    """The most suspicious seconds of one detector's timeline (start, end, score), highest first."""
+    pts = [(s, e, v) for s, e, v in det.get("timeline") or [] if v is not None and v >= threshold]
+    return sorted(pts, key=lambda p: -p[2])[:top]
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    ds = report["detector_scores"]
+    md = report["model_metadata"]
+    media = md.get("media") or {}
+    lines = []
+    name = md.get("source_name") or "uploaded file"
+    if media:
+        desc = f"{media['kind']}"
+        if md.get("video_duration_seconds"):
+            desc += f", {md['video_duration_seconds']:.1f} s"
+        if media.get("width"):
+            desc += f", {media['width']}×{media['height']}"
+        if media.get("fps"):
+            desc += f", {media['fps']:.0f} fps"
+        desc += ", with audio" if media.get("has_audio") else ", no audio"
+        lines.append(f"{name} — {desc}")
+    else:
+        lines.append(name)
+    verdict = report["verdict"]
+    lines.append("")
+    head = f"VERDICT: {verdict}"
+    if report.get("fake_probability") is not None:
+        head += f"   P(fake) {report['fake_probability']:.2f}   confidence {_fmt(report['confidence'], True)}"
+    lines.append(head)
+    lines.append(f"  {VERDICT_WORDS.get(verdict, '')}" + (f": {report['reason']}" if report.get("reason") else ""))
+    lines.append("")
+    lines.append(f"  {'detector':<22} {'P(fake)':>8}  {'status':<15} model / reason")
+    for slot in SLOT_ORDER:
+        d = ds["detectors"].get(slot)
+        if not d:
+            continue
+        score = _display_score(slot, d)
+        note = d["model"] if d["status"] == "ok" else (d.get("reason") or "")
+        lines.append(f"  {d['label']:<22} {_fmt(score):>8}  {d['status']:<15} {note}")
+    lines.append(f"  {'Face quality':<22} {_fmt(ds.get('face_quality')):>8}")
+    lines.append("")
+    hot = []
+    for slot in SLOT_ORDER:
+        d = ds["detectors"].get(slot)
+        if d and d["status"] == "ok":
+            for s, e, v in suspicious_seconds(d):
+                hot.append(f"{d['label'].lower()} {s:.0f}–{e:.0f} s ({v:.2f})")
+    lines.append("Most suspicious seconds: " + (", ".join(hot) if hot else "none above 0.60"))
+    for t in ds.get("tracks", []):
+        tag = " (main)" if t["is_main"] else ""
+        spk = {True: ", speaking", False: ", not speaking"}.get(t.get("is_speaker"), "")
+        lines.append(
+            f"Face {t['track_id']}{tag}: {t['frames']} frames, {t['start_s']:.1f}–{t['end_s']:.1f} s, "
+            f"{t['mean_face_size_px']:.0f} px, quality {_fmt(t['quality'])}, visual P(fake) {_fmt(t['visual_score'])}"
+            f"{spk}"
+        )
+    fusion = ds.get("fusion", {})
+    if fusion:
+        lines.append(f"Fusion: {fusion.get('method')}" + (f" — {fusion['note']}" if fusion.get("note") else ""))
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in (md.get("stage_seconds") or {}).items() if v and v >= 0.05)
+    lines.append(f"Time: {md.get('processing_time_seconds', 0):.1f} s on {md.get('device')} ({stages})")
+    for w in md.get("warnings") or []:
+        lines.append(f"Warning: {w}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML
+# ----------------------------------------------------------------------------------------------
+def _timeline_svg(det: dict[str, Any], duration: float, colour: str, width: int = 640, height: int = 90) -> str:
+    pts = det.get("timeline") or []
+    if not pts:
+        return '<div class="muted">no timeline</div>'
+    dur = max(duration or 0.0, max(e for _, e, _ in pts), 1.0)
+    pad_l, pad_r, pad_b = 30, 14, 16
+    w, h = width - pad_l - pad_r, height - pad_b
+    bars = []
+    for s, e, v in pts:
+        x = pad_l + w * s / dur
+        bw = max(1.0, w * (e - s) / dur - 1)
+        bh = h * (v or 0.0)
+        bars.append(f'<rect x="{x:.1f}" y="{h - bh:.1f}" width="{bw:.1f}" height="{bh:.1f}" fill="{colour}" '
+                    f'opacity="{0.35 + 0.65 * (v or 0):.2f}"><title>{s:.0f}–{e:.0f} s: {v:.2f}</title></rect>')
+    ticks = []
+    step = max(1, math.ceil(dur / 10))
+    for t in range(0, int(dur) + 1, step):
+        x = pad_l + w * t / dur
+        ticks.append(f'<text x="{x:.1f}" y="{height - 3}" font-size="10" text-anchor="middle">{t}s</text>')
+    grid = "".join(
+        f'<line x1="{pad_l}" x2="{width}" y1="{h * (1 - g):.1f}" y2="{h * (1 - g):.1f}" stroke="#ddd"/>'
+        f'<text x="{pad_l - 4}" y="{h * (1 - g) + 3:.1f}" font-size="9" text-anchor="end">{g:.1f}</text>'
+        for g in (0.0, 0.5, 1.0)
+    )
+    return (f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="{html.escape(det["label"])} per second">'
+            f'{grid}{"".join(bars)}{"".join(ticks)}</svg>')
+
+
+def report_html(report: dict[str, Any]) -> str:
+    ds = report["detector_scores"]
+    md = report["model_metadata"]
+    verdict = report["verdict"]
+    e = html.escape
+    duration = md.get("video_duration_seconds") or 0.0
+    rows = []
+    for slot in SLOT_ORDER:
+        d = ds["detectors"].get(slot)
+        if not d:
+            continue
+        score = _display_score(slot, d)
+        colour = COLOURS[slot]
+        if d["status"] == "ok" and score is not None:
+            bar = (f'<div class="bar"><div class="fill" style="width:{100 * score:.1f}%;background:{colour}"></div>'
+                   f'</div><span class="num">{score:.2f}</span>')
+            body = _timeline_svg(d, duration, colour)
+            extra = ", ".join(f"{k}: {v}" for k, v in d.items()
+                              if k not in {"key", "label", "model", "status", "reason", "score", "calibrated",
+                                           "timeline"} and v is not None)
+        else:
+            bar = f'<span class="status">{e(d["status"].replace("_", " "))}</span>'
+            body = f'<div class="reason">{e(d.get("reason") or "")}</div>'
+            extra = ""
+        rows.append(
+            f'<section class="det" data-slot="{slot}"><h3><span class="dot" style="background:{colour}"></span>'
+            f'{e(d["label"])} <small>{e(d["model"])}</small></h3>{bar}{body}'
+            f'<div class="muted">{e(extra)}</div></section>'
+        )
+    fq = ds.get("face_quality")
+    fq_html = (f'<div class="bar"><div class="fill" style="width:{100 * fq:.1f}%;background:{COLOURS["face_quality"]}">'
+               f'</div></div><span class="num">{fq:.2f}</span>') if fq is not None else '<span class="status">—</span>'
+    faces = []
+    for t in ds.get("tracks", []):
+        img = (f'<img alt="face {t["track_id"]}" src="data:image/jpeg;base64,{t["thumbnail_jpeg_b64"]}">'
+               if t.get("thumbnail_jpeg_b64") else "")
+        faces.append(
+            f'<figure class="face">{img}<figcaption>face {t["track_id"]}{" (main)" if t["is_main"] else ""}<br>'
+            f'{t["start_s"]:.1f}–{t["end_s"]:.1f} s, {t["frames"]} frames<br>visual P(fake) {_fmt(t["visual_score"])}'
+            f'<br>quality {_fmt(t["quality"])}</figcaption></figure>'
+        )
+    models = "".join(
+        f"<li>{e(m['slot'])}: {e(m['name'])} — <code>{e(m['file'])}</code> "
+        f"<code title='sha256'>{e((m['sha256'] or '')[:16])}…</code></li>"
+        for m in md.get("models_used", [])
+    )
+    stages = ", ".join(f"{k} {v:.2f} s" for k, v in (md.get("stage_seconds") or {}).items())
+    fp = report.get("fake_probability")
+    head = f"P(fake) {fp:.2f} · confidence {_fmt(report['confidence'], True)}" if fp is not None else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Deepfake report — {e(md.get('source_name') or '')}</title>
+<style>
+body{{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:760px;color:#111}}
+.verdict{{padding:14px 18px;border-radius:8px;color:#fff;background:{VERDICT_COLOURS.get(verdict, '#555')}}}
+.verdict h1{{margin:0;font-size:24px}} .verdict p{{margin:4px 0 0}}
+.det{{border-bottom:1px solid #eee;padding:10px 0}} .det h3{{margin:0 0 6px;font-size:15px}}
+.det small{{color:#666;font-weight:normal}}
+.dot{{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:6px}}
+.bar{{display:inline-block;width:300px;height:12px;background:#f1f1f1;border-radius:6px;vertical-align:middle;
+overflow:hidden}}
+.fill{{height:100%}} .num{{margin-left:8px;font-weight:600}}
+.status{{color:#666;text-transform:uppercase;font-size:12px}}
+.reason{{color:#555;font-style:italic}} .muted{{color:#777;font-size:12px}}
+.faces{{display:flex;flex-wrap:wrap;gap:12px}} .face{{margin:0;font-size:12px;text-align:center}}
+.face img{{width:96px;height:96px;border-radius:6px;display:block;margin:auto}}
+</style></head><body>
+<div class="verdict"><h1>{e(verdict.replace('_', ' '))}</h1><p>{e(head)}</p>
+<p>{e(VERDICT_WORDS.get(verdict, ''))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p></div>
+<h2>Detectors</h2>{''.join(rows)}
+<section class="det" data-slot="face_quality"><h3><span class="dot" style="background:{COLOURS['face_quality']}">
+</span>Face quality</h3>{fq_html}</section>
+<h2>Faces</h2><div class="faces">{''.join(faces) or '<p class="muted">no face found</p>'}</div>
+<h2>Details</h2><ul><li>file: {e(md.get('source_name') or '')}, {e(str(md.get('video_duration_seconds')))} s</li>
+<li>fusion: {e(ds.get('fusion', {}).get('method', ''))} {e(ds.get('fusion', {}).get('note') or '')}</li>
+<li>processing: {md.get('processing_time_seconds')} s on {e(str(md.get('device')))} ({e(stages)})</li>
+<li>frames analysed: {md.get('frames_analyzed')}</li>{models}</ul>
+</body></html>
+"""

@@ -1,0 +1,263 @@
+"""The report: frozen, typed results of one analysis, and the ONE place their JSON/DB shape is made.
+
+Score orientation (documented for the customer's UI, see README "Report schema"):
+  * ``visual_artifacts``, ``audio_synthesis``, ``lip_sync_error`` and ``final_weighted_score`` are
+    probabilities of FAKE / mismatch in [0, 1] (higher = more suspicious);
+  * ``temporal_consistency`` is 1 − the temporal detector's P(fake) (higher = more consistent = more real);
+  * ``face_quality`` is in [0, 1] (higher = a better face to judge);
+  * a detector that did not run is ``null``, never a number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+
+
+class Verdict(StrEnum):
+    AUTHENTIC = "AUTHENTIC"
+    SUSPICIOUS = "SUSPICIOUS"
+    FAKE = "FAKE"
+    NOT_APPLICABLE = "NOT_APPLICABLE"
+    FAILED = "FAILED"
+
+
+class Status(StrEnum):
+    OK = "ok"  # ran and produced a score
+    UNAVAILABLE = "unavailable"  # weights/checkpoint absent: the detector cannot run on this deployment
+    NOT_APPLICABLE = "not_applicable"  # nothing for it to look at (no face, no speech, too short)
+    FAILED = "failed"  # it crashed; the reason says how
+
+
+# Detector slots of the report, in display order, with the seed's key names and labels.
+VISUAL, TEMPORAL, AUDIO, LIP_SYNC = "visual", "temporal", "audio", "lip_sync"
+SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC)
+SEED_KEYS = {
+    VISUAL: "visual_artifacts",
+    TEMPORAL: "temporal_consistency",
+    AUDIO: "audio_synthesis",
+    LIP_SYNC: "lip_sync_error",
+}
+LABELS = {
+    VISUAL: "Visual artifacts",
+    TEMPORAL: "Temporal consistency",
+    AUDIO: "Synthetic voice",
+    LIP_SYNC: "Lip sync",
+}
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    return round(float(x), nd)
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    start_s: float
+    end_s: float
+    score: float  # P(fake) of that second (mean of the items overlapping it)
+
+
+@dataclass(frozen=True)
+class DetectorResult:
+    slot: str  # one of SLOTS
+    model: str  # e.g. "mesonet:mesoinception_df"
+    status: Status
+    reason: str | None = None
+    score: float | None = None  # raw detector P(fake) for the whole clip
+    calibrated: float | None = None  # after the fitted calibration (None without a calibration file)
+    timeline: tuple[TimelinePoint, ...] = ()
+    extras: tuple[tuple[str, float | int | str | None], ...] = ()  # small typed facts (best offset, windows...)
+
+    @property
+    def ran(self) -> bool:
+        return self.status is Status.OK and self.score is not None
+
+    def extra(self, key: str, default=None):
+        return dict(self.extras).get(key, default)
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    track_id: int
+    is_main: bool
+    is_speaker: bool | None  # None: not measured (no audio or no active-speaker model)
+    frames: int
+    start_s: float
+    end_s: float
+    mean_face_size_px: float  # in original video pixels
+    quality: float
+    visual_score: float | None  # aggregated P(fake) of this face
+    frame_times_s: tuple[float, ...] = ()
+    frame_scores: tuple[float, ...] = ()
+    box: tuple[float, float, float, float] | None = None  # a representative box, original pixels
+    thumbnail_jpeg_b64: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelUsed:
+    slot: str
+    name: str
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class MediaSummary:
+    kind: str  # video | image | audio
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    has_audio: bool
+    has_video: bool
+    rotation: int
+    container: str
+    video_codec: str | None
+    audio_codec: str | None
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Fusion:
+    method: str  # "calibrated-logistic" | "seed-fixed-weights" | "attention"
+    fake_probability: float | None
+    confidence: float
+    thresholds: tuple[float, float]  # (authentic below, fake above) after face-quality widening
+    weights: tuple[tuple[str, float], ...]  # slot -> weight used
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    verdict: Verdict
+    reason: str | None
+    fusion: Fusion
+    detectors: tuple[DetectorResult, ...]
+    tracks: tuple[TrackResult, ...]
+    face_quality: float | None
+    media: MediaSummary | None
+    models_used: tuple[ModelUsed, ...]
+    device: str
+    stage_seconds: tuple[tuple[str, float], ...]
+    frames_analyzed: int
+    source_name: str | None = None
+    created_at: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    # -- convenience ----------------------------------------------------------------------------
+    @property
+    def fake_probability(self) -> float | None:
+        return self.fusion.fake_probability
+
+    @property
+    def confidence(self) -> float:
+        return self.fusion.confidence
+
+    def detector(self, slot: str) -> DetectorResult | None:
+        return next((d for d in self.detectors if d.slot == slot), None)
+
+    @property
+    def processing_seconds(self) -> float:
+        return float(sum(s for _, s in self.stage_seconds))
+
+    # -- the JSON/DB shape (only here) ------------------------------------------------------------
+    def detector_scores(self) -> dict[str, Any]:
+        """The seed's keys, then extras. Missing detectors are ``None``, never a number."""
+        out: dict[str, Any] = {"face_quality": _r(self.face_quality)}
+        for slot in SLOTS:
+            d = self.detector(slot)
+            value = None
+            if d is not None and d.ran:
+                p = d.calibrated if d.calibrated is not None else d.score
+                value = (1.0 - p) if slot == TEMPORAL else p
+            out[SEED_KEYS[slot]] = _r(value)
+        out["final_weighted_score"] = _r(self.fusion.fake_probability)
+        # extras under new keys
+        out["fake_probability"] = _r(self.fusion.fake_probability)
+        out["verdict"] = self.verdict.value
+        out["confidence"] = _r(self.fusion.confidence)
+        out["raw_scores"] = {SEED_KEYS[d.slot]: _r(d.score) for d in self.detectors}
+        out["detectors"] = {
+            d.slot: {
+                "key": SEED_KEYS[d.slot],
+                "label": LABELS[d.slot],
+                "model": d.model,
+                "status": d.status.value,
+                "reason": d.reason,
+                "score": _r(d.score),
+                "calibrated": _r(d.calibrated),
+                "timeline": [[_r(p.start_s, 2), _r(p.end_s, 2), _r(p.score)] for p in d.timeline],
+                **{k: (_r(v) if isinstance(v, float) else v) for k, v in d.extras},
+            }
+            for d in self.detectors
+        }
+        out["tracks"] = [
+            {
+                "track_id": t.track_id,
+                "is_main": t.is_main,
+                "is_speaker": t.is_speaker,
+                "frames": t.frames,
+                "start_s": _r(t.start_s, 2),
+                "end_s": _r(t.end_s, 2),
+                "mean_face_size_px": _r(t.mean_face_size_px, 1),
+                "quality": _r(t.quality, 3),
+                "visual_score": _r(t.visual_score),
+                "frame_times_s": [_r(x, 2) for x in t.frame_times_s],
+                "frame_scores": [_r(x) for x in t.frame_scores],
+                "box": [_r(x, 1) for x in t.box] if t.box else None,
+                "thumbnail_jpeg_b64": t.thumbnail_jpeg_b64,
+            }
+            for t in self.tracks
+        ]
+        out["fusion"] = {
+            "method": self.fusion.method,
+            "thresholds": {
+                "authentic_below": _r(self.fusion.thresholds[0]),
+                "fake_above": _r(self.fusion.thresholds[1]),
+            },
+            "weights": {k: _r(v) for k, v in self.fusion.weights},
+            "note": self.fusion.note,
+        }
+        out["schema_version"] = SCHEMA_VERSION
+        return out
+
+    def model_metadata(self) -> dict[str, Any]:
+        m = self.media
+        return {
+            "models_used": [
+                {"slot": u.slot, "name": u.name, "file": u.file, "sha256": u.sha256} for u in self.models_used
+            ],
+            "processing_time_seconds": _r(self.processing_seconds, 3),
+            "stage_seconds": {k: _r(v, 3) for k, v in self.stage_seconds},
+            "frames_analyzed": self.frames_analyzed,
+            "video_duration_seconds": _r(m.duration_s, 3) if m else None,
+            "device": self.device,
+            "fusion_method": self.fusion.method,
+            "media": None if m is None else {
+                "kind": m.kind, "width": m.width, "height": m.height, "fps": _r(m.fps, 3), "has_audio": m.has_audio,
+                "has_video": m.has_video, "rotation": m.rotation, "container": m.container,
+                "video_codec": m.video_codec, "audio_codec": m.audio_codec, "size_bytes": m.size_bytes,
+                "sha256": m.sha256,
+            },
+            "source_name": self.source_name,
+            "warnings": list(self.warnings),
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "fake_probability": _r(self.fusion.fake_probability),
+            "confidence": _r(self.fusion.confidence),
+            "created_at": self.created_at,
+            "detector_scores": self.detector_scores(),
+            "model_metadata": self.model_metadata(),
+        }

@@ -1,0 +1,709 @@
+"""Jobs: intake (persist the bytes, probe, dedupe, quota, queue row), processing and dispatch.
+
+The queue is the database: a request becomes a ``pending`` row before the API answers 202, with its
+bytes already on disk under ``uploads_dir``. Workers claim rows atomically, heartbeat while the
+pipeline runs, and write the report. A worker that dies leaves a ``processing`` row whose heartbeat
+stops; the sweeper puts it back to ``pending`` (or fails it with a reason after ``job_max_attempts``),
+so a restart loses nothing and nothing stays ``processing``.
+
+Dispatch:
+* ``WorkerPool`` (local / ``make serve``): N threads in this process share the one loaded pipeline;
+  N = ``workers`` (default 1: runs are serialised on a 2-core CPU).
+* ``SpawnDispatcher`` (Modal): ``Detector.analyze.spawn(task_id)`` per job; its sweeper respawns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from db.repository import (
+    FAILED,
+    DuplicateTaskError,
+    JobRow,
+    NewJob,
+    RateLimitExceeded,
+    Repository,
+    seconds_to_utc_midnight,
+)
+from service import callbacks
+from service.schemas import ServiceError
+from service.security import ApiKey, SecurityError, TooLarge, UrlPolicy, download
+
+logger = logging.getLogger(__name__)
+
+STAGE_WRITE_INTERVAL_S = 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Pipeline loading
+# ----------------------------------------------------------------------------------------------
+class PipelineUnavailable(RuntimeError):
+    pass
+
+
+def load_pipeline(settings):
+    """The pipeline this deployment runs: ``pipeline.build(settings)``, or the test-only fake."""
+    if settings.pipeline_fake:
+        logger.warning("PIPELINE_FAKE is set: results are INVENTED (test-only switch)")
+        return FakePipeline(settings, delay_s=settings.pipeline_fake_delay_s)
+    import pipeline
+
+    return pipeline.build(settings)
+
+
+def describe_detectors(pipeline) -> list[str] | dict[str, Any] | None:
+    """Which detectors a loaded pipeline has, as the pipeline describes them (``Pipeline.status()``)."""
+    for attr in ("status", "loaded_detectors", "detectors"):
+        value = getattr(pipeline, attr, None)
+        if value is None:
+            continue
+        if callable(value):
+            try:
+                value = value()
+            except Exception:  # a description is not worth failing health for
+                continue
+        if isinstance(value, dict):
+            return json.loads(json.dumps(value, default=str))
+        if isinstance(value, list | tuple | set | frozenset):
+            return [str(getattr(v, "name", v)) for v in value]
+    return None
+
+
+class PipelineHolder:
+    """The one pipeline of this process, loaded once (in the background, so the API answers meanwhile)."""
+
+    def __init__(self, pipeline=None, loader: Callable[[], Any] | None = None):
+        self._pipeline = pipeline
+        self._loader = loader
+        self._ready = threading.Event()
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        if pipeline is not None:
+            self._ready.set()
+
+    @property
+    def state(self) -> str:
+        if self._pipeline is not None:
+            return "ready"
+        if self.error:
+            return "failed"
+        return "loading"
+
+    @property
+    def pipeline(self):
+        return self._pipeline
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self._pipeline is not None or self._loader is None:
+                return
+            self._started = True
+        threading.Thread(target=self._load, name="pipeline-loader", daemon=True).start()
+
+    def _load(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._pipeline = self._loader()
+            logger.info("pipeline loaded in %.1f s", time.perf_counter() - t0)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("pipeline failed to load")
+        finally:
+            self._ready.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once loading finished (ready or failed)."""
+        self.start()
+        return self._ready.wait(timeout)
+
+    def get(self, timeout: float | None = None):
+        self.start()
+        self._ready.wait(timeout)
+        if self._pipeline is None:
+            raise PipelineUnavailable(self.error or "the pipeline is still loading")
+        return self._pipeline
+
+
+# ----------------------------------------------------------------------------------------------
+# Status JSON (the API's answer and the callback body)
+# ----------------------------------------------------------------------------------------------
+def status_payload(row: JobRow, include_callback: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "task_id": row.task_id,
+        "status": row.status,
+        "stage": row.stage if row.status == "processing" else None,
+        "progress": row.progress if row.status == "processing" else None,
+        "detection_result": row.detection_result,
+        "confidence_score": row.confidence_score,
+        "reason": row.reason,
+        "error_code": row.error_code,
+        "report": row.report_dict() if row.is_final else None,
+        "attempts": row.attempts,
+        "cached": row.cached_from is not None,
+        "cached_from": row.cached_from,
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "completed_at": _iso(row.completed_at),
+    }
+    if include_callback and row.callback_url:
+        out["callback"] = {
+            "url": row.callback_url,
+            "attempts": row.callback_attempts,
+            "last_status": row.callback_last_status,
+            "last_error": row.callback_last_error,
+            "delivered_at": _iso(row.callback_delivered_at),
+        }
+    return out
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).isoformat()
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress + heartbeat while one job runs
+# ----------------------------------------------------------------------------------------------
+class ProgressWriter:
+    """The ``progress`` callback of ``pipeline.run``: writes stage changes (throttled) and a heartbeat."""
+
+    def __init__(self, repo: Repository, task_id: str, attempt: int, heartbeat_s: float):
+        self.repo, self.task_id, self.attempt = repo, task_id, attempt
+        self._stage: str | None = None
+        self._fraction = 0.0
+        self._written_at = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), name=f"heartbeat-{task_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def __call__(self, stage: str, fraction: float = 0.0) -> None:
+        with self._lock:
+            changed = stage != self._stage
+            self._stage, self._fraction = stage, float(fraction)
+            due = changed or time.monotonic() - self._written_at >= STAGE_WRITE_INTERVAL_S
+        if due:
+            self._write()
+
+    def _write(self) -> None:
+        with self._lock:
+            stage, fraction = self._stage, self._fraction
+            self._written_at = time.monotonic()
+        try:
+            if not self.repo.heartbeat(self.task_id, self.attempt, stage, fraction) and not self.lost:
+                self.lost = True
+                logger.warning("job %s attempt %d is no longer ours (requeued as stale?)", self.task_id, self.attempt)
+        except Exception:
+            logger.exception("heartbeat of %s failed", self.task_id)
+
+    def _beat(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            self._write()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The service: intake, processing, callbacks
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredMedia:
+    path: Path
+    size: int
+    sha256: str
+    source_name: str | None
+    source_url: str | None = None
+
+
+class Dispatcher(Protocol):
+    def start(self) -> None: ...
+    def submit(self, task_id: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class JobService:
+    def __init__(
+        self,
+        settings,
+        repo: Repository,
+        pipelines: PipelineHolder,
+        url_policy: UrlPolicy | None = None,
+        callback_policy: UrlPolicy | None = None,
+        inline_callbacks: bool = False,
+    ):
+        self.settings = settings
+        self.repo = repo
+        self.pipelines = pipelines
+        self.url_policy = url_policy or UrlPolicy(allow_private=settings.allow_private_urls)
+        self.callback_policy = callback_policy or UrlPolicy(allow_private=settings.allow_private_callbacks)
+        self.uploads_dir = Path(settings.uploads_dir).expanduser().resolve()
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self.dispatcher: Dispatcher | None = None
+        self._callbacks = None if inline_callbacks else ThreadPoolExecutor(4, thread_name_prefix="callback")
+        self._closing = threading.Event()  # set on shutdown: backoff sleeps end, retries resume after restart
+
+    # -- intake ---------------------------------------------------------------------------------
+    def check_quota(self, key: ApiKey | None) -> None:
+        """Cheap early refusal (before any download); the binding check is atomic with the insert."""
+        limit = self.settings.daily_limit_per_key
+        if key is not None and limit > 0 and self.repo.count_today(key.key_id) >= limit:
+            raise self._rate_limited(limit)
+
+    def _rate_limited(self, limit: int) -> ServiceError:
+        retry = seconds_to_utc_midnight()
+        return ServiceError(
+            429, "rate_limited",
+            f"this API key has used its {limit} videos for today (UTC); try again in {retry} s",
+            {"Retry-After": str(retry)},
+        )
+
+    def check_callback(self, callback_url: str | None) -> None:
+        if not callback_url:
+            return
+        if not self.settings.callback_secret:
+            raise ServiceError(
+                422, "callbacks_disabled",
+                "callback_url needs the server's CALLBACK_SECRET to sign deliveries; it is not configured",
+            )
+        try:
+            self.callback_policy.check(callback_url)
+        except SecurityError as exc:
+            raise ServiceError(400, "callback_refused", f"callback_url refused: {exc.message}") from exc
+
+    def existing_task(self, task_id: str | None, key: ApiKey | None) -> JobRow | None:
+        """An idempotent re-submission of ``task_id`` (same key) returns its row; another key's id is a 409."""
+        if not task_id:
+            return None
+        row = self.repo.get(task_id)
+        if row is None:
+            return None
+        if key is not None and row.api_key_id not in (None, key.key_id):
+            raise ServiceError(409, "task_id_taken", f"task_id {task_id!r} is already used")
+        return row
+
+    def store_stream(self, stream: BinaryIO, source_name: str | None) -> StoredMedia:
+        """Copy an upload to ``uploads_dir`` (fsynced), hashing it and enforcing the size cap."""
+        limit = self.settings.max_file_bytes
+        tmp = self.uploads_dir / f"up-{uuid.uuid4().hex}.part"
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as f:
+                while chunk := stream.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        raise ServiceError(
+                            413, "file_too_large", f"the upload is larger than the limit of {limit / 1e6:.0f} MB"
+                        )
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StoredMedia(tmp, size, h.hexdigest(), source_name)
+
+    def store_url(self, url: str) -> StoredMedia:
+        s = self.settings
+        try:
+            d = download(
+                url, self.uploads_dir, self.url_policy, s.max_file_bytes, timeout_s=s.download_timeout_s,
+                total_timeout_s=s.download_total_timeout_s, max_redirects=s.download_max_redirects,
+            )
+        except TooLarge as exc:
+            raise ServiceError(413, exc.code, exc.message) from exc
+        except SecurityError as exc:
+            raise ServiceError(exc.status, exc.code, exc.message) from exc
+        return StoredMedia(d.path, d.size, d.sha256, d.filename, source_url=url)
+
+    def _probe(self, media: StoredMedia):
+        from pipeline import media as media_mod
+
+        try:
+            return media_mod.probe(media.path, media_mod.Limits.from_settings(self.settings))
+        except media_mod.MediaError as exc:
+            status = 413 if exc.code == "file_too_large" else 422
+            # the message names our storage path: say the client's name for the file instead
+            message = exc.message.replace(str(media.path), media.source_name or media.source_url or "the file")
+            raise ServiceError(status, exc.code, message) from exc
+
+    def submit(
+        self,
+        media: StoredMedia,
+        key: ApiKey | None,
+        callback_url: str | None = None,
+        task_id: str | None = None,
+        probe: bool = True,
+        use_cache: bool = True,
+    ) -> tuple[JobRow, bool]:
+        """Queue stored media (or answer from the cache). Returns (row, cached). Removes the file on refusal."""
+        keep_file = False
+        try:
+            info = self._probe(media) if probe else None
+            task_id = task_id or str(uuid.uuid4())
+            common = dict(
+                task_id=task_id,
+                user_id=key.user_id if key else None,
+                file_url=media.source_url,
+                file_type=info.kind if info else None,
+                source_url=media.source_url,
+                source_name=media.source_name,
+                content_sha256=media.sha256,
+                api_key_id=key.key_id if key else None,
+                callback_url=callback_url,
+            )
+            limit = self.settings.daily_limit_per_key if key else 0
+            cached = self.repo.find_completed_by_sha256(media.sha256) if use_cache else None
+            if cached is not None:
+                row = self.repo.create_job(NewJob.cached_copy(cached, **common), daily_limit=limit)
+                logger.info("task %s: identical bytes analysed as %s, answered from cache", task_id, cached.task_id)
+                self._after_final(row)
+                return row, True
+            suffix = Path(media.source_name or "").suffix.lower()
+            suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ""
+            final = self.uploads_dir / f"{re.sub(r'[^A-Za-z0-9_.:-]', '_', task_id)}{suffix}"
+            os.replace(media.path, final)
+            _fsync_dir(self.uploads_dir)
+            media = StoredMedia(final, media.size, media.sha256, media.source_name, media.source_url)
+            row = self.repo.create_job(NewJob(storage_path=str(final), **common), daily_limit=limit)
+            keep_file = True
+        except RateLimitExceeded as exc:
+            raise self._rate_limited(exc.limit) from exc
+        except DuplicateTaskError as exc:
+            raise ServiceError(409, "task_id_taken", f"task_id {task_id!r} is already used") from exc
+        finally:
+            if not keep_file:
+                media.path.unlink(missing_ok=True)
+        logger.info("task %s queued (%s, %d bytes)", row.task_id, media.source_name or media.source_url, media.size)
+        if self.dispatcher is not None:
+            try:
+                self.dispatcher.submit(row.task_id)
+            except Exception:  # the row is queued; a sweeper/worker will pick it up
+                logger.exception("dispatch of %s failed; it stays pending for the sweeper", row.task_id)
+        return row, False
+
+    # -- processing -----------------------------------------------------------------------------
+    def process(self, job: JobRow) -> JobRow:
+        """Run the pipeline on a claimed (processing) job and write the outcome. Never raises for the job."""
+        attempt = job.attempts
+        path = Path(job.storage_path) if job.storage_path else None
+        if path is None or not path.exists():
+            row = self.repo.fail(
+                job.task_id, "the uploaded media is missing from storage; send the video again", "media_missing",
+                attempt,
+            )
+            return self._after_final(row or self.repo.get(job.task_id))
+        try:
+            pipeline = self.pipelines.get(timeout=self.settings.job_stale_after_s)
+        except PipelineUnavailable as exc:
+            row = self.repo.fail(job.task_id, f"the detectors could not be loaded: {exc}", "pipeline_unavailable",
+                                 attempt)
+            return self._after_final(row or self.repo.get(job.task_id))
+        writer = ProgressWriter(self.repo, job.task_id, attempt, self.settings.job_heartbeat_s)
+        t0 = time.perf_counter()
+        try:
+            report = pipeline.run(str(path), progress=writer, source_name=job.source_name or path.name)
+        except Exception as exc:  # the pipeline contract says it returns FAILED reports; this is a bug
+            logger.exception("pipeline crashed on %s", job.task_id)
+            row = self.repo.fail(job.task_id, f"internal error while analysing: {type(exc).__name__}: {exc}",
+                                 "internal_error", attempt)
+        else:
+            row = self.repo.complete(job.task_id, attempt, report)
+        finally:
+            writer.stop()
+        if row is None:
+            logger.warning("task %s attempt %d finished after losing the job; result dropped", job.task_id, attempt)
+            return self.repo.get(job.task_id)
+        logger.info("task %s %s (%s) in %.1f s", row.task_id, row.status, row.detection_result,
+                    time.perf_counter() - t0)
+        return self._after_final(row)
+
+    def process_next(self, task_id: str | None = None) -> JobRow | None:
+        """Claim (the given or the oldest pending) job and process it. None when there was nothing to claim."""
+        job = self.repo.claim(task_id)
+        if job is None:
+            return None
+        return self.process(job)
+
+    def _after_final(self, row: JobRow | None) -> JobRow | None:
+        if row is None or not row.is_final:
+            return row
+        if row.storage_path and not self.settings.keep_uploads:
+            Path(row.storage_path).unlink(missing_ok=True)
+        if row.callback_url and row.callback_delivered_at is None:
+            if self._callbacks is None:
+                self.deliver_callback(row)
+            else:
+                self._callbacks.submit(self.deliver_callback, row)
+        return row
+
+    def deliver_callback(self, row: JobRow) -> bool:
+        s = self.settings
+        if not s.callback_secret:
+            logger.error("task %s has a callback_url but CALLBACK_SECRET is not set; not delivering", row.task_id)
+            return False
+        current = self.repo.get(row.task_id) or row
+
+        def record(attempt: int, status: int | None, error: str | None, delivered: bool) -> None:
+            self.repo.record_callback_attempt(row.task_id, attempt, status, error, delivered)
+
+        return callbacks.deliver(
+            row.callback_url, status_payload(current, include_callback=False), s.callback_secret,
+            self.callback_policy, max_attempts=s.callback_max_attempts, backoff_s=s.callback_backoff_s,
+            timeout_s=s.callback_timeout_s, record=record, first_attempt=current.callback_attempts + 1,
+            stop=self._closing,
+        )
+
+    # -- maintenance ----------------------------------------------------------------------------
+    def sweep(self) -> list[JobRow]:
+        """Requeue (or fail) stale processing jobs. Returns the rows changed."""
+        changed = self.repo.requeue_stale(self.settings.job_stale_after_s, self.settings.job_max_attempts)
+        for row in changed:
+            if row.status == FAILED:
+                logger.error("task %s failed: %s", row.task_id, row.reason)
+                self._after_final(row)
+            else:
+                logger.warning("task %s requeued after its worker went silent (attempt %d)", row.task_id,
+                               row.attempts)
+        return changed
+
+    def redeliver_callbacks(self) -> int:
+        rows = self.repo.undelivered_callbacks(self.settings.callback_max_attempts)
+        for row in rows:
+            self._after_final(row)
+        return len(rows)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._callbacks is not None:
+            self._callbacks.shutdown(wait=False, cancel_futures=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a crash right after the 202 must not lose the file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatchers
+# ----------------------------------------------------------------------------------------------
+class WorkerPool:
+    """Local dispatch: worker threads claim pending rows; a sweeper requeues rows of dead workers."""
+
+    def __init__(self, service: JobService, workers: int | None = None):
+        self.service = service
+        self.workers = workers or service.settings.workers
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        s = service.settings
+        self.poll_s = s.queue_poll_s
+        self.sweep_every_s = max(0.2, min(s.job_stale_after_s / 2, 30.0))
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        try:
+            self.service.sweep()
+            self.service.redeliver_callbacks()
+        except Exception:
+            logger.exception("startup sweep failed")
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._sweep, name="sweeper", daemon=True)
+        t.start()
+        self._threads.append(t)
+        logger.info("worker pool started: %d worker(s)", self.workers)
+
+    def submit(self, task_id: str) -> None:
+        self._wake.set()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            # claim nothing before the pipeline is loaded: a claimed job must make progress (heartbeats)
+            if not self.service.pipelines.wait(self.poll_s):
+                continue
+            try:
+                row = self.service.process_next()
+            except Exception:
+                logger.exception("worker loop error")
+                row = None
+                self._stop.wait(self.poll_s)
+            if row is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.sweep_every_s):
+            try:
+                if any(r.status == "pending" for r in self.service.sweep()):
+                    self._wake.set()
+            except Exception:
+                logger.exception("sweep failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=timeout)
+        self._threads.clear()
+
+
+class SpawnDispatcher:
+    """Modal dispatch: ``spawn(task_id)`` runs the job in a GPU container (``Detector.analyze``).
+
+    ``spawn(None)`` asks a container to claim the oldest pending job; ``drain`` uses it for jobs that were
+    requeued or whose spawn failed. ``start`` drains once when the web container starts, then every
+    ``sweep_every_s`` if given (app.py's scheduled ``sweep`` function does the periodic part)."""
+
+    def __init__(self, service: JobService, spawn: Callable[[str | None], Any], sweep_every_s: float | None = None):
+        self.service = service
+        self.spawn = spawn
+        self.sweep_every_s = sweep_every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._sweep_loop, name="spawn-sweeper", daemon=True)
+            self._thread.start()
+
+    def submit(self, task_id: str) -> None:
+        self.spawn(task_id)
+
+    def drain(self) -> int:
+        self.service.sweep()
+        pending = self.service.repo.queue_counts().get("pending", 0)
+        for _ in range(pending):
+            self.spawn(None)
+        return pending
+
+    def _sweep_loop(self) -> None:
+        while True:
+            try:
+                self.drain()
+            except Exception:
+                logger.exception("spawn sweep failed")
+            if self.sweep_every_s is None or self._stop.wait(self.sweep_every_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# ----------------------------------------------------------------------------------------------
+# TEST-ONLY fake pipeline (Settings.pipeline_fake / PIPELINE_FAKE=1)
+# ----------------------------------------------------------------------------------------------
+class FakePipeline:
+    """Same interface as the real pipeline, instant and deterministic; INVENTS its scores.
+
+    It probes the media for real (bad media gives a FAILED report like the real pipeline), reports
+    progress through a few stages taking ``delay_s`` in total, and derives scores from the bytes'
+    sha256 so different clips get different (but repeatable) results. For tests and demos of the
+    service only: never deploy with PIPELINE_FAKE=1.
+    """
+
+    STAGES = ("decode", "faces", "visual", "temporal", "audio", "lip_sync", "fusion")
+
+    def __init__(self, settings=None, delay_s: float = 0.0):
+        self.settings = settings
+        self.delay_s = delay_s
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    @property
+    def loaded_detectors(self) -> list[str]:
+        return ["fake:visual", "fake:temporal", "fake:audio", "fake:lip_sync"]
+
+    def run(self, source, progress=None, source_name: str | None = None):
+        from pipeline import media
+        from pipeline.report import (
+            SLOTS,
+            DetectorResult,
+            Fusion,
+            MediaSummary,
+            ModelUsed,
+            Report,
+            Status,
+            Verdict,
+        )
+
+        with self._lock:
+            self.calls += 1
+        data = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        name = source_name or (None if isinstance(source, bytes | bytearray) else Path(source).name)
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        stage_s = []
+        try:
+            t0 = time.perf_counter()
+            info = media.probe(source, media.Limits.from_settings(self.settings))
+            stage_s.append(("decode", time.perf_counter() - t0))
+        except media.MediaError as exc:
+            return Report(
+                verdict=Verdict.FAILED, reason=exc.message,
+                fusion=Fusion("seed-fixed-weights", None, 0.0, (0.3, 0.7), ()),
+                detectors=(), tracks=(), face_quality=None, media=None, models_used=(), device="cpu",
+                stage_seconds=tuple(stage_s), frames_analyzed=0, source_name=name, created_at=created,
+            )
+        per_stage = self.delay_s / len(self.STAGES)
+        for stage in self.STAGES:
+            t0 = time.perf_counter()
+            if progress:
+                progress(stage, 0.0)
+            time.sleep(per_stage)
+            if progress:
+                progress(stage, 1.0)
+            stage_s.append((stage, time.perf_counter() - t0))
+        scores = [int(sha[8 * i: 8 * i + 8], 16) / 0xFFFFFFFF for i in range(len(SLOTS))]
+        fused = sum(scores) / len(scores)
+        verdict = Verdict.FAKE if fused > 0.7 else Verdict.AUTHENTIC if fused < 0.3 else Verdict.SUSPICIOUS
+        dets = tuple(
+            DetectorResult(slot=slot, model=f"fake:{slot}", status=Status.OK, score=round(s, 6))
+            for slot, s in zip(SLOTS, scores, strict=True)
+        )
+        return Report(
+            verdict=verdict, reason=None,
+            fusion=Fusion("seed-fixed-weights", round(fused, 6), round(abs(fused - 0.5) * 2, 6), (0.3, 0.7),
+                          tuple((s, 0.25) for s in SLOTS), note="FAKE PIPELINE (test only)"),
+            detectors=dets, tracks=(), face_quality=0.9,
+            media=MediaSummary(
+                kind=info.kind, duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps,
+                has_audio=info.has_audio, has_video=info.has_video, rotation=info.rotation,
+                container=info.container, video_codec=info.video_codec, audio_codec=info.audio_codec,
+                size_bytes=info.size_bytes, sha256=sha,
+            ),
+            models_used=tuple(ModelUsed(slot, f"fake:{slot}", "none", "0" * 64) for slot in SLOTS),
+            device="cpu", stage_seconds=tuple(stage_s), frames_analyzed=0, source_name=name, created_at=created,
+        )
+

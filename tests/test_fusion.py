@@ -1,0 +1,84 @@
+"""Late fusion: calibration, missing detectors, thresholds, face-quality widening, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.fusion import SEED_WEIGHTS, Calibrator, FusionModel, decide, fuse, logit, widened
+from pipeline.report import Verdict
+
+
+def model(**kw) -> FusionModel:
+    base = dict(
+        calibrators={"visual": Calibrator("platt", 2.0, -0.5), "audio": Calibrator("identity")},
+        intercept=-0.2,
+        weights={"visual": 1.0, "temporal": 0.8, "audio": 0.9, "lip_sync": 0.6},
+        thresholds=(0.3, 0.7),
+    )
+    return FusionModel(**(base | kw))
+
+
+def test_platt_and_isotonic_calibrators():
+    p = Calibrator("platt", 2.0, -0.5)(0.8)
+    assert p == pytest.approx(1 / (1 + math.exp(-(2 * logit(0.8) - 0.5))))
+    iso = Calibrator("isotonic", xs=(0.0, 0.5, 1.0), ys=(0.1, 0.2, 0.9))
+    assert iso(0.25) == pytest.approx(0.15) and iso(0.75) == pytest.approx(0.55)
+    assert Calibrator("identity")(0.42) == 0.42
+
+
+def test_missing_detectors_drop_out_without_renormalising():
+    m = model()
+    only_audio, cal, _verdict = fuse({"audio": 0.9}, m)
+    # only the audio term and the intercept: z = -0.2 + 0.9 * logit(0.9)
+    expected = 1 / (1 + math.exp(0.2 - 0.9 * logit(0.9)))
+    assert only_audio.fake_probability == pytest.approx(expected)
+    assert set(cal) == {"audio"}
+    # one strong detector alone gets less confidence than the same evidence from all of them
+    everything, _, _ = fuse({"visual": 0.9, "temporal": 0.9, "audio": 0.9, "lip_sync": 0.9}, m)
+    assert everything.fake_probability > only_audio.fake_probability
+    assert everything.confidence > only_audio.confidence
+
+
+def test_seed_fallback_counts_missing_as_neutral():
+    f, cal, verdict = fuse({"audio": 1.0}, None)
+    assert f.method == "seed-fixed-weights" and cal == {}
+    assert f.fake_probability == pytest.approx(0.25 * 1.0 + 0.75 * 0.5)
+    assert verdict is Verdict.SUSPICIOUS  # one detector alone cannot reach FAKE
+    f_all, _, v_all = fuse({s: 1.0 for s in SEED_WEIGHTS}, None)
+    assert f_all.fake_probability == pytest.approx(1.0) and v_all is Verdict.FAKE
+    assert sum(SEED_WEIGHTS.values()) == pytest.approx(1.0)
+
+
+def test_nothing_ran_gives_no_verdict():
+    for m in (None, model()):
+        f, _cal, verdict = fuse({}, m)
+        assert verdict is None and f.fake_probability is None and f.confidence == 0.0
+
+
+def test_thresholds_and_quality_widening():
+    assert decide(0.1, (0.3, 0.7)) is Verdict.AUTHENTIC
+    assert decide(0.5, (0.3, 0.7)) is Verdict.SUSPICIOUS
+    assert decide(0.7, (0.3, 0.7)) is Verdict.FAKE
+    assert widened((0.3, 0.7), 1.0, 0.15) == (0.3, 0.7)
+    lo, hi = widened((0.3, 0.7), 0.0, 0.15)
+    assert lo == pytest.approx(0.15) and hi == pytest.approx(0.85)
+    assert widened((0.3, 0.7), None, 0.15) == (0.3, 0.7)  # audio only: no face, no widening
+    # the same score is FAKE on a sharp face and SUSPICIOUS on a poor one
+    m = model(intercept=0.0, weights={"visual": 1.0}, calibrators={})
+    _, _, sharp = fuse({"visual": 0.75}, m, face_quality=1.0)
+    _, _, poor = fuse({"visual": 0.75}, m, face_quality=0.1)
+    assert sharp is Verdict.FAKE and poor is Verdict.SUSPICIOUS
+
+
+def test_roundtrip_and_unreadable_file(tmp_path):
+    m = model(metrics={"auc": 0.8}, fitted_on="unit test")
+    path = tmp_path / "cal.json"
+    m.save(path)
+    back = FusionModel.load(path)
+    assert back.weights == m.weights and back.thresholds == m.thresholds and back.metrics == {"auc": 0.8}
+    assert back.calibrate("visual", 0.8) == pytest.approx(m.calibrate("visual", 0.8))
+    assert FusionModel.load(tmp_path / "absent.json") is None
+    (tmp_path / "bad.json").write_text("{not json")
+    assert FusionModel.load(tmp_path / "bad.json") is None

@@ -1,0 +1,390 @@
+// The result pages: history (#/) and one detection (#/d/<task_id>). Plain script, no build step.
+// Everything shown comes from the detection_history columns as stored (detector_scores, model_metadata),
+// the same values the customer's dashboard reads; text is inserted as text, never as HTML.
+"use strict";
+
+(() => {
+  const KEY_STORE = "deepfake-detector.api-key";
+  const POLL_MS = 1000;
+  // The seed's breakdown: its labels and colours, with the stored value's orientation spelled out.
+  const BARS = [
+    { key: "visual_artifacts", slot: "visual", label: "Visual Quality", colour: "#2563eb",
+      hint: "visual artifact score, P(fake) from the face frames: higher = more likely manipulated" },
+    { key: "temporal_consistency", slot: "temporal", label: "Temporal Consistency", colour: "#16a34a",
+      hint: "higher = more consistent from frame to frame (more likely real)" },
+    { key: "audio_synthesis", slot: "audio", label: "Audio Authenticity", colour: "#9333ea",
+      hint: "synthetic-voice score, P(synthetic): higher = more likely a generated voice" },
+    { key: "face_quality", slot: null, label: "Face Detection", colour: "#ea580c",
+      hint: "face quality: higher = larger, sharper face (a more reliable judgement)" },
+    { key: "lip_sync_error", slot: "lip_sync", label: "Lip Sync", colour: "#db2777",
+      hint: "lip-sync error, P(lips and voice do not match): higher = more suspicious" },
+    { key: "final_weighted_score", slot: null, label: "Final weighted score", colour: "#374151",
+      hint: "all detectors fused, P(fake): higher = more likely fake" },
+  ];
+  const SLOT_LABELS = { visual: "Visual Quality", temporal: "Temporal Consistency", audio: "Audio Authenticity",
+    lip_sync: "Lip Sync" };
+  const SLOT_COLOURS = { visual: "#2563eb", temporal: "#16a34a", audio: "#9333ea", lip_sync: "#db2777" };
+  const VERDICT_WORDS = {
+    AUTHENTIC: "no sign of manipulation found",
+    SUSPICIOUS: "some signs of manipulation; check the detectors below",
+    FAKE: "strong signs of manipulation",
+    NOT_APPLICABLE: "this file could not be judged",
+    FAILED: "the analysis failed",
+  };
+  const STATUS_WORDS = { ok: "ok", unavailable: "unavailable", not_applicable: "not applicable", failed: "failed" };
+  const BUSY = new Set(["pending", "processing"]);
+
+  let timer = null;
+  let nav = 0; // bumped on every navigation: answers for a page left meanwhile are dropped
+  let lastItems = [];
+  const app = document.getElementById("app");
+
+  // -- helpers ------------------------------------------------------------------------------------
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "style") Object.assign(el.style, v);
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  function svg(tag, attrs, ...children) {
+    const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+    for (const c of children.flat()) {
+      if (c === null || c === undefined) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  const pct = (x, digits = 0) => (typeof x === "number" ? `${(100 * x).toFixed(digits)} %` : "—");
+  const clamp01 = (x) => Math.min(1, Math.max(0, x));
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+  const apiKey = () => localStorage.getItem(KEY_STORE) || "";
+
+  async function api(path, options = {}) {
+    const headers = { ...(options.headers || {}), Authorization: `Bearer ${apiKey()}` };
+    const resp = await fetch(path, { ...options, headers });
+    let body = null;
+    try { body = await resp.json(); } catch { body = null; }
+    if (!resp.ok) {
+      const msg = body && body.error ? body.error.message : `HTTP ${resp.status}`;
+      const err = new Error(msg);
+      err.status = resp.status;
+      throw err;
+    }
+    return body;
+  }
+
+  function stop() { clearTimeout(timer); timer = null; }
+  function later(fn) { stop(); timer = setTimeout(fn, POLL_MS); }
+
+  function stateOf(row) {
+    if (row.status === "completed") return row.detection_result || (row.verdict || "completed").toLowerCase();
+    return row.status;
+  }
+  function badgeText(row) {
+    if (row.status === "processing") {
+      const stage = row.stage ? ` · ${row.stage}` : "";
+      return `processing${stage}`;
+    }
+    return stateOf(row).replace("_", " ");
+  }
+  function detailHref(row) {
+    return row.task_id ? `#/d/${encodeURIComponent(row.task_id)}` : `#/d/id:${encodeURIComponent(row.id)}`;
+  }
+  function notice(text, isError) { return h("div", { class: isError ? "notice error" : "notice", role: "status" }, text); }
+
+  // -- history --------------------------------------------------------------------------------------
+  function showHistory() {
+    const message = h("div", { id: "upload-message" });
+    const file = h("input", { id: "file", type: "file", accept: "video/*,audio/*,image/*", required: true });
+    const button = h("button", { id: "upload-button", type: "submit", class: "primary" }, "Analyse");
+    const form = h("form", { id: "upload-form", class: "upload", onsubmit: (ev) => upload(ev, file, button, message) },
+      file, button);
+    const list = h("div", { id: "history" }, h("p", { class: "muted" }, "Loading…"));
+    app.replaceChildren(
+      h("section", { class: "card" }, h("h2", {}, "Check a video, voice message or photo"), form, message),
+      h("section", { class: "card" }, h("h2", {}, "History"), list),
+    );
+    refreshHistory();
+  }
+
+  async function upload(ev, file, button, message) {
+    ev.preventDefault();
+    if (!file.files.length) return;
+    const data = new FormData();
+    data.append("file", file.files[0]);
+    button.disabled = true;
+    message.replaceChildren(notice(`Uploading ${file.files[0].name}…`));
+    try {
+      const res = await api("/detect", { method: "POST", body: data });
+      const how = res.cached ? "analysed before: result ready" : "queued";
+      message.replaceChildren(notice(`${file.files[0].name}: ${how}.`));
+      file.value = "";
+      refreshHistory();
+    } catch (err) {
+      message.replaceChildren(notice(`Upload refused: ${err.message}`, true));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function refreshHistory() {
+    const mine = nav;
+    const list = document.getElementById("history");
+    if (!list) return;
+    if (!apiKey()) {
+      list.replaceChildren(notice("Enter your API key above to see your detections."));
+      return;
+    }
+    let data;
+    try {
+      data = await api("/history?limit=50");
+    } catch (err) {
+      if (mine !== nav) return;
+      list.replaceChildren(notice(`Cannot load the history: ${err.message}`, true));
+      if (err.status !== 401) later(refreshHistory);
+      return;
+    }
+    if (mine !== nav) return;
+    lastItems = data.items;
+    if (!data.items.length) {
+      list.replaceChildren(h("p", { class: "muted" }, "No detections yet: upload a file above."));
+    } else {
+      list.replaceChildren(h("ul", { class: "history" }, data.items.map(historyItem)));
+    }
+    if (data.items.some((r) => BUSY.has(r.status))) later(refreshHistory);
+  }
+
+  function historyItem(row) {
+    const conf = typeof row.confidence_score === "number" ? `confidence ${row.confidence_score.toFixed(0)} %` : "";
+    const name = row.source_name || row.source?.label || row.file_type || "detection";
+    const meta = [row.file_type, row.source && row.source.channel === "whatsapp" ? row.source.label : null,
+      when(row.created_at)].filter(Boolean).join(" · ");
+    return h("li", { "data-task-id": row.task_id || "", "data-status": row.status },
+      h("a", { class: "row-link", href: detailHref(row) },
+        h("div", {}, h("div", { class: "row-name" }, name), h("div", { class: "row-meta" }, meta)),
+        h("span", { class: `badge ${stateOf(row)}`, "data-role": "status" }, badgeText(row)),
+        h("span", { class: "row-conf" }, conf)));
+  }
+
+  // -- detail ---------------------------------------------------------------------------------------
+  async function showDetail(key) {
+    const mine = nav;
+    let row;
+    try {
+      if (key.startsWith("id:")) {
+        const id = key.slice(3);
+        row = lastItems.find((r) => r.id === id);
+        if (!row) {
+          const data = await api("/history?limit=200");
+          row = data.items.find((r) => r.id === id);
+        }
+        if (!row) throw new Error("this detection is not in your history");
+      } else {
+        row = await api(`/history/${encodeURIComponent(key)}`);
+      }
+    } catch (err) {
+      if (mine === nav) app.replaceChildren(backLink(), notice(`Cannot load this detection: ${err.message}`, true));
+      return;
+    }
+    if (mine !== nav) return;
+    app.replaceChildren(...renderDetail(row));
+    if (BUSY.has(row.status)) later(() => showDetail(key));
+  }
+
+  function backLink() { return h("p", {}, h("a", { href: "#/", class: "back" }, "← History")); }
+
+  function verdictBanner(row, ds) {
+    const state = stateOf(row);
+    let title;
+    let words;
+    const lines = [];
+    if (BUSY.has(row.status)) {
+      title = row.status === "pending" ? "QUEUED" : "ANALYSING";
+      words = row.status === "pending" ? "waiting for a free worker" : `stage: ${row.stage || "starting"}`;
+    } else if (row.status === "failed") {
+      title = "FAILED";
+      words = row.reason || VERDICT_WORDS.FAILED;
+    } else {
+      const verdict = (ds.verdict || row.detection_result || "").toUpperCase();
+      title = verdict.replace("_", " ");
+      words = VERDICT_WORDS[verdict] || "";
+      if (row.reason) words += `: ${row.reason}`;
+    }
+    if (typeof ds.final_weighted_score === "number") {
+      lines.push(`P(fake) ${ds.final_weighted_score.toFixed(2)} · confidence ${typeof row.confidence_score === "number"
+        ? row.confidence_score.toFixed(0) + " %" : "—"}`);
+    } else if (typeof row.confidence_score === "number") {
+      lines.push(`confidence ${row.confidence_score.toFixed(0)} %`);
+    }
+    const progress = row.status === "processing" && typeof row.progress === "number"
+      ? h("div", { class: "progress" }, h("div", { style: { width: `${100 * clamp01(row.progress)}%` } })) : null;
+    return h("section", { class: `verdict ${state}`, id: "verdict", "data-status": row.status },
+      h("h1", {}, title), lines.map((l) => h("p", {}, l)), h("p", {}, words), progress);
+  }
+
+  function scoreBar(bar, ds) {
+    const value = ds[bar.key];
+    const det = bar.slot ? (ds.detectors || {})[bar.slot] : null;
+    const head = h("div", { class: "score-head" },
+      h("span", { class: "score-label" }, h("span", { class: "dot", style: { background: bar.colour } }), bar.label),
+      h("span", { class: "score-value" }, typeof value === "number" ? pct(value) : ""));
+    const hint = h("div", { class: "score-hint" }, bar.hint);
+    if (typeof value === "number") {
+      const width = `${(100 * clamp01(value)).toFixed(2)}%`;
+      return h("div", { class: "score", "data-key": bar.key, "data-value": value }, head, hint,
+        h("div", { class: "bar", role: "meter", "aria-label": bar.label, "aria-valuemin": 0, "aria-valuemax": 100,
+          "aria-valuenow": (100 * value).toFixed(1) },
+          h("div", { class: "bar-fill", style: { width, background: bar.colour } })));
+    }
+    let status = det ? STATUS_WORDS[det.status] || det.status : "not run";
+    let reason = det && det.reason ? det.reason : null;
+    if (!reason) {
+      if (bar.key === "face_quality") { status = "no face"; reason = "no face was found to judge"; }
+      else if (bar.key === "final_weighted_score") reason = "no detector produced a score";
+      else reason = "this detector produced no score for this file";
+    }
+    return h("div", { class: "score na", "data-key": bar.key, "data-value": "" }, head, hint,
+      h("div", { class: "score-na" }, h("span", { class: "status" }, status), reason));
+  }
+
+  function timelineChart(slot, det, duration) {
+    const pts = (det.timeline || []).filter((p) => Array.isArray(p) && typeof p[2] === "number");
+    const W = 640, H = 104, padL = 30, padR = 10, padT = 8, padB = 16;
+    const dur = Math.max(duration || 0, ...pts.map((p) => p[1]), 1);
+    const w = W - padL - padR, hgt = H - padB - padT;
+    const nodes = [];
+    for (const g of [0, 0.5, 1]) {
+      const y = padT + hgt * (1 - g);
+      nodes.push(svg("line", { x1: padL, x2: W - padR, y1: y, y2: y, stroke: "#e5e7eb" }));
+      nodes.push(svg("text", { x: padL - 4, y: y + 3, "font-size": 9, "text-anchor": "end", fill: "#6b7280" }, g.toFixed(1)));
+    }
+    for (const [s, e, v] of pts) {
+      const x = padL + (w * s) / dur;
+      const bw = Math.max(1, (w * (e - s)) / dur - 1);
+      const bh = hgt * clamp01(v);
+      nodes.push(svg("rect", { x: x.toFixed(1), y: (padT + hgt - bh).toFixed(1), width: bw.toFixed(1), height: bh.toFixed(1),
+        fill: SLOT_COLOURS[slot], opacity: (0.35 + 0.65 * clamp01(v)).toFixed(2) },
+        svg("title", {}, `${s.toFixed(0)}–${e.toFixed(0)} s: P(fake) ${v.toFixed(2)}`)));
+    }
+    const step = Math.max(1, Math.ceil(dur / 10));
+    for (let t = 0; t <= dur; t += step) {
+      nodes.push(svg("text", { x: (padL + (w * t) / dur).toFixed(1), y: H - 3, "font-size": 10, "text-anchor": "middle",
+        fill: "#6b7280" }, `${t}s`));
+    }
+    return h("div", { class: "timeline", "data-slot": slot },
+      h("h3", {}, `${SLOT_LABELS[slot]} — P(fake) per second`),
+      svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${SLOT_LABELS[slot]} per second` }, nodes));
+  }
+
+  function facesCard(tracks) {
+    const figs = tracks.map((t) => h("figure", { class: "face", "data-track": t.track_id },
+      t.thumbnail_jpeg_b64 ? h("img", { alt: `face ${t.track_id}`, src: `data:image/jpeg;base64,${t.thumbnail_jpeg_b64}` })
+        : h("div", { class: "muted" }, "no thumbnail"),
+      h("figcaption", {},
+        `face ${t.track_id}${t.is_main ? " (main)" : ""}${t.is_speaker === true ? ", speaking" : ""}`, h("br"),
+        `${Number(t.start_s).toFixed(1)}–${Number(t.end_s).toFixed(1)} s, ${t.frames} frames`, h("br"),
+        `visual P(fake) ${typeof t.visual_score === "number" ? t.visual_score.toFixed(2) : "—"}`, h("br"),
+        `quality ${typeof t.quality === "number" ? t.quality.toFixed(2) : "—"}`)));
+    return h("section", { class: "card", id: "faces" }, h("h2", {}, "Faces"),
+      figs.length ? h("div", { class: "faces" }, figs) : h("p", { class: "muted" }, "No face was found."));
+  }
+
+  function metaRow(label, value) {
+    if (value === null || value === undefined || value === "") return null;
+    return h("tr", {}, h("th", {}, label), h("td", {}, value));
+  }
+
+  function metadataCard(row, ds, md) {
+    const media = md.media || {};
+    const fusion = ds.fusion || {};
+    const stages = Object.entries(md.stage_seconds || {}).map(([k, v]) => `${k} ${Number(v).toFixed(1)} s`).join(", ");
+    const models = (md.models_used || []).map((m) => h("div", {},
+      `${SLOT_LABELS[m.slot] || m.slot}: ${m.name} `, h("code", {}, m.file),
+      m.sha256 ? h("code", { title: "sha256" }, `${String(m.sha256).slice(0, 12)}…`) : null));
+    const th = fusion.thresholds || {};
+    return h("section", { class: "card", id: "metadata" }, h("h2", {}, "Model metadata"),
+      h("table", { class: "meta" }, h("tbody", {},
+        metaRow("File", [row.source_name, row.source && row.source.channel === "whatsapp" ? row.source.label : null]
+          .filter(Boolean).join(" · ")),
+        metaRow("Media", media.kind ? `${media.kind}${media.width ? `, ${media.width}×${media.height}` : ""}${
+          media.fps ? `, ${Number(media.fps).toFixed(0)} fps` : ""}${md.video_duration_seconds ? `, ${Number(
+          md.video_duration_seconds).toFixed(1)} s` : ""}${media.kind === "video" ? (media.has_audio ? ", with audio"
+          : ", no audio") : ""}` : null),
+        metaRow("Codecs", [media.container, media.video_codec, media.audio_codec].filter(Boolean).join(" / ")),
+        metaRow("Models", models.length ? models : null),
+        metaRow("Fusion", fusion.method ? `${fusion.method}${th.authentic_below !== undefined
+          ? ` (authentic below ${th.authentic_below}, fake above ${th.fake_above})` : ""}${fusion.note
+          ? ` — ${fusion.note}` : ""}` : md.fusion_method),
+        metaRow("Processing", typeof md.processing_time_seconds === "number"
+          ? `${md.processing_time_seconds.toFixed(1)} s on ${md.device || "?"}${stages ? ` (${stages})` : ""}` : null),
+        metaRow("Frames analysed", md.frames_analyzed),
+        metaRow("Warnings", (md.warnings || []).join("; ")),
+        metaRow("Created", when(row.created_at)),
+        metaRow("Task", row.task_id),
+        metaRow("Schema", ds.schema_version || md.schema_version))));
+  }
+
+  function renderDetail(row) {
+    const ds = row.detector_scores || {};
+    const md = row.model_metadata || {};
+    const out = [backLink(), verdictBanner(row, ds)];
+    if (BUSY.has(row.status)) {
+      out.push(h("p", { class: "muted" }, "This page updates by itself when the analysis finishes."));
+      return out;
+    }
+    if (!row.has_detector_scores && !Object.keys(ds).length) {
+      out.push(h("section", { class: "card", id: "no-scores" }, h("h2", {}, "Details"),
+        h("p", {}, row.status === "failed" ? "The analysis did not produce scores."
+          : "No per-detector scores were stored for this detection (it was made before the multimodal detector, "
+            + "e.g. an older image check). The verdict and confidence above are all it has."),
+        h("table", { class: "meta" }, h("tbody", {},
+          metaRow("File type", row.file_type), metaRow("Result", row.detection_result),
+          metaRow("Created", when(row.created_at)), metaRow("Task", row.task_id)))));
+      return out;
+    }
+    out.push(h("section", { class: "card", id: "scores" }, h("h2", {}, "Detector scores"),
+      h("p", { class: "muted scale-note" }, "Bars show the stored scores from 0 to 100 %. Read each note: for most "
+        + "bars higher means more suspicious; for Temporal Consistency and Face Detection higher is better."),
+      BARS.map((b) => scoreBar(b, ds))));
+    const duration = md.video_duration_seconds || 0;
+    const charts = Object.keys(SLOT_LABELS)
+      .filter((slot) => ((ds.detectors || {})[slot] || {}).timeline && ds.detectors[slot].timeline.length)
+      .map((slot) => timelineChart(slot, ds.detectors[slot], duration));
+    out.push(h("section", { class: "card", id: "timelines" }, h("h2", {}, "Timeline"),
+      charts.length ? [h("p", { class: "muted scale-note" }, "Each chart is the detector's P(fake) for every second "
+        + "(higher = more suspicious), Temporal Consistency included: its bar above shows 1 − P(fake).")]
+        .concat(charts) : h("p", { class: "muted" }, "No per-second scores for this file.")));
+    out.push(facesCard(ds.tracks || []));
+    out.push(metadataCard(row, ds, md));
+    return out;
+  }
+
+  // -- routing --------------------------------------------------------------------------------------
+  function route() {
+    stop();
+    nav += 1;
+    const m = location.hash.match(/^#\/d\/(.+)$/);
+    if (m) showDetail(decodeURIComponent(m[1]));
+    else showHistory();
+  }
+
+  const keyInput = document.getElementById("api-key");
+  keyInput.value = apiKey();
+  document.getElementById("key-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    localStorage.setItem(KEY_STORE, keyInput.value.trim());
+    route();
+  });
+  window.addEventListener("hashchange", route);
+  route();
+})();
