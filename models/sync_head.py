@@ -25,15 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.weights import WeightSpec, register, resolve
+from models.weights import resolve
 
 logger = logging.getLogger(__name__)
 
 NAME = "sync_head"
 FILENAME = "sync_head.pt"
-register(WeightSpec(NAME, FILENAME, None, "MIT (weights trained by this project)", None,
-                    "lip-sync head (CCA projections of frozen LR-ASD embeddings), fitted on the dev train split's "
-                    "real clips", bundled=True))
 
 
 def window_zscore(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -155,7 +155,7 @@ HUB_MODELS: dict[str, HubSpec] = {
 
 
 def register(spec: WeightSpec) -> None:
-    """Add a checkpoint (trained checkpoints shipped in models/checkpoints register themselves)."""
+    """Add a checkpoint to the registry (tests register fakes; the bundled ones are registered below)."""
     WEIGHTS[spec.name] = spec
 
 
@@ -253,26 +253,38 @@ def describe(path: str | os.PathLike) -> dict[str, str]:
     return {"file": p.name, "sha256": sha256_of(p)}
 
 
-register(WeightSpec(
-    "mesoinception_ft", "mesoinception_ft.pt", None,
-    "Apache-2.0 (fine-tuned by this project from DariusAf/MesoNet weights)", None,
-    "MesoInception4 fine-tuned from mesoinception_df on the dev train split's aligned face crops "
-    "(pipeline/train_visual.py; model card mesoinception_ft.md), output = REAL logit",
-    bundled=True,
-))
-
-
-register(WeightSpec(
-    "aasist_ft", "aasist_ft.pt", None, "MIT (weights fine-tuned by this project from clovaai/aasist)", None,
-    "AASIST fine-tuned on the dev split with codec augmentation", bundled=True,
-))
-
-
-register(WeightSpec(
-    "lrasd_temporal", "lrasd_temporal.pt", None,
-    "MIT (head trained by this project on frozen Junhua-Liao/LR-ASD features; dev clips are research-use only)",
-    None,
-    "Temporal head over frozen LR-ASD visual embeddings of 25 fps face crops (pipeline/train_temporal.py "
-    "--arch lrasd_head; model card lrasd_temporal.md), sigmoid = P(fake) per 1.6 s window",
-    bundled=True,
-))
+# Checkpoints trained by this project, shipped in models/checkpoints/ with a model card (<name>.md) each.
+# The sha256 pins the file the card describes; retraining means updating both (tests/test_weights.py checks).
+for _spec in (
+    WeightSpec(
+        "mesoinception_ft", "mesoinception_ft.pt",
+        "4c94340d246e71561b1f1535cf098d0840a89a30b915744231630244a07b548a",
+        "Apache-2.0 (fine-tuned by this project from DariusAf/MesoNet weights; training clips research-use)", None,
+        "MesoInception4 fine-tuned from mesoinception_df on the dev train split's aligned face crops "
+        "(pipeline/train_visual.py), output = REAL logit; selectable with MESONET_VARIANT=mesoinception_ft",
+        bundled=True,
+    ),
+    WeightSpec(
+        "aasist_ft", "aasist_ft.pt", "26dbdf0497743912b783dfad1eecc9f6d21f7e5e26f2c80839b83c57f769575a",
+        "MIT (fine-tuned by this project from clovaai/aasist; training clips research-use)", None,
+        "AASIST fine-tuned on the dev train split with codec augmentation (pipeline/train_audio.py); "
+        "the default audio detector",
+        bundled=True,
+    ),
+    WeightSpec(
+        "lrasd_temporal", "lrasd_temporal.pt", "0b28731a7b91858feb2b92ff93d8b1f0d3ac0a7fa3458fcccb8d144068133827",
+        "MIT (head trained by this project on frozen Junhua-Liao/LR-ASD features; training clips research-use)",
+        None,
+        "Temporal head over frozen LR-ASD visual embeddings of 25 fps face crops (pipeline/train_temporal.py "
+        "--arch lrasd_head), sigmoid = P(fake) per 1.6 s window; the embedded temporal detector",
+        bundled=True,
+    ),
+    WeightSpec(
+        "sync_head", "sync_head.pt", "1db971f85066bf7511da6fd04f55a0855083f3fa4d8dfee9f08016139d7679eb",
+        "MIT (fitted by this project on frozen LR-ASD embeddings; training clips research-use)", None,
+        "lip-sync head (CCA projections of frozen LR-ASD embeddings), fitted on the dev train split's real clips "
+        "(pipeline/train_sync.py)",
+        bundled=True,
+    ),
+):
+    register(_spec)

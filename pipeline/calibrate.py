@@ -35,6 +35,10 @@ def _raw(r: ItemResult, slot: str) -> float | None:
     return r.raw.get(slot) if r.status.get(slot) == "ok" else None
 
 
+def _read_results(path: Path) -> list[ItemResult]:
+    return [ItemResult(**json.loads(x)) for x in path.read_text().splitlines() if x.strip()]
+
+
 def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "platt") -> Calibrator:
     """Platt: logistic regression of y on logit(raw). Identity when a class is missing or data is tiny."""
     from sklearn.isotonic import IsotonicRegression
@@ -47,6 +51,11 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "platt") -> Cal
         xs = np.unique(raw)
         return Calibrator("isotonic", xs=tuple(map(float, xs)), ys=tuple(map(float, iso.predict(xs))))
     lr = LogisticRegression(C=1.0).fit(np.asarray(logit(raw)).reshape(-1, 1), y)
+    if lr.coef_[0, 0] <= 0:
+        # scores run against the labels here (e.g. lip-sync on fakes that are perfectly in sync): don't flip a
+        # detector's meaning to fit this data; identity leaves it to the fusion, which drops non-positive weights
+        logger.warning("calibration slope %.3f <= 0: keeping the raw score", lr.coef_[0, 0])
+        return Calibrator("identity")
     return Calibrator("platt", float(lr.coef_[0, 0]), float(lr.intercept_[0]))
 
 
@@ -170,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", choices=["train", "val", "all"], default="all")
-    p.add_argument("--results", default=None, help="results.jsonl of a previous `make eval` (default: run it)")
+    p.add_argument("--results", nargs="+", default=None,
+                   help="results.jsonl of earlier `make eval` runs, e.g. as-is and --reencode whatsapp")
     p.add_argument("--out", default=str(DEFAULT_CALIBRATION))
     p.add_argument("--method", choices=["platt", "isotonic"], default="platt")
     p.add_argument("--max-fpr", type=float, default=0.05, help="largest share of real items called FAKE")
@@ -181,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     items = read_manifest(args.manifest)
     items = select(items, None if args.split == "all" else args.split)
     if args.results:
-        lines = Path(args.results).read_text().splitlines()
-        by_path = {r.path: r for r in (ItemResult(**json.loads(x)) for x in lines if x.strip())}
-        results = [by_path[it.path] for it in items if it.path in by_path]
+        # several runs (raw, re-encoded) of the same items share their group, so CV keeps copies together
+        wanted = {it.path for it in items}
+        results = [r for f in args.results for r in _read_results(Path(f)) if r.path in wanted]
     else:
         results = run_items(items, Path(f"out/eval/{args.split}"), None)
     if not results:
@@ -203,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     calibrators, weights, intercept = fit_fusion(results, args.method)
     model = FusionModel(calibrators, intercept, weights, thresholds=thresholds, metrics=metrics,
                         fitted_on=f"{Path(args.manifest).parent.name}/{Path(args.manifest).name} "
-                                  f"split={args.split} ({len(results)} items, {int(y.sum())} fake)")
+                                  f"split={args.split} ({len(results)} items, {int(y.sum())} fake; "
+                                  f"copies: {', '.join(sorted({r.reencode or 'as-is' for r in results}))})")
     model.save(args.out)
     fused_all = np.array([model.combine({s: model.calibrate(s, _raw(r, s)) for s in SLOTS
                                          if _raw(r, s) is not None}) if any(_raw(r, s) is not None for s in SLOTS)

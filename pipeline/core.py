@@ -125,6 +125,12 @@ def _audio_slot(settings: Settings, device: str) -> Slot:
 
         ckpt = settings.wav2vec2_checkpoint
         return _try_load(AUDIO, f"wav2vec2:{ckpt or 'default'}", lambda: Wav2Vec2Detector.load(ckpt, device=device))
+    if choice == "auto":
+        # the bundled fine-tune beat the released weights on validation (models/checkpoints/aasist_ft.md)
+        slot = _try_load(AUDIO, "aasist:aasist_ft", lambda: AASISTDetector.load(device=device, variant="aasist_ft"))
+        if slot.available:
+            return slot
+        choice = "aasist"
     # aasist_l, or a fine-tuned checkpoint bundled under models/checkpoints (aasist_ft); anything else: aasist
     variant = choice if choice == "aasist_l" or choice.endswith("_ft") else "aasist"
     return _try_load(AUDIO, f"aasist:{variant}", lambda: AASISTDetector.load(device=device, variant=variant))

@@ -83,13 +83,13 @@ def summary_text(report: dict[str, Any]) -> str:
         if d and d["status"] == "ok":
             for s, e, v in suspicious_seconds(d):
                 hot.append(f"{d['label'].lower()} {s:.0f}–{e:.0f} s ({v:.2f})")
-    lines.append("Most suspicious seconds: " + (", ".join(hot) if hot else "none above 0.60"))
+    lines.append("Most suspicious seconds (raw detector scores): " + (", ".join(hot) if hot else "none above 0.60"))
     for t in ds.get("tracks", []):
         tag = " (main)" if t["is_main"] else ""
         spk = {True: ", speaking", False: ", not speaking"}.get(t.get("is_speaker"), "")
         lines.append(
             f"Face {t['track_id']}{tag}: {t['frames']} frames, {t['start_s']:.1f}–{t['end_s']:.1f} s, "
-            f"{t['mean_face_size_px']:.0f} px, quality {_fmt(t['quality'])}, visual P(fake) {_fmt(t['visual_score'])}"
+            f"{t['mean_face_size_px']:.0f} px, quality {_fmt(t['quality'])}, raw visual score {_fmt(t['visual_score'])}"
             f"{spk}"
         )
     fusion = ds.get("fusion", {})
@@ -172,7 +172,7 @@ def report_html(report: dict[str, Any]) -> str:
                if t.get("thumbnail_jpeg_b64") else "")
         faces.append(
             f'<figure class="face">{img}<figcaption>face {t["track_id"]}{" (main)" if t["is_main"] else ""}<br>'
-            f'{t["start_s"]:.1f}–{t["end_s"]:.1f} s, {t["frames"]} frames<br>visual P(fake) {_fmt(t["visual_score"])}'
+            f'{t["start_s"]:.1f}–{t["end_s"]:.1f} s, {t["frames"]} frames<br>raw visual score {_fmt(t["visual_score"])}'
             f'<br>quality {_fmt(t["quality"])}</figcaption></figure>'
         )
     models = "".join(

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     mesonet_variant: str = Field("mesoinception_df", description="MesoNet weights: registry name or a checkpoint path")
     visual_crop_margin: float = Field(0.05, ge=0, description="context around the aligned face for MesoNet crops")
     visual_aggregation: str = Field("mean", description="per-track aggregation of frame scores: mean or confident")
-    audio_detector: str = Field("auto", description="auto, aasist, aasist_l, wav2vec2")
+    audio_detector: str = Field("auto", description="auto (=aasist_ft), aasist (released), aasist_l, wav2vec2")
     wav2vec2_checkpoint: str | None = Field(None, description="local dir or hub id of a wav2vec2 deepfake classifier")
     videomae_checkpoint: str | None = Field(None, description="fine-tuned VideoMAE deepfake checkpoint (dir or hub id)")
     temporal_detector: str = Field("auto", description="auto: VideoMAE if configured, else LR-ASD head")

@@ -89,7 +89,9 @@ def test_settings_switch_selects_the_fine_tuned_checkpoint():
     assert slot.model_name == "aasist:aasist_ft"
     assert slot.detector.weights_info.file == "aasist_ft.pt"
     assert _audio_slot(Settings(audio_detector="aasist_l"), "cpu").detector.weights_info.file == "AASIST-L.pth"
-    assert _audio_slot(Settings(audio_detector="auto"), "cpu").detector.weights_info.file == "AASIST.pth"
+    assert _audio_slot(Settings(audio_detector="aasist"), "cpu").detector.weights_info.file == "AASIST.pth"
+    # the default is the fine-tune: it beat the released weights on validation EER
+    assert _audio_slot(Settings(audio_detector="auto"), "cpu").detector.weights_info.file == "aasist_ft.pt"
 
 
 def test_cached_front_and_tail_reproduce_the_full_forward():

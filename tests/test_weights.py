@@ -61,6 +61,17 @@ def test_every_shared_weight_is_registered_with_its_sha(shared_weights):
         assert spec.url and spec.url.startswith("https://") and spec.license
 
 
+def test_bundled_checkpoints_match_their_pinned_sha_and_have_a_model_card():
+    bundled = [s for s in weights.WEIGHTS.values() if s.bundled]
+    assert {s.name for s in bundled} >= {"aasist_ft", "mesoinception_ft", "lrasd_temporal", "sync_head"}
+    for spec in bundled:
+        path = weights.resolve(spec.name, weights_dir=None, allow_download=False)
+        assert path.parent == weights.BUNDLED_DIR
+        assert weights.sha256_of(path) == spec.sha256, f"{spec.name}: retrained? update its sha256 and model card"
+        card = (weights.BUNDLED_DIR / f"{spec.name}.md").read_text()
+        assert spec.sha256 in card, f"{spec.name}.md describes another file"
+
+
 def test_production_checkpoints_have_release_urls():
     b7 = [s for s in weights.WEIGHTS.values() if s.name.startswith("dfdc_b7_")]
     assert len(b7) == 7 and all("releases/download/0.0.1/" in s.url for s in b7)
