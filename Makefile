@@ -63,8 +63,11 @@ bench: ## per-stage speed on one clip: make bench [VIDEO=...]
 serve: ## local API + web UI on SQLite (http://127.0.0.1:8000)
 	$(PY) -m uvicorn service.api:create_app --factory --host 127.0.0.1 --port 8000
 
-calibrate: ## fit calibration + fusion weights on a manifest
-	$(PY) -m pipeline.calibrate --manifest "$(MANIFEST)"
+calibrate: ## fit calibration + fusion weights on the validation split, as-is and WhatsApp-re-encoded
+	$(PY) -m pipeline eval --manifest "$(MANIFEST)" --split val --out $(OUT)/eval/val
+	$(PY) -m pipeline eval --manifest "$(MANIFEST)" --split val --reencode whatsapp --out $(OUT)/eval/val-whatsapp
+	$(PY) -m pipeline.calibrate --manifest "$(MANIFEST)" --split val \
+	  --results $(OUT)/eval/val/results.jsonl $(OUT)/eval/val-whatsapp/results.jsonl
 
 clean:
 	rm -rf .pytest_cache .ruff_cache out
