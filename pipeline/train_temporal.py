@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.weights import WeightsNotFoundError
 from pipeline.split import DEFAULT_SPLIT, ManifestItem, make_split, read_manifest, read_split
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def collect_chunks(items: list[ManifestItem], face_detector, settings, n_frames:
     for i, it in enumerate(tqdm(items, desc="clips", unit="video", file=sys.stderr)):
         try:
             clips = dense_face_clips(it.file, face_detector, settings)
+        except WeightsNotFoundError:
+            raise  # a missing model is not a bad file: stop with its message
         except Exception as exc:  # one unreadable file must not stop a training run
             logger.warning("skipping %s: %s", it.path, exc)
             continue
@@ -296,6 +299,8 @@ def collect_sequences(items: list[ManifestItem], sources: Iterable[str], aug_cop
         for it in tqdm(items, desc=f"lrasd {source}", unit="video", file=sys.stderr):
             try:
                 seqs = extractor.sequences(it, source, aug_copies)
+            except WeightsNotFoundError:
+                raise  # a missing model is not a bad file: stop with its message
             except Exception as exc:  # one unreadable file must not stop a training run
                 logger.warning("skipping %s (%s): %s", it.path, source, exc)
                 continue

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from models.mesonet import INPUT_SIZE, MesoNetDetector, load_checkpoint
+from models.weights import WeightsNotFoundError
 from pipeline import media
 from pipeline.aggregate import aggregate
 from pipeline.evaluate import auc
@@ -203,6 +204,8 @@ def load_files(items: list[ManifestItem], cache: CropCache, sources: tuple[str, 
     for i, it in enumerate(items):
         try:
             files = {s: cache.get(it, s) for s in sources}
+        except WeightsNotFoundError:
+            raise  # a missing model is not a bad file: stop with its message
         except Exception as exc:  # one unreadable file must not stop a training run
             logger.warning("skipping %s: %s", it.path, exc)
             continue

@@ -127,3 +127,22 @@ def test_augmentation_keeps_the_crop_format_and_is_reproducible():
     b = augment_faces(faces, np.random.default_rng(3))
     assert a.shape == faces.shape and a.dtype == np.uint8 and np.array_equal(a, b)
     assert any(not np.array_equal(augment_faces(faces, np.random.default_rng(s)), faces) for s in range(5))
+
+
+def test_a_missing_model_stops_extraction_but_a_bad_file_is_skipped():
+    from models.weights import WEIGHTS, WeightsNotFoundError
+    from pipeline.split import ManifestItem
+    from pipeline.train_temporal import collect_sequences
+
+    class Extractor:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def sequences(self, item, source, aug_copies):
+            raise self.exc
+
+    item = ManifestItem("A/x.mp4", "real", "video_av", "none", "g", None, None)
+    assert collect_sequences([item], ["orig"], 0, Extractor(ValueError("truncated file"))) == []
+    missing = WeightsNotFoundError(WEIGHTS["retinaface_mnet025"], ["WEIGHTS_DIR (not set)"])
+    with pytest.raises(WeightsNotFoundError, match="retinaface"):
+        collect_sequences([item], ["orig"], 0, Extractor(missing))
