@@ -272,7 +272,7 @@ for _spec in (
         bundled=True,
     ),
     WeightSpec(
-        "lrasd_temporal", "lrasd_temporal.pt", "0b28731a7b91858feb2b92ff93d8b1f0d3ac0a7fa3458fcccb8d144068133827",
+        "lrasd_temporal", "lrasd_temporal.pt", "2b3c9873dab58489eb119b9c36e1ee0a92acb02275cefe45151ebda6767fefe3",
         "MIT (head trained by this project on frozen Junhua-Liao/LR-ASD features; training clips research-use)",
         None,
         "Temporal head over frozen LR-ASD visual embeddings of 25 fps face crops (pipeline/train_temporal.py "
