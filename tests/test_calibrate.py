@@ -37,6 +37,11 @@ def test_anti_correlated_detector_keeps_its_meaning():
     assert weights["visual"] > 0
 
 
+def test_stricter_thresholds_take_the_narrowest_bands():
+    assert calibrate.stricter_thresholds((0.4, 0.7), (0.3, 0.8)) == (0.3, 0.8)
+    assert calibrate.stricter_thresholds((0.5, 0.5), (0.45, 0.6)) == (0.45, 0.6)
+
+
 def test_thresholds_respect_the_false_positive_budget():
     rng = np.random.default_rng(1)
     y = np.r_[np.zeros(100), np.ones(100)]
@@ -65,6 +70,9 @@ def test_main_fits_on_raw_and_reencoded_runs(tmp_path):
     cv = model.metrics["cross_validated"]
     assert cv["n"] == 48 and cv["auc"] > 0.8  # out-of-fold, groups never split between fit and score
     assert model.weights["visual"] > 0 and model.weights["lip_sync"] == 0
+    # the FAKE threshold keeps the false-positive budget for the final model as well as out of fold
+    assert model.metrics["in_sample"]["fpr_fake_on_real"] <= 0.05
+    assert model.metrics["cross_validated"]["fpr_fake_on_real"] <= 0.05
     lo, hi = model.thresholds
     assert model.combine({"visual": model.calibrate("visual", 0.9)}) > hi
     assert model.combine({"visual": model.calibrate("visual", 0.1)}) < lo
