@@ -29,6 +29,10 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:.0f} %" if pct else f"{x:.2f}"
 
 
+ORIENTATION_NOTE = ("Bars and timelines show P(fake): higher = more suspicious, temporal included (its stored "
+                    "temporal_consistency is 1 − this). Face quality: higher = better.")
+
+
 def _display_score(slot: str, d: dict[str, Any]) -> float | None:
     """The number shown for a slot: P(fake) for all, including temporal (its seed key is 1 − P(fake))."""
     p = d.get("calibrated") if d.get("calibrated") is not None else d.get("score")
@@ -202,7 +206,7 @@ overflow:hidden}}
 </style></head><body>
 <div class="verdict"><h1>{e(verdict.replace('_', ' '))}</h1><p>{e(head)}</p>
 <p>{e(VERDICT_WORDS.get(verdict, ''))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p></div>
-<h2>Detectors</h2>{''.join(rows)}
+<h2>Detectors</h2><p class="muted">{ORIENTATION_NOTE}</p>{''.join(rows)}
 <section class="det" data-slot="face_quality"><h3><span class="dot" style="background:{COLOURS['face_quality']}">
 </span>Face quality</h3>{fq_html}</section>
 <h2>Faces</h2><div class="faces">{''.join(faces) or '<p class="muted">no face found</p>'}</div>
