@@ -7,6 +7,7 @@ the REAL logit and ``MesoNetDetector`` flips it into the pipeline's fake-oriente
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import re
@@ -43,7 +44,7 @@ def _conv(cin: int, cout: int, k: int, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, padding=dilation * (k - 1) // 2, dilation=dilation, bias=True)
 
 
-class _MesoBase(nn.Module):
+class _MesoBase(nn.Module, abc.ABC):
     """Shared head: Flatten(1024) → Dropout → Dense 16 → LeakyReLU 0.1 → Dropout → Dense 1 (REAL logit)."""
 
     arch: str
@@ -56,8 +57,9 @@ class _MesoBase(nn.Module):
         self.drop2 = nn.Dropout(0.5)
         self.fc2 = nn.Linear(16, 1)
 
+    @abc.abstractmethod
     def backbone(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Convolutional part: (N,3,256,256) → (N,16,8,8); Meso4 and MesoInception4 differ only here."""
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Intermediates for golden checks: ``preflatten`` (N,16,8,8), ``dense1_preact`` (N,16), ``logit`` (N,)."""
