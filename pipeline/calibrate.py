@@ -36,6 +36,12 @@ def _raw(r: ItemResult, slot: str) -> float | None:
     return r.raw.get(slot) if r.status.get(slot) == "ok" else None
 
 
+def _fused(model: FusionModel, r: ItemResult) -> float:
+    """The model's P(fake) for one item from the detectors that ran on it (NaN when none did)."""
+    ran = {s: v for s in SLOTS if (v := _raw(r, s)) is not None}
+    return model.combine({s: model.calibrate(s, v) for s, v in ran.items()}) if ran else np.nan
+
+
 def _read_results(path: Path) -> list[ItemResult]:
     return [ItemResult(**json.loads(x)) for x in path.read_text().splitlines() if x.strip()]
 
@@ -138,9 +144,7 @@ def cross_validated(results: list[ItemResult], groups: np.ndarray, method: str, 
         cal, wts, b = fit_fusion([results[i] for i in train_idx], method)
         m = FusionModel(cal, b, wts)
         for i in test_idx:
-            ran = {s: _raw(results[i], s) for s in SLOTS if _raw(results[i], s) is not None}
-            if ran:
-                out[i] = m.combine({s: m.calibrate(s, v) for s, v in ran.items()})
+            out[i] = _fused(m, results[i])
     return out
 
 
@@ -219,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n": len(idx), "auc": auc(y[idx], np.array([_raw(results[i], s) for i in idx]))}
     calibrators, weights, intercept = fit_fusion(results, args.method)
     model = FusionModel(calibrators, intercept, weights)
-    fused_all = np.array([model.combine({s: model.calibrate(s, _raw(r, s)) for s in SLOTS
-                                         if _raw(r, s) is not None}) if any(_raw(r, s) is not None for s in SLOTS)
-                          else np.nan for r in results])
+    fused_all = np.array([_fused(model, r) for r in results])
     thresholds = stricter_thresholds(pick_thresholds(oof, y, args.max_fpr, args.max_miss),
                                      pick_thresholds(fused_all, y, args.max_fpr, args.max_miss))
     metrics["cross_validated"] = evaluate_fused(oof, y, thresholds, modality)
