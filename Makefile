@@ -55,7 +55,7 @@ weights: ## download every checkpoint of a real deployment (needs internet)
 	$(PY) -m pipeline weights
 
 eval: ## per-detector and fused AUC on a labelled manifest: make eval [MANIFEST=...] [ARGS="--reencode whatsapp"]
-	$(PY) -m pipeline eval --manifest "$(MANIFEST)" $(ARGS)
+	$(PY) -m training eval --manifest "$(MANIFEST)" $(ARGS)
 
 bench: ## per-stage speed on one clip: make bench [VIDEO=...]
 	$(PY) -m pipeline bench $(if $(VIDEO),"$(VIDEO)",)
@@ -64,9 +64,9 @@ serve: ## local API + web UI on SQLite (http://127.0.0.1:8000)
 	$(PY) -m uvicorn service.api:create_app --factory --host 127.0.0.1 --port 8000
 
 calibrate: ## fit calibration + fusion weights on the validation split, as-is and WhatsApp-re-encoded
-	$(PY) -m pipeline eval --manifest "$(MANIFEST)" --split val --out $(OUT)/eval/val
-	$(PY) -m pipeline eval --manifest "$(MANIFEST)" --split val --reencode whatsapp --out $(OUT)/eval/val-whatsapp
-	$(PY) -m pipeline.calibrate --manifest "$(MANIFEST)" --split val \
+	$(PY) -m training eval --manifest "$(MANIFEST)" --split val --out $(OUT)/eval/val
+	$(PY) -m training eval --manifest "$(MANIFEST)" --split val --reencode whatsapp --out $(OUT)/eval/val-whatsapp
+	$(PY) -m training calibrate --manifest "$(MANIFEST)" --split val \
 	  --results $(OUT)/eval/val/results.jsonl $(OUT)/eval/val-whatsapp/results.jsonl
 
 clean:

@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.errors import DetectorUnavailable
 from models.weights import sha256_of
+
+__all__ = ["DetectorUnavailable"]
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,7 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
-        from pipeline.settings import get_settings
-
-        device = get_settings().device
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         return torch.device("cpu")

@@ -12,7 +12,7 @@ score is the mean over its windows. Fixed-length windows keep clip length from b
 
 The bundled checkpoint (``models/checkpoints/lrasd_temporal.pt``, registry name ``lrasd_temporal``) holds
 only the head, its config and training metadata; the LR-ASD weights resolve through the registry.
-``fit_head`` is the training core behind ``python -m pipeline.train temporal`` (``--arch lrasd_head``).
+``fit_head`` is the training core behind ``python -m training temporal`` (``--arch lrasd_head``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -45,19 +45,6 @@ class HeadConfig:
     kernel: int = 5
     orders: int = 3  # energy: finite differences of order 0..orders-1 (level, velocity, acceleration)
     dropout: float = 0.1
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    epochs: int = 30
-    lr: float = 3e-3
-    weight_decay: float = 0.0  # decoupled (AdamW) decay
-    l2: float = 0.3  # explicit L2 penalty on the weight matrices, added to the mean loss (ridge-like read-out)
-    batch_size: int = 32
-    windows_per_video: int = 8  # random windows per video and epoch, so long or augmented videos don't dominate
-    label_smoothing: float = 0.05
-    seed: int = 0
-    stop_after: int | None = None  # stop early on the full-length schedule (the refit after epoch selection)
 
 
 def difference_filters(kernel: int, orders: int) -> torch.Tensor:
@@ -196,83 +183,6 @@ def video_probabilities(head: TemporalHead, seqs: Sequence[np.ndarray], video_id
     for i, vid in enumerate(owners):
         rows.setdefault(vid, []).append(i)
     return {vid: float(probs[idx].mean()) for vid, idx in rows.items()}
-
-
-@dataclass
-class FitHistory:
-    train_loss: list[float] = field(default_factory=list)
-    holdout: list[dict] = field(default_factory=list)  # per epoch: video -> P(fake) of the held-out videos
-
-
-def fit_head(
-    seqs: Sequence[np.ndarray],
-    labels: Sequence[int],
-    video_ids: Sequence,
-    head_cfg: HeadConfig = HeadConfig(),
-    fit_cfg: FitConfig = FitConfig(),
-    holdout: tuple[Sequence[np.ndarray], Sequence] | None = None,
-) -> tuple[TemporalHead, FitHistory]:
-    """Train a fresh head on embedding sequences (T_i, 128) labelled per sequence (1 = fake).
-
-    Several sequences may share a video id (augmented copies, several dense windows): every epoch draws
-    ``windows_per_video`` random windows per video, from any of its sequences, and weights the two classes
-    equally. ``holdout`` (sequences, video ids) is scored after every epoch for early stopping.
-    """
-    rng = np.random.default_rng(fit_cfg.seed)
-    torch.manual_seed(fit_cfg.seed)
-    by_video: dict = {}
-    for i, (emb, vid) in enumerate(zip(seqs, video_ids, strict=True)):
-        if len(emb) >= head_cfg.window:
-            by_video.setdefault(vid, []).append(i)
-    if not by_video:
-        raise ValueError(f"no sequence is at least {head_cfg.window} frames long")
-    video_label = {vid: int(labels[idx[0]]) for vid, idx in by_video.items()}
-    n_fake = sum(video_label.values())
-    n_real = len(video_label) - n_fake
-    if n_fake == 0 or n_real == 0:
-        raise ValueError(f"training needs real and fake videos (got {n_real} real, {n_fake} fake)")
-    class_w = {0: 0.5 * len(video_label) / n_real, 1: 0.5 * len(video_label) / n_fake}
-
-    head = build_head(head_cfg)
-    head.set_normalisation(np.concatenate([sequence_windows(seqs[i], head_cfg)[0]
-                                           for idx in by_video.values() for i in idx]))
-    penalised = [p for n, p in head.named_parameters() if p.ndim > 1]  # weights, not biases
-    opt = torch.optim.AdamW(head.parameters(), lr=fit_cfg.lr, weight_decay=fit_cfg.weight_decay)
-    steps = fit_cfg.epochs * math.ceil(len(by_video) * fit_cfg.windows_per_video / fit_cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=fit_cfg.lr, total_steps=max(steps, 1), pct_start=0.15)
-    history = FitHistory()
-    videos = list(by_video)
-    for _ in range(min(fit_cfg.epochs, fit_cfg.stop_after or fit_cfg.epochs)):
-        xs, ys, ws = [], [], []
-        for vid in videos:
-            for _ in range(fit_cfg.windows_per_video):
-                emb = seqs[by_video[vid][rng.integers(len(by_video[vid]))]]
-                s = int(rng.integers(len(emb) - head_cfg.window + 1))
-                xs.append(emb[s : s + head_cfg.window])
-                ys.append(video_label[vid])
-                ws.append(class_w[video_label[vid]])
-        order = rng.permutation(len(xs))
-        x_all = torch.from_numpy(np.stack(xs).astype(np.float32))
-        y_all = torch.tensor(ys, dtype=torch.float32)
-        w_all = torch.tensor(ws, dtype=torch.float32)
-        head.train()
-        total = 0.0
-        for b in range(0, len(order), fit_cfg.batch_size):
-            j = torch.from_numpy(order[b : b + fit_cfg.batch_size])
-            target = y_all[j] * (1 - fit_cfg.label_smoothing) + 0.5 * fit_cfg.label_smoothing
-            loss = (F.binary_cross_entropy_with_logits(head(x_all[j]), target, reduction="none") * w_all[j]).mean()
-            if fit_cfg.l2:
-                loss = loss + fit_cfg.l2 * sum(p.pow(2).sum() for p in penalised)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(j)
-        history.train_loss.append(total / len(order))
-        if holdout is not None:
-            history.holdout.append(video_probabilities(head, holdout[0], holdout[1], head_cfg))
-    head.eval()
-    return head, history
 
 
 def save_head_checkpoint(head: TemporalHead, head_cfg: HeadConfig, path: str | os.PathLike,

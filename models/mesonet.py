@@ -25,7 +25,7 @@ from models.weights import resolve
 logger = logging.getLogger(__name__)
 
 INPUT_SIZE = 256
-# mesoinception_ft: this project's fine-tune of mesoinception_df (pipeline/train_visual.py), bundled.
+# mesoinception_ft: this project's fine-tune of mesoinception_df (training/train_visual.py), bundled.
 VARIANTS = ("meso4_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f", "mesoinception_ft")
 ARCHS = ("meso4", "mesoinception4")
 

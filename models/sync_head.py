@@ -1,4 +1,4 @@
-"""Lip-sync head on FROZEN LR-ASD embeddings (fitted by ``pipeline/train_sync.py``).
+"""Lip-sync head on FROZEN LR-ASD embeddings (fitted by ``training/train_sync.py``).
 
 Two linear 1-D convs (+-``context`` frames) project the per-frame LR-ASD audio and visual embeddings
 (128-d, 25 fps, each z-scored over the analysed window) to ``dim_out`` channels, which are z-scored over
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.base import WeightsInfo
 from models.weights import resolve
 
 logger = logging.getLogger(__name__)
@@ -94,3 +95,27 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
     head.source_path = p
     logger.info("loaded sync head from %s", p)
     return head.to(device).eval()
+
+
+class SyncHeadDetector:
+    """The lip-sync detector's models: LR-ASD (shared with the speaker slot) and the head on its embeddings.
+
+    ``pipeline.sync.SyncEstimator`` runs the offset search with them; this class is what the registry loads."""
+
+    name = "sync"
+
+    def __init__(self, lrasd, head: SyncHead | None = None, device: str | torch.device = "cpu",
+                 weights_info: WeightsInfo | None = None):
+        if head is None:
+            path = Path(resolve(NAME))
+            head = load(path, device=device)
+            weights_info = WeightsInfo.of(NAME, path)
+        self.lrasd = lrasd
+        self.head = head
+        self.device = torch.device(device)
+        self.weights_info = weights_info or WeightsInfo.in_memory(NAME)
+
+    @property
+    def weights_infos(self) -> tuple[WeightsInfo, ...]:
+        front = getattr(self.lrasd, "weights_info", None)
+        return tuple(i for i in (front, self.weights_info) if i is not None)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models.base import Scores, WeightsInfo, batched, inference, resolve_device, sha256_of
+from models.errors import DetectorUnavailable
 from models.weights import HUB_MODELS
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ _FAKE_WORDS = ("fake", "spoof", "synthetic", "deepfake", "generated")
 _REAL_WORDS = ("real", "bonafide", "genuine", "human", "authentic")
 
 
-class HubWeightsNotFoundError(RuntimeError, FileNotFoundError):
+class HubWeightsNotFoundError(DetectorUnavailable, FileNotFoundError):
     """A hub checkpoint could not be loaded (not cached and the hub is unreachable).
 
     Also a ``FileNotFoundError`` so callers that skip detectors on missing weights treat it the same way
@@ -49,11 +50,11 @@ class HubWeightsNotFoundError(RuntimeError, FileNotFoundError):
             f"{repo_id} --local-dir DIR` (DIR then holds config.json, the weights and preprocessor_config.json), "
             "copy DIR here and pass it as weights=DIR; or point HF_HOME at a cache that already holds it."
         )
-        super().__init__("\n".join(lines))
+        DetectorUnavailable.__init__(
+            self, f"hub checkpoint {repo_id} not available offline (pass a local directory)", "\n".join(lines))
 
-    @property
-    def short_reason(self) -> str:
-        return f"hub checkpoint {self.repo_id} not available offline (pass a local directory)"
+    def __str__(self) -> str:
+        return self.args[0].split("\n", 1)[-1]
 
 
 def _norm_label(label: str) -> str:

@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.errors import DetectorUnavailable
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +49,7 @@ class HubSpec:
     description: str
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(DetectorUnavailable, FileNotFoundError):
     def __init__(self, spec: WeightSpec, looked: list[str], download_error: str | None = None):
         self.spec = spec
         self.looked = looked
@@ -60,11 +62,11 @@ class WeightsNotFoundError(FileNotFoundError):
             f"passing its path explicitly, or running `make weights` on a machine with internet access"
             + (f" (source: {spec.url})." if spec.url else ".")
         )
-        super().__init__("\n".join(lines))
+        DetectorUnavailable.__init__(
+            self, f"weights file {spec.filename} not found (set WEIGHTS_DIR or run `make weights`)", "\n".join(lines))
 
-    @property
-    def short_reason(self) -> str:
-        return f"weights file {self.spec.filename} not found (set WEIGHTS_DIR or run `make weights`)"
+    def __str__(self) -> str:
+        return self.args[0].split("\n", 1)[-1]
 
 
 class ChecksumError(ValueError):
@@ -167,13 +169,27 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _settings_dirs() -> tuple[Path | None, Path, bool]:
-    from pipeline.settings import get_settings
+DEFAULT_CACHE = Path("~/.cache/deepfake-detector/weights")
+_configured: dict[str, object] = {}
 
-    s = get_settings()
+
+def configure(weights_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+              allow_download: bool | None = None) -> None:
+    """Where ``resolve`` looks, set once by ``pipeline.build`` from its Settings (models never read Settings);
+    a value left None keeps the environment's (``WEIGHTS_DIR``, ``WEIGHTS_CACHE``, ``ALLOW_DOWNLOAD``)."""
+    _configured.clear()
+    _configured.update({k: v for k, v in (("weights_dir", weights_dir), ("cache_dir", cache_dir),
+                                          ("allow_download", allow_download)) if v is not None})
+
+
+def _settings_dirs() -> tuple[Path | None, Path, bool]:
     env_dir = os.environ.get("WEIGHTS_DIR")
-    weights_dir = Path(env_dir) if env_dir else s.weights_dir
-    return weights_dir, Path(os.environ.get("WEIGHTS_CACHE", s.weights_cache)).expanduser(), s.allow_download
+    weights_dir = _configured.get("weights_dir") or (env_dir or None)
+    cache = _configured.get("cache_dir") or os.environ.get("WEIGHTS_CACHE") or DEFAULT_CACHE
+    allow = _configured.get("allow_download")
+    if allow is None:
+        allow = os.environ.get("ALLOW_DOWNLOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+    return (Path(weights_dir) if weights_dir else None), Path(cache).expanduser(), bool(allow)
 
 
 def resolve(
@@ -261,13 +277,13 @@ for _spec in (
         "4c94340d246e71561b1f1535cf098d0840a89a30b915744231630244a07b548a",
         "Apache-2.0 (fine-tuned by this project from DariusAf/MesoNet weights; training clips research-use)", None,
         "MesoInception4 fine-tuned from mesoinception_df on the dev train split's aligned face crops "
-        "(pipeline/train_visual.py), output = REAL logit; selectable with MESONET_VARIANT=mesoinception_ft",
+        "(training/train_visual.py), output = REAL logit; selectable with MESONET_VARIANT=mesoinception_ft",
         bundled=True,
     ),
     WeightSpec(
         "aasist_ft", "aasist_ft.pt", "26dbdf0497743912b783dfad1eecc9f6d21f7e5e26f2c80839b83c57f769575a",
         "MIT (fine-tuned by this project from clovaai/aasist; training clips research-use)", None,
-        "AASIST fine-tuned on the dev train split with codec augmentation (pipeline/train_audio.py); "
+        "AASIST fine-tuned on the dev train split with codec augmentation (training/train_audio.py); "
         "the default audio detector",
         bundled=True,
     ),
@@ -275,7 +291,7 @@ for _spec in (
         "lrasd_temporal", "lrasd_temporal.pt", "2b3c9873dab58489eb119b9c36e1ee0a92acb02275cefe45151ebda6767fefe3",
         "MIT (head trained by this project on frozen Junhua-Liao/LR-ASD features; training clips research-use)",
         None,
-        "Temporal head over frozen LR-ASD visual embeddings of 25 fps face crops (pipeline/train_temporal.py "
+        "Temporal head over frozen LR-ASD visual embeddings of 25 fps face crops (training/train_temporal.py "
         "--arch lrasd_head), sigmoid = P(fake) per 1.6 s window; the embedded temporal detector",
         bundled=True,
     ),
@@ -283,7 +299,7 @@ for _spec in (
         "sync_head", "sync_head.pt", "1db971f85066bf7511da6fd04f55a0855083f3fa4d8dfee9f08016139d7679eb",
         "MIT (fitted by this project on frozen LR-ASD embeddings; training clips research-use)", None,
         "lip-sync head (CCA projections of frozen LR-ASD embeddings), fitted on the dev train split's real clips "
-        "(pipeline/train_sync.py)",
+        "(training/train_sync.py)",
         bundled=True,
     ),
 ):

@@ -15,7 +15,7 @@ the rule turns a cluster of spurious >0.8 frames on a real video into a track sc
 positives. It also discards most frames, which makes the score harder to calibrate. The mean degrades gracefully and
 keeps a monotone, calibratable relation to the frame scores. Use ``confident`` with the production B7 ensemble, and do
 it the way the reference does: per model, then average over the models (``dfdc_ensemble_score``).
-``recommended_method`` encodes this choice.
+The detector registry (``models.registry``, ``Preprocess.aggregation``) records each detector's choice.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ DEFAULT_METHOD: Method = "mean"
 METHODS: tuple[Method, ...] = ("confident", "mean")
 
 # Detectors whose confident-fake frames are reliable enough for the confident rule (see module doc).
-_CONFIDENT_DETECTORS = frozenset({"efficientnet_b7"})
 
 
 def _as_probs(probs: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -71,11 +70,6 @@ def aggregate(probs: Sequence[float] | np.ndarray, method: Method = DEFAULT_METH
     if method == "confident":
         return confident_strategy(probs, t=t)
     raise ValueError(f"unknown aggregation method {method!r}; expected one of {METHODS}")
-
-
-def recommended_method(detector_name: str) -> Method:
-    """``confident`` for the B7 ensemble it was designed for, ``mean`` for everything else (module doc)."""
-    return "confident" if detector_name in _CONFIDENT_DETECTORS else DEFAULT_METHOD
 
 
 def dfdc_ensemble_score(per_model_probs: Sequence[Sequence[float] | np.ndarray], t: float = 0.8) -> float:

@@ -7,7 +7,7 @@ attend to each other (e.g. a suspicious second of audio next to a suspicious sec
 learned [CLS] token reads out P(fake). Detectors that did not run contribute no tokens.
 
 It is used only when a trained checkpoint exists (``FUSION_CHECKPOINT`` or the bundled
-``models/checkpoints/attention_fusion.pt``); train it with ``python -m pipeline.train fusion``.
+``models/checkpoints/attention_fusion.pt``); train it with ``python -m training fusion``.
 """
 
 from __future__ import annotations
@@ -137,32 +137,3 @@ class LearnedFusion:
         return cls(model, (float(th[0]), float(th[1])), dict(ckpt.get("metrics", {})), str(path))
 
 
-def train(tokens: list[Tokens], labels: np.ndarray, epochs: int = 60, lr: float = 3e-3, batch_size: int = 32,
-          seed: int = 0, weights: np.ndarray | None = None, **model_kw) -> AttentionFusion:
-    """Fit on items' tokens with (optionally weighted) binary cross-entropy; returns the model in eval mode."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = AttentionFusion(**model_kw)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    y = torch.tensor(labels, dtype=torch.float32)
-    w = torch.tensor(weights if weights is not None else np.ones(len(labels)), dtype=torch.float32)
-    for _ in range(epochs):
-        model.train()
-        order = rng.permutation(len(tokens))
-        for k in range(0, len(order), batch_size):
-            idx = order[k : k + batch_size]
-            logits = model(*collate([tokens[i] for i in idx]))
-            loss = (nn.functional.binary_cross_entropy_with_logits(logits, y[idx], reduction="none") * w[idx]).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model
-
-
-def predict(model: AttentionFusion, tokens: list[Tokens], batch_size: int = 64) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for k in range(0, len(tokens), batch_size):
-            out.append(torch.sigmoid(model(*collate(tokens[k : k + batch_size]))).numpy())
-    return np.concatenate(out) if out else np.zeros(0)

@@ -30,26 +30,28 @@ def cmd_faces(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from models.retinaface import RetinaFaceDetector
-    from pipeline import faces, media
+    from models import registry, weights
+    from pipeline import faces, stages
     from pipeline.settings import get_settings
 
     settings = get_settings()
+    if args.fps:
+        settings = settings.model_copy(update={"sample_fps": args.fps})
+    weights.configure(settings.weights_dir, settings.weights_cache, settings.allow_download)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    info = media.probe(args.video, media.Limits.from_settings(settings))
-    sampled = media.sample_frames(args.video, info, fps=args.fps or settings.sample_fps,
-                                  max_frames=settings.max_sampled_frames, max_side=settings.max_decode_side)
+    decoded = stages.decode(args.video, settings, with_audio=False)
+    info, sampled = decoded.info, decoded.sampled
+    if sampled is None:
+        logger.error("%s has no video stream: no faces to extract", args.video)
+        return 2
     t_decode = time.perf_counter() - t0
-    detector = RetinaFaceDetector.load(device=settings.device, variant=settings.face_detector.split("_")[-1])
+    variant = settings.face_detector.removeprefix("retinaface_")
+    detector = registry.spec("retinaface").load(variant, device=settings.device)
     with tqdm(total=len(sampled), desc="faces", unit="frame", file=sys.stderr) as bar:
-        analysis = faces.analyse_faces(
-            sampled.frames, sampled.timestamps_s, detector, scale=sampled.scale,
-            threshold=settings.face_threshold, detect_side=settings.face_detect_side,
-            min_size=settings.face_min_size, batch_size=settings.detect_batch_size,
-            progress=lambda done, total: bar.update(done - bar.n),
-        )
+        analysis = stages.track_faces(sampled, detector, settings,
+                                      progress=lambda done, total: bar.update(done - bar.n))
     tracks_json = []
     for track in analysis.tracks:
         crops = faces.track_crops(sampled.frames, track, args.size, args.margin)
@@ -141,14 +143,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# eval / bench
+# bench
 # ----------------------------------------------------------------------------------------------
-def cmd_eval(args: argparse.Namespace) -> int:
-    from pipeline import evaluate
-
-    return evaluate.run(args)
-
-
 DEFAULT_BENCH_CLIP = Path(__file__).resolve().parent.parent.parent / "shared/data/dev/A_real_av/sadtalker_hdtf" / (
     "examples__ref_video__WDA_AlexandriaOcasioCortez_000.mp4")
 
@@ -257,12 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     s.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     s.set_defaults(func=cmd_scan)
-
-    from pipeline import evaluate
-
-    e = sub.add_parser("eval", help="per-detector and fused AUC/EER on a labelled manifest")
-    evaluate.add_arguments(e)
-    e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="per-stage speed, frames/s and peak memory on one clip")
     b.add_argument("video", nargs="?", default=None)

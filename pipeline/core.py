@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import media
-from pipeline.faces import FaceAnalysis, FaceTrack, analyse_faces, track_crops
+from pipeline import media, stages
+from pipeline.faces import FaceAnalysis, FaceTrack, track_crops
 from pipeline.fusion import FusionModel, fuse
 from pipeline.report import (
     AUDIO,
@@ -61,6 +61,7 @@ class Slot:
     model_name: str
     detector: object | None = None
     reason: str | None = None  # why unavailable
+    spec: object | None = None  # its models.registry.DetectorSpec (None for injected test doubles)
 
     @property
     def available(self) -> bool:
@@ -85,82 +86,92 @@ class Components:
 # ----------------------------------------------------------------------------------------------
 # build
 # ----------------------------------------------------------------------------------------------
-def _try_load(slot: str, name: str, loader: Callable[[], object]) -> Slot:
-    from models.weights import WeightsNotFoundError
+def _selection(slot: str, settings: Settings) -> tuple[tuple[str, str | None], ...]:
+    """(registry name, variant) candidates for ``slot`` from the validated Settings, in the order to try."""
+    from models import registry
 
-    try:
-        det = loader()
-        logger.info("loaded %-8s %s", slot, name)
-        return Slot(slot, name, det)
-    except WeightsNotFoundError as exc:
-        logger.warning("%s detector %s unavailable: %s", slot, name, exc.short_reason)
-        return Slot(slot, name, None, exc.short_reason)
-    except Exception as exc:  # a missing optional checkpoint or a broken one: report, don't crash build
-        reason = getattr(exc, "short_reason", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
-        logger.warning("%s detector %s unavailable: %s", slot, name, reason)
-        return Slot(slot, name, None, str(reason))
-
-
-def _visual_slot(settings: Settings, device: str) -> Slot:
-    from models.efficientnet_b7 import EfficientNetB7Detector
-    from models.mesonet import MesoNetDetector
-
-    choice = settings.visual_detector
-    if choice in ("auto", "efficientnet_b7"):
-        b7 = _try_load(VISUAL, "efficientnet_b7:dfdc", lambda: EfficientNetB7Detector.load(device=device))
-        if b7.available or choice == "efficientnet_b7":
-            return b7
-    variant = settings.mesonet_variant
-    if Path(variant).suffix:  # a checkpoint path (e.g. a fine-tuned MesoInception4)
-        return _try_load(VISUAL, f"mesonet:{Path(variant).name}", lambda: MesoNetDetector.load(variant, device=device))
-    return _try_load(VISUAL, f"mesonet:{variant}", lambda: MesoNetDetector.load(device=device, variant=variant))
+    selector = {
+        registry.FACES: settings.face_detector.replace("retinaface_", "retinaface:", 1),
+        registry.VISUAL: settings.visual_detector,
+        registry.TEMPORAL: settings.temporal_detector,
+        registry.AUDIO: settings.audio_detector,
+    }.get(slot, "auto")
+    chosen, variant = registry.parse_selector(slot, selector)
+    picks = [registry.parse_selector(slot, sel, allow_auto=False) for sel in registry.AUTO[slot]] \
+        if chosen is None else [(chosen, variant)]
+    out = []
+    for spec, var in picks:
+        if spec.checkpoint_setting and spec.needs_checkpoint and chosen is None \
+                and not getattr(settings, spec.checkpoint_setting):
+            continue  # auto never picks a detector whose fine-tuned checkpoint is not configured
+        if spec.name == "mesonet":
+            var = var if chosen is not None and var else settings.mesonet_variant
+        out.append((spec.name, var))
+    return tuple(out)
 
 
-def _audio_slot(settings: Settings, device: str) -> Slot:
-    from models.aasist import AASISTDetector
+def load_slot(slot: str, settings: Settings, device: str, deps: dict[str, object]) -> Slot:
+    """The first candidate of ``slot`` that loads; otherwise the slot is unavailable with every reason."""
+    from models import registry
 
-    choice = settings.audio_detector
-    if choice == "wav2vec2":
-        from models.wav2vec2 import Wav2Vec2Detector
-
-        ckpt = settings.wav2vec2_checkpoint
-        return _try_load(AUDIO, f"wav2vec2:{ckpt or 'default'}", lambda: Wav2Vec2Detector.load(ckpt, device=device))
-    if choice == "auto":
-        # the bundled fine-tune beat the released weights on validation (models/checkpoints/aasist_ft.md)
-        slot = _try_load(AUDIO, "aasist:aasist_ft", lambda: AASISTDetector.load(device=device, variant="aasist_ft"))
-        if slot.available:
-            return slot
-        choice = "aasist"
-    # aasist_l, or a fine-tuned checkpoint bundled under models/checkpoints (aasist_ft); anything else: aasist
-    variant = choice if choice == "aasist_l" or choice.endswith("_ft") else "aasist"
-    return _try_load(AUDIO, f"aasist:{variant}", lambda: AASISTDetector.load(device=device, variant=variant))
-
-
-def _temporal_slot(settings: Settings, device: str, speaker: Slot | None = None) -> Slot:
-    """VideoMAE when configured (production), else the bundled LR-ASD temporal head (embedded default)."""
-    choice = settings.temporal_detector
-    ckpt = settings.videomae_checkpoint
-    if choice == "videomae" or (choice == "auto" and ckpt):
-        from models.videomae import VideoMAEDetector
-
-        return _try_load(TEMPORAL, f"videomae:{ckpt or 'none'}", lambda: VideoMAEDetector.load(ckpt, device=device))
-    from models.lrasd_temporal import LRASDTemporalDetector
-
-    front = speaker.detector if speaker is not None else None  # share the speaker slot's LR-ASD front-end
-    return _try_load(TEMPORAL, "lrasd_temporal", lambda: LRASDTemporalDetector.load(device=device, front=front))
+    reasons = []
+    last_name = slot
+    for name, variant in _selection(slot, settings):
+        spec = registry.spec(name)
+        checkpoint = getattr(settings, spec.checkpoint_setting) if spec.checkpoint_setting else None
+        model_name = spec.model_name(variant, checkpoint)
+        last_name = model_name
+        try:
+            det = spec.load(variant, checkpoint, device, deps)
+        except Exception as exc:  # a missing or broken checkpoint: report it, never crash build
+            reason = getattr(exc, "short_reason", None) or str(exc).splitlines()[0]
+            logger.warning("%s detector %s unavailable: %s", slot, model_name, reason)
+            reasons.append(reason if not reasons else f"{model_name}: {reason}")
+            continue
+        if reasons:
+            logger.warning("%s: using %s (%s)", slot, model_name, "; ".join(reasons))
+        logger.info("loaded %-8s %s", slot, model_name)
+        return Slot(slot, model_name, det, spec=spec)
+    return Slot(slot, last_name, None, "; ".join(reasons) or "no detector selected")
 
 
-def _sync_slot(speaker: Slot) -> Slot:
-    def load():
-        from pipeline import sync
+def build(settings: Settings | None = None, components: Components | None = None) -> Pipeline:
+    """Load every available detector once, from the registry. ``components`` lets tests inject tiny or fake models."""
+    import torch
 
-        return sync.SyncEstimator(speaker.detector)
+    from models import registry, weights
+    from models.base import resolve_device
+    from pipeline.settings import get_settings
+    from pipeline.sync import SyncEstimator
 
-    slot = _try_load(LIP_SYNC, "sync", load)
-    if slot.available:
-        # the estimator falls back to the training-free method without LR-ASD or its head: name what runs
-        slot.model_name = slot.detector.name
-    return slot
+    settings = settings or get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    if components is None:
+        weights.configure(settings.weights_dir, settings.weights_cache, settings.allow_download)
+        device = str(resolve_device(settings.device))
+        t0 = time.perf_counter()
+        loaded: dict[str, Slot] = {}
+        for slot in (registry.FACES, registry.SPEAKER, registry.VISUAL, registry.TEMPORAL, registry.AUDIO,
+                     registry.LIP_SYNC):
+            deps = {name: s.detector for name, s in loaded.items() if s.available}
+            loaded[slot] = load_slot(slot, settings, device, deps)
+        sync = loaded[registry.LIP_SYNC]
+        if sync.available:  # the offset search around the registered head and its LR-ASD front-end
+            sync.detector = SyncEstimator(sync.detector.lrasd, sync.detector.head, models=sync.detector)
+            sync.model_name = sync.detector.name
+        components = Components(
+            face=loaded[registry.FACES],
+            visual=loaded[registry.VISUAL],
+            temporal=loaded[registry.TEMPORAL],
+            audio=loaded[registry.AUDIO],
+            speaker=loaded[registry.SPEAKER],
+            sync=sync,
+            fusion_model=FusionModel.load(settings.calibration_file),
+            learned_fusion=_learned_fusion(settings),
+        )
+        logger.info("pipeline built in %.1fs on %s", time.perf_counter() - t0, device)
+    return Pipeline(settings, components)
 
 
 BUNDLED_ATTENTION_FUSION = Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "attention_fusion.pt"
@@ -177,39 +188,6 @@ def _learned_fusion(settings: Settings):
     except (OSError, KeyError, RuntimeError) as exc:
         logger.error("attention fusion checkpoint %s unusable (%s); using the calibrated logistic fusion", path, exc)
         return None
-
-
-def build(settings: Settings | None = None, components: Components | None = None) -> Pipeline:
-    """Load every available detector once. ``components`` lets tests inject tiny or fake models."""
-    import torch
-
-    from models.base import resolve_device
-    from models.lrasd import LRASDDetector
-    from models.retinaface import RetinaFaceDetector
-    from pipeline.settings import get_settings
-
-    settings = settings or get_settings()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    if components is None:
-        device = str(resolve_device(settings.device))
-        t0 = time.perf_counter()
-        variant = settings.face_detector.removeprefix("retinaface_")
-        face = _try_load("faces", settings.face_detector,
-                         lambda: RetinaFaceDetector.load(device=device, variant=variant))
-        speaker = _try_load("speaker", "lrasd", lambda: LRASDDetector.load(device=device))
-        components = Components(
-            face=face,
-            visual=_visual_slot(settings, device),
-            temporal=_temporal_slot(settings, device, speaker),
-            audio=_audio_slot(settings, device),
-            speaker=speaker,
-            sync=_sync_slot(speaker),
-            fusion_model=FusionModel.load(settings.calibration_file),
-            learned_fusion=_learned_fusion(settings),
-        )
-        logger.info("pipeline built in %.1fs on %s", time.perf_counter() - t0, device)
-    return Pipeline(settings, components)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,20 +342,13 @@ class Pipeline:
                                info.has_video, info.rotation, info.container, info.video_codec, info.audio_codec,
                                info.size_bytes, digest)
         with run.stage("decode"):
-            sampled = None
-            if info.has_video:
-                sampled = media.sample_frames(source, info, fps=s.sample_fps, max_frames=s.max_sampled_frames,
-                                              max_side=s.max_decode_side, limits=limits)
-            audio = media.load_audio(source, info, s.audio_sample_rate, limits) if info.has_audio else None
+            decoded = stages.decode(source, s, info=info)
+            sampled, audio = decoded.sampled, decoded.audio
 
         analysis = None
         with run.stage("faces"):
             if sampled is not None and self.c.face.available:
-                analysis = analyse_faces(
-                    sampled.frames, sampled.timestamps_s, self.c.face.detector, scale=sampled.scale,
-                    threshold=s.face_threshold, detect_side=s.face_detect_side, min_size=s.face_min_size,
-                    batch_size=s.detect_batch_size,
-                )
+                analysis = stages.track_faces(sampled, self.c.face.detector, s)
             elif sampled is not None:
                 run.warnings.append(f"face detector unavailable: {self.c.face.reason}")
 
@@ -388,7 +359,7 @@ class Pipeline:
         dense = []
         speaking: dict[int, float] = {}
         with run.stage("temporal"):
-            dense = self._dense_windows(source, info, sampled, analysis, limits, run)
+            dense = self._dense_windows(source, info, analysis, run)
             results[TEMPORAL] = self._temporal(info, analysis, dense)
         with run.stage("audio"):
             results[AUDIO] = self._audio(info, audio)
@@ -459,22 +430,21 @@ class Pipeline:
             from pipeline.aggregate import aggregate
 
             det = slot.detector
-            crops = [self._visual_crops(sampled.frames, t, det) for t in analysis.tracks]
+            prep = self._visual_preprocess()
+            crops = [stages.visual_crops(sampled.frames, t, prep.crop, det.input_size, self.settings.visual_crop_margin)
+                     for t in analysis.tracks]
             scores = det.predict(np.concatenate(crops))  # one batched call over every face of every track
             pos = 0
             for t, c in zip(analysis.tracks, crops, strict=True):
                 probs = scores.fake_prob[pos : pos + len(c)]
                 pos += len(c)
-                track_scores[t.track_id] = (aggregate(probs, self.settings.visual_aggregation), probs)
-            main = analysis.main_track
-            # every face that is on screen for a while counts: a swap may target a side character
-            substantial = [t for t in analysis.tracks if len(t) >= max(1, min(3, len(main) // 4))]
-            clip = max(track_scores[t.track_id][0] for t in substantial)
+                track_scores[t.track_id] = (aggregate(probs, prep.aggregation), probs)
+            clip = max(track_scores[t.track_id][0] for t in stages.substantial_tracks(analysis))
             times = np.concatenate([t.timestamps_s for t in analysis.tracks])
             probs_all = np.concatenate([track_scores[t.track_id][1] for t in analysis.tracks])
             timeline = _max_timeline(times, probs_all, info.video_duration_s or info.duration_s)
             extras = (("faces_scored", int(len(scores))), ("tracks", len(analysis.tracks)),
-                      ("aggregation", self.settings.visual_aggregation))
+                      ("aggregation", prep.aggregation))
             return DetectorResult(VISUAL, slot.model_name, Status.OK, None, float(clip), None, timeline, extras)
 
         return self._guard(VISUAL, go), track_scores
@@ -493,47 +463,25 @@ class Pipeline:
                 f"the calibrated logistic fusion gave {fusion.fake_probability:.3f}")
         return Fusion("attention", p, conf, thresholds, fusion.weights, note), decide(p, thresholds)
 
-    def _visual_crops(self, frames: np.ndarray, track: FaceTrack, det) -> np.ndarray:
-        if det.name == "efficientnet_b7":
-            from models.efficientnet_b7 import isotropic_resize, put_to_center
+    def _visual_preprocess(self):
+        """The visual detector's registry preprocessing (an injected detector is looked up by its ``name``);
+        VISUAL_AGGREGATION overrides the aggregation."""
+        from models.registry import Preprocess, spec
 
-            out = []
-            for fi, box in zip(track.frame_indices, track.boxes, strict=True):
-                x1, y1, x2, y2 = (int(v) for v in box)
-                pw, ph = (x2 - x1) // 3, (y2 - y1) // 3
-                crop = frames[fi][max(y1 - ph, 0) : y2 + ph, max(x1 - pw, 0) : x2 + pw]
-                out.append(put_to_center(isotropic_resize(crop, det.input_size), det.input_size))
-            return np.stack(out)
-        return track_crops(frames, track, det.input_size, self.settings.visual_crop_margin)
+        prep = (self.c.visual.spec or spec(self.c.visual.detector.name)).preprocess
+        return Preprocess(prep.crop, prep.input_size, self.settings.visual_aggregation or prep.aggregation)
 
-    def _dense_windows(self, source, info, sampled, analysis, limits, run):
-        """25 fps windows of the main (and, with audio, the other large) tracks; shared by temporal and sync."""
-        from pipeline.dense import track_windows
-
+    def _dense_windows(self, source, info, analysis, run):
+        """25 fps windows shared by the temporal and lip-sync stages (``pipeline.stages.dense_windows``)."""
         if analysis is None or not analysis.tracks or info.kind != "video" or not self.c.face.available:
             return []
-        needs_temporal = self.c.temporal.available
         needs_sync = info.has_audio and self.c.sync.available
-        if not (needs_temporal or needs_sync):
+        if not (self.c.temporal.available or needs_sync):
             return []
-        main = analysis.main_track
-        candidates = [main]
-        if needs_sync:  # other large faces may be the one speaking
-            others = sorted((t for t in analysis.tracks if t.track_id != main.track_id and len(t) >= 3),
-                            key=lambda t: -len(t) * t.mean_size)
-            candidates += others[:2]
-        clips = []
-        for track in candidates:
-            try:
-                clips += track_windows(
-                    source, info, track, self.c.face.detector, window_s=self.settings.dense_window_s,
-                    max_windows=self.settings.max_dense_windows if track is main else 1,
-                    fps=self.settings.dense_fps, sparse_scale=analysis.scale,
-                    detect_side=self.settings.dense_detect_side, limits=limits,
-                )
-            except media.MediaError as exc:
-                run.warnings.append(f"dense window of track {track.track_id} failed: {exc.message}")
-        return clips
+        return stages.dense_windows(
+            source, info, analysis, self.c.face.detector, self.settings, for_sync=needs_sync,
+            on_error=lambda track, exc: run.warnings.append(
+                f"dense window of track {track.track_id} failed: {exc.message}"))
 
     def _temporal(self, info, analysis, dense) -> DetectorResult:
         slot = self.c.temporal
@@ -552,14 +500,13 @@ class Pipeline:
             return DetectorResult(TEMPORAL, slot.model_name, Status.NOT_APPLICABLE, reason)
 
         def go() -> DetectorResult:
-            from pipeline.features import clip_chunks
 
             if hasattr(det, "predict_clips"):  # windowed detectors that make their own crops (LR-ASD head)
                 probs, starts, ends = det.predict_clips(clips)
                 timeline = timeline_from_windows(starts, ends, probs, info.duration_s)
                 return DetectorResult(TEMPORAL, slot.model_name, Status.OK, None, float(probs.mean()), None,
                                       timeline, (("clips", len(clips)), ("windows", len(probs))))
-            chunks, starts, ends = clip_chunks(clips, n, getattr(det, "input_size", 224), 0.3)
+            chunks, starts, ends = stages.clip_chunks(clips, n, getattr(det, "input_size", 224), 0.3)
             scores = det.predict(chunks)
             timeline = timeline_from_windows(starts, ends, scores.fake_prob, info.duration_s)
             return DetectorResult(TEMPORAL, slot.model_name, Status.OK, None, float(scores.fake_prob.mean()), None,

@@ -56,11 +56,14 @@ class Settings(BaseSettings):
     visual_detector: str = Field("auto", description="auto (B7 if its weights exist), mesonet, efficientnet_b7")
     mesonet_variant: str = Field("mesoinception_df", description="MesoNet weights: registry name or a checkpoint path")
     visual_crop_margin: float = Field(0.05, ge=0, description="context around the aligned face for MesoNet crops")
-    visual_aggregation: str = Field("mean", description="per-track aggregation of frame scores: mean or confident")
-    audio_detector: str = Field("auto", description="auto (=aasist_ft), aasist (released), aasist_l, wav2vec2")
+    visual_aggregation: str | None = Field(
+        None, description="per-track aggregation of frame scores: mean or confident (default: the detector's own)")
+    audio_detector: str = Field("auto", description="auto (aasist_ft, else aasist), aasist, aasist_l, aasist_ft, "
+                                "wav2vec2")
     wav2vec2_checkpoint: str | None = Field(None, description="local dir or hub id of a wav2vec2 deepfake classifier")
     videomae_checkpoint: str | None = Field(None, description="fine-tuned VideoMAE deepfake checkpoint (dir or hub id)")
-    temporal_detector: str = Field("auto", description="auto: VideoMAE if configured, else LR-ASD head")
+    temporal_detector: str = Field("auto", description="auto (VideoMAE if configured, else lrasd_temporal), videomae, "
+                                   "lrasd_temporal")
     dense_window_s: float = Field(8.0, gt=0, description="seconds of 25 fps frames analysed for temporal/lip-sync")
     max_dense_windows: int = Field(2, ge=1, description="dense windows per video (spread over the main track)")
     dense_detect_side: int = Field(320, gt=0, description="detection size for faces in dense windows")
@@ -118,6 +121,40 @@ class Settings(BaseSettings):
     web_admin_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="API keys (comma separated) whose web history lists all rows, not only theirs"
     )
+
+    # Selectors are checked against the detector registry at start-up: a typo is an error, never a silent fallback.
+    @field_validator("face_detector")
+    @classmethod
+    def _check_face(cls, v: str) -> str:
+        from models.registry import FACES, parse_selector
+
+        parse_selector(FACES, v.replace("retinaface_", "retinaface:", 1), allow_auto=False)
+        return v
+
+    @field_validator("visual_detector", "audio_detector", "temporal_detector")
+    @classmethod
+    def _check_selector(cls, v: str, info) -> str:
+        from models.registry import parse_selector
+
+        parse_selector(info.field_name.removesuffix("_detector"), v)
+        return v
+
+    @field_validator("mesonet_variant")
+    @classmethod
+    def _check_mesonet(cls, v: str) -> str:
+        from models.registry import spec
+
+        if v not in spec("mesonet").variants and not Path(v).suffix:
+            raise ValueError(f"unknown MesoNet variant {v!r}; choose one of {', '.join(spec('mesonet').variants)} "
+                             "or give a checkpoint path")
+        return v
+
+    @field_validator("visual_aggregation")
+    @classmethod
+    def _check_aggregation(cls, v: str | None) -> str | None:
+        if v not in (None, "mean", "confident"):
+            raise ValueError(f"unknown aggregation {v!r}; choose mean or confident")
+        return v
 
     @field_validator("api_keys", "web_admin_keys", mode="before")
     @classmethod

@@ -60,7 +60,7 @@ ESTIMATOR_NAME = METHOD_NAMES[DEFAULT_METHOD]
 
 # Logistic calibration of the motion baseline: (bias, w_near, w_margin) on (c(near 0), peak - c(near 0)),
 # fitted on the train split's real clips against their shifted and swapped copies (logged by
-# ``python -m pipeline.train_sync``; the head's own calibration lives in its checkpoint).
+# ``python -m training.train_sync``; the head's own calibration lives in its checkpoint).
 MOTION_CALIBRATION = (-0.037, -2.83, 5.605)
 
 
@@ -270,8 +270,9 @@ class PreparedWindow:
 class SyncEstimator:
     """Finds the speaking face and measures how well its lips follow the audio (see the module doc)."""
 
-    def __init__(self, lrasd=None, head=None, max_offset: int = 15, method: str | None = None):
+    def __init__(self, lrasd=None, head=None, max_offset: int = 15, method: str | None = None, models=None):
         self.lrasd = lrasd
+        self.models = models  # the registry's loaded lip-sync detector (its weights, for the report)
         self.max_offset = int(max_offset)
         method = method or DEFAULT_METHOD
         if method not in METHOD_NAMES:
@@ -291,6 +292,10 @@ class SyncEstimator:
         self.head = head
         self.method = method
         self.name = METHOD_NAMES[method]
+
+    @property
+    def weights_infos(self) -> tuple:
+        return tuple(getattr(self.models, "weights_infos", ()))
 
     # -- public ------------------------------------------------------------------------------------
     def analyse(self, clips: list[DenseFaceClip], audio: AudioTrack | None,

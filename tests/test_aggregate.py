@@ -13,7 +13,6 @@ from pipeline.aggregate import (
     confident_strategy,
     dfdc_ensemble_score,
     mean_strategy,
-    recommended_method,
 )
 
 CASES = (
@@ -60,8 +59,10 @@ def test_default_is_mean() -> None:
     assert DEFAULT_METHOD == "mean"
     few_confident_false_positives = [0.95] * 12 + [0.3] * 18
     assert aggregate(few_confident_false_positives) == pytest.approx(np.mean(few_confident_false_positives))
-    assert recommended_method("efficientnet_b7") == "confident"
-    assert recommended_method("meso4") == "mean"
+    from models.registry import spec
+
+    assert spec("efficientnet_b7").preprocess.aggregation == "confident"
+    assert spec("mesonet").preprocess.aggregation == "mean"
 
 
 @pytest.mark.parametrize("fn", [confident_strategy, mean_strategy, aggregate])

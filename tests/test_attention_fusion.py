@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 import pipeline
-from pipeline.attention_fusion import LearnedFusion, predict, tokens_from, train
-from pipeline.evaluate import auc
+from pipeline.attention_fusion import LearnedFusion, tokens_from
 from pipeline.settings import Settings
+from training.evaluate import auc
+from training.train_fusion import predict, train
 
 TALKING = "A_real_av/pcavs_voxceleb/misc__Audio_Source__00086.mp4"
 

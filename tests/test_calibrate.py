@@ -1,4 +1,4 @@
-"""`python -m pipeline.calibrate`: fusion fitted on eval results, anti-correlated detectors dropped, grouped CV."""
+"""`python -m training.calibrate`: fusion fitted on eval results, anti-correlated detectors dropped, grouped CV."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from pipeline import calibrate
-from pipeline.evaluate import ItemResult
 from pipeline.fusion import FusionModel
+from training import calibrate
+from training.evaluate import ItemResult
 
 
 def _results(n_groups: int, seed: int, reencode: str | None = None) -> list[ItemResult]:

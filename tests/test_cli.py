@@ -96,7 +96,12 @@ def synthetic_manifest(tmp_path_factory, dev_data):
 def test_train_temporal_tiny_videomae_then_scan_uses_it(tmp_path, synthetic_manifest):
     ckpt = tmp_path / "videomae_tiny"
     env = {"DENSE_WINDOW_S": "2.0", "MAX_DENSE_WINDOWS": "1"}
-    r = cli("pipeline.train", "temporal", "--manifest", str(synthetic_manifest / "manifest.tsv"),
+    manifest, split = str(synthetic_manifest / "manifest.tsv"), str(tmp_path / "split.tsv")
+    r = cli("training", "temporal", "--manifest", manifest, "--backbone", "videomae_unittest", "--out", str(ckpt),
+            "--split-file", split, env=env)
+    assert r.returncode != 0 and "not found" in r.stderr  # no split, no training
+    assert cli("training", "split", "--manifest", manifest, "--out", split).returncode == 0
+    r = cli("training", "temporal", "--manifest", manifest, "--split-file", split,
             "--backbone", "videomae_unittest", "--epochs", "4", "--out", str(ckpt), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ import pytest
 from models.retinaface import RetinaFaceDetector
 from pipeline import media
 from pipeline.faces import analyse_faces
-from pipeline.split import read_manifest
+from training.split import read_manifest
 
 logger = logging.getLogger(__name__)
 

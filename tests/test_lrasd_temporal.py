@@ -1,5 +1,5 @@
 """The embedded temporal detector: frozen LR-ASD visual front-end + trained head (models/lrasd_temporal.py),
-its bundled checkpoint in the pipeline, and its trainer (``python -m pipeline.train temporal``)."""
+its bundled checkpoint in the pipeline, and its trainer (``python -m training temporal``)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ import torch
 
 import pipeline
 from models.lrasd_temporal import (
-    FitConfig,
     HeadConfig,
     LRASDTemporalDetector,
     load_head_checkpoint,
     window_starts,
 )
 from pipeline.dense import DenseFaceClip
-from pipeline.features import dense_face_clips
 from pipeline.report import TEMPORAL, Status
 from pipeline.settings import Settings
-from pipeline.split import DEFAULT_SPLIT, read_split
-from pipeline.train_temporal import TrackSequence, augment_faces, check_train_only, fit_temporal_head
+from training.features import dense_face_clips
+from training.split import DEFAULT_SPLIT, SplitError, read_split, require_train_only
+from training.temporal_head import FitConfig
+from training.train_temporal import TrackSequence, augment_faces, fit_temporal_head
 
 CLIP = "A_real_av/grid_lipnet/evaluation__samples__GRID__bbaf2n.mpg"  # 3 s, one face
 
@@ -93,8 +93,11 @@ def test_tiny_training_run_writes_a_loadable_checkpoint(tmp_path):
     val = [replace(s, path=s.path.replace("toy/", "toyval/")) for s in val]
     out = tmp_path / "head.pt"
     cfg = HeadConfig(window=16, hop=8, hidden=16)
+    split = tmp_path / "toy_split.tsv"  # the leakage guard needs a split that puts the toy videos on TRAIN
+    split.write_text("path\tsplit\n" + "".join(f"{s.path}\ttrain\n" for s in train)
+                     + "".join(f"{s.path}\tval\n" for s in val))
     summary = fit_temporal_head(train, out, cfg, FitConfig(epochs=8, windows_per_video=6, batch_size=16), folds=3,
-                                l2_grid=(0.01, 0.1), split_file=tmp_path / "no_split.tsv", val=val)
+                                l2_grid=(0.01, 0.1), split_file=split, val=val)
     assert 1 <= summary["epochs_run"] <= 8 and summary["l2"] in (0.01, 0.1)
     assert all(len(c) == 8 for c in summary["cv_curves"].values()) and summary["cv_mean_fold_auc"] > 0.8
     assert summary["val_video_auc"] > 0.8 and summary["val"]["orig"]["mean_p_fake"] > summary["val"]["orig"][
@@ -113,10 +116,14 @@ def test_tiny_training_run_writes_a_loadable_checkpoint(tmp_path):
 
 def test_trainer_refuses_validation_items(tmp_path):
     val_path = next(p for p, side in read_split(DEFAULT_SPLIT).items() if side == "val")
-    with pytest.raises(ValueError, match="validation"):
-        check_train_only(["A/x.mp4", val_path])
+    with pytest.raises(SplitError, match="TRAIN side"):
+        require_train_only([val_path])
+    with pytest.raises(SplitError, match="not in the split"):  # unknown items are refused too, not waved through
+        require_train_only(["A/x.mp4"])
+    with pytest.raises(SplitError, match="not found"):  # and no trainer runs without a split at all
+        require_train_only([val_path], tmp_path / "missing.tsv")
     leaked = [TrackSequence(val_path, 0, "g", "none", "orig", 0, np.zeros((50, 128), np.float32))]
-    with pytest.raises(ValueError, match="validation"):
+    with pytest.raises(SplitError, match="TRAIN side"):
         fit_temporal_head(leaked, tmp_path / "never.pt")
     assert not (tmp_path / "never.pt").exists()
 
@@ -131,8 +138,8 @@ def test_augmentation_keeps_the_crop_format_and_is_reproducible():
 
 def test_a_missing_model_stops_extraction_but_a_bad_file_is_skipped():
     from models.weights import WEIGHTS, WeightsNotFoundError
-    from pipeline.split import ManifestItem
-    from pipeline.train_temporal import collect_sequences
+    from training.split import ManifestItem
+    from training.train_temporal import collect_sequences
 
     class Extractor:
         def __init__(self, exc):

@@ -11,7 +11,7 @@ import pytest
 from scipy.ndimage import uniform_filter1d
 
 from pipeline import media, sync
-from pipeline.train_sync import dense_clips, shifted, swapped
+from training.train_sync import dense_clips, shifted, swapped
 
 REAL_CLIP = "A_real_av/pcavs_voxceleb/misc__Audio_Source__00086.mp4"
 OTHER_CLIP = "A_real_av/pcavs_voxceleb/misc__Pose_Source__00067.mp4"

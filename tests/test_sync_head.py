@@ -1,4 +1,4 @@
-"""The lip-sync head (models/sync_head.py), its fitting (pipeline/train_sync.py) and the committed checkpoint."""
+"""The lip-sync head (models/sync_head.py), its fitting (training/train_sync.py) and the committed checkpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scipy.ndimage import uniform_filter1d
 from models import sync_head
 from models.weights import BUNDLED_DIR, WEIGHTS, resolve
 from pipeline import sync
-from pipeline.train_sync import FitConfig, TrainWindow, dense_clips, fit_head
+from training.train_sync import FitConfig, TrainWindow, dense_clips, fit_head
 
 REAL_CLIP = "A_real_av/pcavs_voxceleb/misc__Audio_Source__00086.mp4"
 M = 15

@@ -10,14 +10,13 @@ import torch
 from models.aasist import AASISTDetector
 from models.weights import BUNDLED_DIR, WEIGHTS
 from pipeline.audio import fix_length, score_audio
-from pipeline.split import read_manifest, read_split
-from pipeline.train_audio import (
+from training.split import read_manifest, read_split, require_train_only
+from training.train_audio import (
     FRONT_BLOCKS,
     WINDOW,
     AugmentConfig,
     TrainConfig,
     build_windows,
-    check_train_only,
     codec_roundtrip,
     front,
     is_audio_item,
@@ -81,8 +80,11 @@ def test_bundled_checkpoint_scores_val_items(bundled, items):
 
 
 def test_settings_switch_selects_the_fine_tuned_checkpoint():
-    from pipeline.core import _audio_slot
+    from pipeline.core import load_slot
     from pipeline.settings import Settings
+
+    def _audio_slot(settings, device):
+        return load_slot("audio", settings, device, {})
 
     slot = _audio_slot(Settings(audio_detector="aasist_ft"), "cpu")
     assert slot.available, slot.reason
@@ -127,7 +129,7 @@ def test_codec_roundtrip_keeps_length_and_alignment(codec):
 
 def test_trainer_refuses_validation_items(items, tmp_path):
     with pytest.raises(ValueError, match="TRAIN side"):
-        check_train_only(items["train"][:3] + items["val"][:1])
+        require_train_only(items["train"][:3] + items["val"][:1])
     with pytest.raises(ValueError, match="TRAIN side"):
         build_windows(items["val"][:2], AugmentConfig(), cache_dir=tmp_path)
     with pytest.raises(ValueError, match="TRAIN side"):

@@ -9,13 +9,12 @@ import torch
 
 from models.mesonet import MesoInception4, MesoNetDetector
 from models.weights import BUNDLED_DIR, WEIGHTS
-from pipeline.split import read_manifest, read_split
-from pipeline.train_visual import (
+from training.split import read_manifest, read_split, require_train_only
+from training.train_visual import (
     FileCrops,
     TrainConfig,
     TrainFile,
     augment,
-    check_train_only,
     file_crops,
     fit,
     released_model,
@@ -110,9 +109,9 @@ def test_training_crops_are_what_the_pipeline_scores(dev_data):
 
 
 def test_trainer_refuses_validation_items(items, face_crop):
-    check_train_only(items["train"][:5])  # train items pass
+    require_train_only(items["train"][:5])  # train items pass
     with pytest.raises(ValueError, match="TRAIN side"):
-        check_train_only([items["train"][0], items["val"][0]])
+        require_train_only([items["train"][0], items["val"][0]])
     leaky = _files(items["train"], face_crop)
     leaky[0] = TrainFile(items["val"][0], leaky[0].sources)
     with pytest.raises(ValueError, match="TRAIN side"):

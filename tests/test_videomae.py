@@ -11,17 +11,18 @@ import pytest
 import torch
 from transformers import VideoMAEForPreTraining, VideoMAEForVideoClassification, VideoMAEModel
 
+from models.errors import DetectorUnavailable
 from models.videomae import (
     BackboneNotFineTuned,
     TemporalCheckpointMissing,
     VideoMAEDetector,
     build_videomae_classifier,
     find_fake_label,
-    finetune_videomae,
-    roc_auc,
     save_videomae_checkpoint,
     tiny_videomae_config,
 )
+from training.metrics import auc as roc_auc
+from training.videomae_finetune import finetune_videomae
 
 
 def _random_clips(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -123,14 +124,14 @@ def test_missing_checkpoint_reason(tmp_path: Path) -> None:
     with pytest.raises(TemporalCheckpointMissing) as err:
         VideoMAEDetector.load(None)
     assert err.value.reason == "no fine-tuned temporal checkpoint"
-    assert isinstance(err.value, RuntimeError)
+    assert isinstance(err.value, DetectorUnavailable)
     assert "videomae_checkpoint" in str(err.value) and "VIDEOMAE_CHECKPOINT" in str(err.value)
     with pytest.raises(TemporalCheckpointMissing, match="not found"):
         VideoMAEDetector.load(tmp_path / "does-not-exist")
 
 
 def test_backbone_refused(tmp_path: Path) -> None:
-    msg = "a self-supervised backbone is not a deepfake detector; fine-tune it first with `python -m pipeline.train"
+    msg = "a self-supervised backbone is not a deepfake detector; fine-tune it first with `python -m training"
     with pytest.raises(BackboneNotFineTuned, match=msg):
         VideoMAEDetector.load("MCG-NJU/videomae-base")  # refused by name: no network access
     cfg = tiny_videomae_config()

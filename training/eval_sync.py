@@ -1,12 +1,12 @@
 """Measure the lip-sync estimators on the dev set.
 
-    python -m pipeline.eval_sync --manifest ../shared/data/dev/manifest.tsv [--split val] [--out out/eval_sync.json]
+    python -m training.eval_sync --manifest ../shared/data/dev/manifest.tsv [--split val] [--out out/eval_sync.json]
 
 For every real video_av clip of the split: the clip itself, its messenger-like re-encode, copies with the
 audio delayed or advanced by 5/10/15 frames (0.2/0.4/0.6 s, shifted exactly on the decoded samples) and a
 copy with another clip's audio. For every fake video_av clip: the clip. Both methods ("motion", the
 training-free baseline, and "head", the LR-ASD head) run through ``SyncEstimator.analyse_windows`` on the
-pipeline's own dense windows (cached by pipeline/train_sync.py). Reported:
+pipeline's own dense windows (cached by training/train_sync.py). Reported:
 
   (a) offset recovery: best offset within +-2 frames of the applied shift (0 for the real clip);
   (b) AUC of ``lip_sync_error``, real vs shifted (per shift size) and real vs swapped;
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import sync
-from pipeline.split import read_manifest, select
-from pipeline.train_sync import FeatureCache, audio_variants, swap_partners, video_av
+from training.split import read_manifest, select
+from training.train_sync import FeatureCache, audio_variants, swap_partners, video_av
 
 logger = logging.getLogger(__name__)
 

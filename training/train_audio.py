@@ -1,4 +1,4 @@
-"""``python -m pipeline.train audio --manifest M``: fine-tune AASIST on real vs synthetic speech, codec-augmented.
+"""``python -m training audio --manifest M``: fine-tune AASIST on real vs synthetic speech, codec-augmented.
 
 Starts from the released clovaai/aasist weights (``--variant aasist`` or ``aasist_l``) and trains real vs fake on the
 TRAIN side of the committed group split only; validation items are refused.
@@ -22,8 +22,8 @@ class-balanced sampling (each class weighs the same; within a class each source 
 FSDD digits do not drown the other real speech). ``--holdout F`` holds out a share of the train GROUPS to watch the
 epochs (still never the validation split); the bundled checkpoint is trained on every train group.
 
-    python -m pipeline.train audio --manifest ../shared/data/dev/manifest.tsv [--variant aasist_l] [--holdout 0.2]
-    python -m pipeline.train audio --manifest ../shared/data/dev/manifest.tsv --compare aasist,aasist_ft \\
+    python -m training audio --manifest ../shared/data/dev/manifest.tsv [--variant aasist_l] [--holdout 0.2]
+    python -m training audio --manifest ../shared/data/dev/manifest.tsv --compare aasist,aasist_ft \\
         [--reencode whatsapp]   # validation figures through score_audio, the pipeline's own path
 """
 
@@ -49,8 +49,8 @@ from torch import nn
 
 from models.aasist import AASIST, VARIANTS, AASISTDetector
 from pipeline.audio import NotApplicable, SpeechActivity, detect_speech, fix_length, score_audio, trim_silence
-from pipeline.evaluate import auc, eer
-from pipeline.split import DEFAULT_SPLIT, ManifestItem, read_manifest, read_split, select
+from training.evaluate import auc, eer
+from training.split import DEFAULT_SPLIT, ManifestItem, read_manifest, require_train_only, select
 
 logger = logging.getLogger(__name__)
 
@@ -63,18 +63,6 @@ WINDOW = 64600
 FRONT_BLOCKS = 4  # residual blocks 0..3 are frozen and cached; 4..5 and the graph back-end train
 FAKE_MANIPULATIONS = ("tts", "vocoder")
 MIN_SPEECH_S = 0.2  # a clip whose VAD finds less speech than this teaches nothing
-
-
-# ----------------------------------------------------------------------------------------------
-# Items and the leakage guard
-# ----------------------------------------------------------------------------------------------
-def check_train_only(items: Sequence[ManifestItem], split_file: str | Path = DEFAULT_SPLIT) -> None:
-    """Refuse anything that is not on the TRAIN side of the committed split (validation must stay unseen)."""
-    sides = read_split(split_file)
-    bad = [it.path for it in items if sides.get(it.path) != "train"]
-    if bad:
-        raise ValueError(f"refusing to train on {len(bad)} item(s) not on the TRAIN side of {split_file} "
-                         f"(e.g. {bad[0]}: {sides.get(bad[0], 'not in the split')})")
 
 
 def is_audio_item(it: ManifestItem) -> bool:
@@ -246,7 +234,7 @@ class WindowSet:
 def build_windows(items: Sequence[ManifestItem], cfg: AugmentConfig, seed: int = 0, cache_dir: Path = CACHE_DIR,
                   max_per_clip: int = 10, split_file: str | Path = DEFAULT_SPLIT) -> WindowSet:
     """Augmented training windows of ``items`` (TRAIN side only), cached per clip and augmentation recipe."""
-    check_train_only(items, split_file)
+    require_train_only(items, split_file)
     recipe = _key(json.dumps(asdict(cfg), sort_keys=True), seed, max_per_clip, WINDOW)
     out: dict[str, list] = defaultdict(list)
     paths, groups = [], []
@@ -454,7 +442,7 @@ def train(items: Sequence[ManifestItem], cfg: TrainConfig, out: str | Path | Non
           weights: str | Path | None = None, holdout: float = 0.0, cache_dir: Path = CACHE_DIR,
           max_per_clip: int = 10, split_file: str | Path = DEFAULT_SPLIT) -> tuple[AASIST, dict]:
     """Windows -> frozen front features -> fine-tuned tail; saves ``out`` (unless None) and returns (model, meta)."""
-    check_train_only(items, split_file)
+    require_train_only(items, split_file)
     t_start = time.perf_counter()
     ws = build_windows(items, cfg.augment, cfg.seed, cache_dir, max_per_clip, split_file)
     t_windows = time.perf_counter() - t_start
@@ -509,7 +497,7 @@ def train(items: Sequence[ManifestItem], cfg: TrainConfig, out: str | Path | Non
 
 def training_items(manifest: str | Path, split_file: str | Path = DEFAULT_SPLIT) -> list[ManifestItem]:
     items = [it for it in select(read_manifest(manifest), "train", split_file) if is_audio_item(it)]
-    check_train_only(items, split_file)
+    require_train_only(items, split_file)
     return items
 
 
@@ -541,8 +529,8 @@ def score_file(det, path: Path, min_speech_s: float) -> dict:
 
 def score_val(detector_name: str, items: Sequence[ManifestItem], reencode_profile: str | None = None) -> dict:
     """path -> score_file(...) for one detector (``AASISTDetector.load(variant=...)``), cached in out/audio_eval."""
-    from pipeline.reencode import reencode
     from pipeline.settings import get_settings
+    from training.reencode import reencode
 
     tag = f"{detector_name}-{reencode_profile or 'raw'}"
     cache = EVAL_DIR / f"{tag}.json"
@@ -631,7 +619,7 @@ def compare(manifest: str | Path, detectors: Sequence[str], reencode_profiles: S
 # CLI
 # ----------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.train audio", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training audio", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True)
     p.add_argument("--variant", choices=sorted(VARIANTS), default="aasist", help="released weights to start from")

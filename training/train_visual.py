@@ -1,11 +1,11 @@
-"""``python -m pipeline.train visual --manifest M``: fine-tune MesoInception4 on the pipeline's aligned face crops.
+"""``python -m training visual --manifest M``: fine-tune MesoInception4 on the pipeline's aligned face crops.
 
 Starts from the released DF weights (DariusAf/MesoNet) and trains real vs fake on the TRAIN side of the committed
 group split only (video_av and video clips, plus still images unless ``--no-images``); validation items are refused.
 
 Crops come from the inference path itself: RetinaFace on sampled frames → tracks → ``track_crops(frames, track, 256,
 visual_crop_margin)``. Frames are sampled evenly across each clip (``--frames``, default 32), from the file as-is and
-from two messenger-like re-encodes (``pipeline.reencode`` profiles ``whatsapp`` and ``whatsapp_low``), then cached
+from two messenger-like re-encodes (``training.reencode`` profiles ``whatsapp`` and ``whatsapp_low``), then cached
 under ``out/visual_cache`` (gitignored). Only face crops, never full frames: fake demos carry watermarks and insets.
 Real files contribute every substantial track (the ones the pipeline scores); fakes only their main track, because a
 second face in a fake (an inset of the driving video, an untouched bystander) is often real.
@@ -15,7 +15,7 @@ per-crop augmentation (colour jitter, blur, resize down/up, JPEG, flip), block 1
 small LR, early stopping on held-out TRAIN groups scored like the pipeline (per-track mean P(fake), max over tracks)
 on the original and the WhatsApp re-encode. The chosen number of epochs is then refit on every train group.
 
-    python -m pipeline.train visual --manifest ../shared/data/dev/manifest.tsv \
+    python -m training visual --manifest ../shared/data/dev/manifest.tsv \
         [--out models/checkpoints/mesoinception_ft.pt] [--extract-only]
 """
 
@@ -36,13 +36,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import registry
 from models.mesonet import INPUT_SIZE, MesoNetDetector, load_checkpoint
 from models.weights import WeightsNotFoundError
-from pipeline import media
+from pipeline import media, stages
 from pipeline.aggregate import aggregate
-from pipeline.evaluate import auc
-from pipeline.faces import FaceAnalysis, FaceTrack, analyse_faces, track_crops
-from pipeline.split import DEFAULT_SPLIT, ManifestItem, make_split, read_manifest, read_split, select
+from pipeline.faces import FaceAnalysis, FaceTrack
+from training.metrics import auc
+from training.split import (
+    DEFAULT_SPLIT,
+    ManifestItem,
+    make_split,
+    read_manifest,
+    require_train_only,
+    select,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,37 +58,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO_ROOT / "out" / "visual_cache"
 DEFAULT_OUT = REPO_ROOT / "models" / "checkpoints" / "mesoinception_ft.pt"
 MODALITIES = ("video_av", "video", "image")
-SOURCES = ("orig", "whatsapp", "whatsapp_low")  # the file as-is, then pipeline.reencode profiles
+SOURCES = ("orig", "whatsapp", "whatsapp_low")  # the file as-is, then training.reencode profiles
 HOLDOUT_SOURCES = ("orig", "whatsapp")  # what the pipeline meets: uploads as-is and messenger forwards
 MAX_SAMPLE_FPS = 8.0  # short clips (3 s GRID) get more frames than the pipeline's 2 fps, long ones are spread thin
-
-
-# ----------------------------------------------------------------------------------------------
-# Leakage guard
-# ----------------------------------------------------------------------------------------------
-def check_train_only(items: list[ManifestItem], split_file: str | Path = DEFAULT_SPLIT) -> None:
-    """Refuse anything that is not on the TRAIN side of the committed split (validation must stay unseen)."""
-    sides = read_split(split_file)
-    bad = [it.path for it in items if sides.get(it.path) != "train"]
-    if bad:
-        raise ValueError(f"refusing to train on {len(bad)} item(s) not on the TRAIN side of {split_file} "
-                         f"(e.g. {bad[0]}: {sides.get(bad[0], 'not in the split')})")
 
 
 # ----------------------------------------------------------------------------------------------
 # Crops, exactly as the pipeline's visual stage makes them
 # ----------------------------------------------------------------------------------------------
 def visual_crops(frames: np.ndarray, track: FaceTrack, settings) -> np.ndarray:
-    """What ``pipeline.core.Pipeline._visual_crops`` feeds MesoNet: aligned crops at its input size and margin."""
-    return track_crops(frames, track, INPUT_SIZE, settings.visual_crop_margin)
-
-
-def substantial_tracks(analysis: FaceAnalysis) -> list[FaceTrack]:
-    """The tracks whose score counts for the clip (same rule as ``Pipeline._visual``)."""
-    main = analysis.main_track
-    if main is None:
-        return []
-    return [t for t in analysis.tracks if len(t) >= max(1, min(3, len(main) // 4))]
+    """What the pipeline's visual stage feeds MesoNet (its registry preprocessing: aligned crops, input size)."""
+    prep = registry.spec("mesonet").preprocess
+    return stages.visual_crops(frames, track, prep.crop, int(prep.input_size), settings.visual_crop_margin)
 
 
 @dataclass(frozen=True)
@@ -111,14 +100,9 @@ class FileCrops:
 def sample_faces(source: media.MediaSource, face_detector, settings, frames: int = 32
                  ) -> tuple[media.SampledFrames, FaceAnalysis]:
     """Up to ``frames`` frames spread over the clip, with faces detected and tracked by the pipeline's code."""
-    limits = media.Limits.from_settings(settings)
-    info = media.probe(source, limits)
-    sampled = media.sample_frames(source, info, fps=MAX_SAMPLE_FPS, max_frames=frames,
-                                  max_side=settings.max_decode_side, limits=limits)
-    analysis = analyse_faces(sampled.frames, sampled.timestamps_s, face_detector, scale=sampled.scale,
-                             threshold=settings.face_threshold, detect_side=settings.face_detect_side,
-                             min_size=settings.face_min_size, batch_size=settings.detect_batch_size)
-    return sampled, analysis
+    tracked = stages.decode_and_track(source, face_detector, settings, with_audio=False, sample_fps=MAX_SAMPLE_FPS,
+                                      max_frames=frames)
+    return tracked.decoded.sampled, tracked.analysis
 
 
 def file_crops(frames: np.ndarray, analysis: FaceAnalysis, settings, max_tracks: int = 4) -> FileCrops:
@@ -126,7 +110,7 @@ def file_crops(frames: np.ndarray, analysis: FaceAnalysis, settings, max_tracks:
     main = analysis.main_track
     if main is None:
         return FileCrops.empty()
-    others = sorted((t for t in substantial_tracks(analysis) if t.track_id != main.track_id),
+    others = sorted((t for t in stages.substantial_tracks(analysis) if t.track_id != main.track_id),
                     key=lambda t: -len(t) * t.mean_size)
     keep = [main, *others[: max_tracks - 1]]
     crops = [visual_crops(frames, t, settings) for t in keep]
@@ -172,7 +156,7 @@ class CropCache:
         if source == "orig":
             fc = extract_crops(item.file, self._detector(), self.settings, self.frames)
         else:
-            from pipeline.reencode import reencode
+            from training.reencode import reencode
 
             with tempfile.TemporaryDirectory() as tmp:
                 kind = "image" if item.modality == "image" else "video"
@@ -362,7 +346,7 @@ def fit(model: nn.Module, train: list[TrainFile], holdout: list[TrainFile], cfg:
         split_file: str | Path = DEFAULT_SPLIT, epochs: int | None = None) -> FitResult:
     """Fine-tune ``model`` in place. With ``holdout``: keep the best epoch by clip AUC (then crop loss) and stop
     after ``cfg.patience`` epochs without improvement; without: train ``epochs`` (default ``cfg.epochs``)."""
-    check_train_only([f.item for f in [*train, *holdout]], split_file)
+    require_train_only([f.item for f in [*train, *holdout]], split_file)
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -451,7 +435,7 @@ def train(items: list[ManifestItem], cache: CropCache, cfg: TrainConfig, out: st
           split_file: str | Path = DEFAULT_SPLIT) -> tuple[FitResult, dict]:
     """Select the epoch count on held-out train groups, then (``refit``) train that long on every train file.
     ``fixed_epochs`` skips the selection run (use the count an earlier selection run logged)."""
-    check_train_only(items, split_file)
+    require_train_only(items, split_file)
     t0 = time.perf_counter()
     files = load_files(items, cache)
     t_crops = time.perf_counter() - t0
@@ -496,7 +480,7 @@ def _labels(files: list[TrainFile]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.train visual", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training visual", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", default=str(DEFAULT_OUT))

@@ -1,6 +1,6 @@
-"""``python -m pipeline.train fusion``: train the optional attention fusion on ``make eval`` outputs.
+"""``python -m training fusion``: train the optional attention fusion on ``make eval`` outputs.
 
-    python -m pipeline.train fusion --train-results out/eval/train/results.jsonl \\
+    python -m training fusion --train-results out/eval/train/results.jsonl \\
         --val-results out/eval/val/results.jsonl --out out/attention_fusion.pt
 
 Inputs are the per-item results of ``make eval`` (clip scores and per-second timelines of every detector)
@@ -19,11 +19,44 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
-from pipeline.attention_fusion import LearnedFusion, Tokens, predict, tokens_from, train
-from pipeline.evaluate import ItemResult, auc
+from pipeline.attention_fusion import AttentionFusion, LearnedFusion, Tokens, collate, tokens_from
+from training.evaluate import ItemResult, auc
 
 logger = logging.getLogger(__name__)
+
+
+def train(tokens: list[Tokens], labels: np.ndarray, epochs: int = 60, lr: float = 3e-3, batch_size: int = 32,
+          seed: int = 0, weights: np.ndarray | None = None, **model_kw) -> AttentionFusion:
+    """Fit on items' tokens with (optionally weighted) binary cross-entropy; returns the model in eval mode."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = AttentionFusion(**model_kw)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    y = torch.tensor(labels, dtype=torch.float32)
+    w = torch.tensor(weights if weights is not None else np.ones(len(labels)), dtype=torch.float32)
+    for _ in range(epochs):
+        model.train()
+        order = rng.permutation(len(tokens))
+        for k in range(0, len(order), batch_size):
+            idx = order[k : k + batch_size]
+            logits = model(*collate([tokens[i] for i in idx]))
+            loss = (nn.functional.binary_cross_entropy_with_logits(logits, y[idx], reduction="none") * w[idx]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+def predict(model: AttentionFusion, tokens: list[Tokens], batch_size: int = 64) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for k in range(0, len(tokens), batch_size):
+            out.append(torch.sigmoid(model(*collate(tokens[k : k + batch_size]))).numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def load_results(path: str | Path) -> list[ItemResult]:
@@ -38,10 +71,10 @@ def item_tokens(r: ItemResult) -> Tokens:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.calibrate import _modality_weights, fit_fusion, pick_thresholds
     from pipeline.fusion import FusionModel
+    from training.calibrate import _modality_weights, fit_fusion, pick_thresholds
 
-    p = argparse.ArgumentParser(prog="python -m pipeline.train fusion", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training fusion", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-results", required=True)
     p.add_argument("--val-results", required=True)

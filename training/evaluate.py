@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.report import SLOTS
-from pipeline.split import ManifestItem, read_manifest, select
+from training.metrics import auc, eer
+from training.split import ManifestItem, read_manifest, select
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
     from tqdm import tqdm
 
     import pipeline
-    from pipeline.reencode import reencode as do_reencode
+    from training.reencode import reencode as do_reencode
 
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"
@@ -111,30 +112,6 @@ def _result(it: ManifestItem, rep, seconds: float, reencode: str | None) -> Item
 # ----------------------------------------------------------------------------------------------
 # metrics
 # ----------------------------------------------------------------------------------------------
-def auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    """Area under the ROC curve (ties count half); None when one class is missing."""
-    y, s = np.asarray(y), np.asarray(s, float)
-    pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
-
-
-def eer(y: np.ndarray, s: np.ndarray) -> float | None:
-    """Equal error rate: where the false-positive and false-negative rates cross."""
-    y, s = np.asarray(y), np.asarray(s, float)
-    if y.min() == y.max():
-        return None
-    best = 1.0
-    for t in np.unique(np.concatenate([s, [np.inf]])):
-        fpr = float(((s >= t) & (y == 0)).sum() / max(1, (y == 0).sum()))
-        fnr = float(((s < t) & (y == 1)).sum() / max(1, (y == 1).sum()))
-        best = min(best, max(fpr, fnr))
-    return best
-
-
 @dataclass(frozen=True)
 class MetricRow:
     detector: str
@@ -230,7 +207,7 @@ def write_csv(rows: list[MetricRow], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline eval", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return run(p.parse_args(argv))
@@ -239,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", choices=["train", "val", "all"], default="all",
-                   help="side of the committed group split (pipeline/splits/dev_split.tsv)")
+                   help="side of the committed group split (training/splits/dev_split.tsv)")
     p.add_argument("--modality", default=None, help="comma list: video_av,video,audio,image (default: all)")
     p.add_argument("--reencode", choices=["whatsapp", "whatsapp_low"], default=None,
                    help="re-encode each file like a messenger before scanning")

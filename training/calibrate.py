@@ -1,6 +1,6 @@
 """Fit the fusion: per-detector calibration, the logistic combination and the verdict thresholds.
 
-    python -m pipeline.calibrate --manifest ../shared/data/dev/manifest.tsv [--split val] [--out FILE]
+    python -m training.calibrate --manifest ../shared/data/dev/manifest.tsv [--split val] [--out FILE]
 
 It scans the manifest with the current detectors (re-using ``make eval``'s cached results), then:
   * calibrates each detector by Platt scaling of its log-odds (isotonic with ``--method isotonic``);
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluate import ItemResult, auc, eer, run_items
 from pipeline.fusion import DEFAULT_CALIBRATION, EPS, Calibrator, FusionModel, logit
 from pipeline.report import SLOTS
-from pipeline.split import _components, read_manifest, select
+from training.evaluate import ItemResult, auc, eer, run_items
+from training.split import _components, read_manifest, select
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def fit_fusion(results: list[ItemResult], method: str = "platt", seed: int = 0, 
 
 
 def _groups(results: list[ItemResult], root: Path) -> np.ndarray:
-    from pipeline.split import ManifestItem
+    from training.split import ManifestItem
 
     items = [ManifestItem(r.path, r.label, r.modality, r.manipulation, r.group, None, root) for r in results]
     comp_of = {}
@@ -187,7 +187,7 @@ def evaluate_fused(p: np.ndarray, y: np.ndarray, thresholds: tuple[float, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.calibrate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", choices=["train", "val", "all"], default="all")

@@ -1,4 +1,4 @@
-"""``python -m pipeline.train temporal --manifest M``: train the temporal detector on face-track clips.
+"""``python -m training temporal --manifest M``: train the temporal detector on face-track clips.
 
     --arch lrasd_head (default) a small temporal head over FROZEN LR-ASD visual embeddings of the pipeline's
                       25 fps demo face crops (``models.lrasd_temporal``): the embedded temporal detector. Writes
@@ -13,7 +13,7 @@ Clips come from the pipeline's own face code (``pipeline.features``), on the TRA
 group split; the validation AUC (per video: mean window/chunk score) is reported and stored with the checkpoint.
 Manifests not covered by the committed split (e.g. a test's) are split by group on the fly.
 
-lrasd_head data: every train video as-is plus its ``pipeline.reencode`` copies (``whatsapp``, ``whatsapp_low``),
+lrasd_head data: every train video as-is plus its ``training.reencode`` copies (``whatsapp``, ``whatsapp_low``),
 each re-run through decode → faces → dense windows; per source one clean and ``--aug-copies`` augmented crop
 sequences (flip, resize down/up, blur, brightness/contrast, noise, JPEG, frame-rate jitter). Crops and frozen
 embeddings are cached under ``out/lrasd_temporal`` (gitignored). The number of epochs is chosen by group
@@ -39,18 +39,14 @@ import numpy as np
 import torch
 
 from models.weights import WeightsNotFoundError
-from pipeline.split import DEFAULT_SPLIT, ManifestItem, make_split, read_manifest, read_split
+from training.split import DEFAULT_SPLIT, ManifestItem, read_manifest, require_train_only, select
 
 logger = logging.getLogger(__name__)
 
 
 def split_items(items: list[ManifestItem], split_file: Path) -> tuple[list[ManifestItem], list[ManifestItem]]:
-    """Train/val by the committed split when it covers the manifest, else by a fresh group split."""
-    sides = read_split(split_file) if split_file.exists() else {}
-    if not all(it.path in sides for it in items):
-        logger.info("manifest not covered by %s: splitting its groups on the fly", split_file)
-        sides = make_split(items)
-    return [it for it in items if sides[it.path] == "train"], [it for it in items if sides[it.path] == "val"]
+    """Train/val by the committed split (a manifest it does not cover is a clear error, never a silent re-split)."""
+    return select(items, "train", split_file), select(items, "val", split_file)
 
 
 def collect_chunks(items: list[ManifestItem], face_detector, settings, n_frames: int, size: int,
@@ -58,7 +54,8 @@ def collect_chunks(items: list[ManifestItem], face_detector, settings, n_frames:
     """(chunks, labels, video index) over the items; videos without a face are skipped and logged."""
     from tqdm import tqdm
 
-    from pipeline.features import clip_chunks, dense_face_clips
+    from pipeline.stages import clip_chunks
+    from training.features import dense_face_clips
 
     xs, ys, vid = [], [], []
     for i, it in enumerate(tqdm(items, desc="clips", unit="video", file=sys.stderr)):
@@ -82,7 +79,7 @@ def collect_chunks(items: list[ManifestItem], face_detector, settings, n_frames:
 
 
 def per_video_auc(scores: np.ndarray, labels: np.ndarray, vid: np.ndarray) -> float | None:
-    from pipeline.evaluate import auc
+    from training.evaluate import auc
 
     ids = np.unique(vid)
     if len(ids) == 0:
@@ -98,15 +95,16 @@ def train_videomae(args: argparse.Namespace) -> int:
     from models.videomae import (
         VideoMAEDetector,
         build_videomae_classifier,
-        finetune_videomae,
         save_videomae_checkpoint,
     )
     from pipeline.settings import get_settings
+    from training.videomae_finetune import finetune_videomae
 
     settings = get_settings()
     device = str(resolve_device(args.device or settings.device))
     items = [it for it in read_manifest(args.manifest) if it.modality in ("video", "video_av")]
     train, val = split_items(items, Path(args.split_file))
+    require_train_only(train, args.split_file)
     logger.info("%d train / %d val videos", len(train), len(val))
     model = build_videomae_classifier(args.backbone, seed=args.seed)
     n, size = int(model.config.num_frames), int(model.config.image_size)
@@ -140,18 +138,9 @@ def train_videomae(args: argparse.Namespace) -> int:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LRASD_CACHE = REPO_ROOT / "out" / "lrasd_temporal"
 LRASD_OUT = REPO_ROOT / "models" / "checkpoints" / "lrasd_temporal.pt"
-TRAIN_SOURCES = ("orig", "whatsapp", "whatsapp_low")  # the file as-is, then pipeline.reencode profiles
+TRAIN_SOURCES = ("orig", "whatsapp", "whatsapp_low")  # the file as-is, then training.reencode profiles
 EVAL_SOURCES = ("orig", "whatsapp")  # what the pipeline meets: uploads as-is and messenger forwards
 AUG_VERSION = 1  # part of the cache key of augmented embeddings: bump it when augment_faces changes
-
-
-def check_train_only(paths: Iterable[str], split_file: str | Path = DEFAULT_SPLIT) -> None:
-    """Leakage guard: refuse any path that the committed split puts on the validation side."""
-    split_file = Path(split_file)
-    sides = read_split(split_file) if split_file.exists() else {}
-    leaked = sorted({p for p in paths if sides.get(p) == "val"})
-    if leaked:
-        raise ValueError(f"refusing to train on {len(leaked)} validation item(s) of {split_file}, e.g. {leaked[0]}")
 
 
 @dataclass(frozen=True)
@@ -242,10 +231,10 @@ class SequenceExtractor:
 
     def crops(self, item: ManifestItem, source: str) -> list[np.ndarray]:
         """Demo crops (T, 112, 112) per dense window of the main track, exactly as the pipeline makes them,
-        of the file itself (``orig``) or of its ``pipeline.reencode`` copy (``source`` = profile name)."""
+        of the file itself (``orig``) or of its ``training.reencode`` copy (``source`` = profile name)."""
         from models.lrasd import faces_from_track
-        from pipeline.features import dense_face_clips
-        from pipeline.reencode import reencode
+        from training.features import dense_face_clips
+        from training.reencode import reencode
 
         path = self._file(item, source, "crops")
         if path.is_file():
@@ -313,7 +302,7 @@ def collect_sequences(items: list[ManifestItem], sources: Iterable[str], aug_cop
 def group_folds(seqs: list[TrackSequence], k: int) -> list[set[str]]:
     """Paths per fold; linked groups (``a|b``) stay together. Greedy: largest components first, each into
     the fold with the fewest files of its majority class."""
-    from pipeline.split import _components
+    from training.split import _components
 
     items = list({s.path: ManifestItem(s.path, "fake" if s.label else "real", "video", s.manipulation, s.group,
                                        None, Path(".")) for s in seqs}.values())
@@ -332,7 +321,7 @@ def group_folds(seqs: list[TrackSequence], k: int) -> list[set[str]]:
 
 def video_metrics(probs: dict, seqs: list[TrackSequence]) -> dict:
     """Per-video AUC, mean P(fake) by class, and AUC of each manipulation's fakes against all the reals."""
-    from pipeline.evaluate import auc
+    from training.evaluate import auc
 
     info = {s.video: s for s in seqs}
     vids = [v for v in probs if v in info]
@@ -376,11 +365,12 @@ def fit_temporal_head(train: list[TrackSequence], out: str | Path, head_cfg=None
     model is calibrated. Ties go to the stronger penalty and the earlier epoch. The refit runs the same
     schedule, stopped at the chosen epoch.
     """
-    from models.lrasd_temporal import FitConfig, HeadConfig
+    from models.lrasd_temporal import HeadConfig
+    from training.temporal_head import FitConfig
 
     head_cfg = head_cfg or HeadConfig()
     fit_cfg = fit_cfg or FitConfig()
-    check_train_only([s.path for s in train], split_file)
+    require_train_only([s.path for s in train], split_file)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny head gains nothing from intra-op threads, and loses a lot on a busy CPU
     try:
@@ -391,8 +381,9 @@ def fit_temporal_head(train: list[TrackSequence], out: str | Path, head_cfg=None
 
 
 def _fit_temporal_head(train, out, head_cfg, fit_cfg, folds, l2_grid, holdout_sources, val, metadata) -> dict:
-    from models.lrasd_temporal import fit_head, save_head_checkpoint
-    from pipeline.evaluate import auc
+    from models.lrasd_temporal import save_head_checkpoint
+    from training.evaluate import auc
+    from training.temporal_head import fit_head
 
     t0 = time.perf_counter()
     labels = {s.video: s.label for s in train}
@@ -449,14 +440,15 @@ def _fit_temporal_head(train, out, head_cfg, fit_cfg, folds, l2_grid, holdout_so
 
 def train_lrasd_head(args: argparse.Namespace) -> int:
     from models.base import resolve_device
-    from models.lrasd_temporal import FitConfig, HeadConfig
+    from models.lrasd_temporal import HeadConfig
     from pipeline.settings import get_settings
+    from training.temporal_head import FitConfig
 
     settings = get_settings()
     device = str(resolve_device(args.device or settings.device))
     items = [it for it in read_manifest(args.manifest) if it.modality in ("video", "video_av")]
     train, val = split_items(items, Path(args.split_file))
-    check_train_only([it.path for it in train], args.split_file)
+    require_train_only([it.path for it in train], args.split_file)
     logger.info("%d train / %d val videos", len(train), len(val))
     extractor = SequenceExtractor(settings, args.cache_dir, device)
     t0 = time.perf_counter()
@@ -485,7 +477,7 @@ def train_lrasd_head(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.train temporal", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training temporal", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True)
     p.add_argument("--arch", choices=["lrasd_head", "videomae"], default=None,
@@ -498,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="videomae 4, lrasd_head 32")
     p.add_argument("--train-backbone", action="store_true", help="videomae: also fine-tune the backbone (GPU advised)")
     p.add_argument("--clips-per-video", type=int, default=4, help="videomae")
-    p.add_argument("--sources", default=",".join(TRAIN_SOURCES), help="lrasd_head: orig and pipeline.reencode profiles")
+    p.add_argument("--sources", default=",".join(TRAIN_SOURCES), help="lrasd_head: orig and training.reencode profiles")
     p.add_argument("--aug-copies", type=int, default=1, help="lrasd_head: augmented crop sequences per source")
     p.add_argument("--head", choices=["energy", "conv"], default="energy", help="lrasd_head: head kind")
     p.add_argument("--window", type=int, default=40, help="lrasd_head: frames per window (25 fps)")

@@ -1,6 +1,6 @@
 """Fit the lip-sync head (models/sync_head.py) on frozen LR-ASD embeddings of REAL dev clips (train split).
 
-    python -m pipeline.train_sync --manifest ../shared/data/dev/manifest.tsv [--out models/checkpoints/sync_head.pt]
+    python -m training.train_sync --manifest ../shared/data/dev/manifest.tsv [--out models/checkpoints/sync_head.pt]
 
 Data: every real video_av clip of the train split, as decoded by the pipeline (2 fps face tracks, 25 fps
 dense windows of the tracks, LR-ASD choosing the speaking track) plus a messenger-like re-encode of it (480p
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from pipeline import media, sync
-from pipeline.split import ManifestItem, read_manifest, select
+from training.split import ManifestItem, read_manifest, require_train_only, select
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ CACHE_VERSION = 2  # 2: visual embeddings with edge-replicated faces
 
 
 # ----------------------------------------------------------------------------------------------
-# Feature extraction (shared with pipeline/eval_sync.py)
+# Feature extraction (shared with training/eval_sync.py)
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipFeatures:
@@ -57,30 +57,15 @@ class ClipFeatures:
 
 def dense_clips(source: media.MediaSource, face_detector, settings=None):
     """(info, audio, dense clips, main track id) exactly as the pipeline produces them for its sync stage."""
-    from pipeline.dense import track_windows
-    from pipeline.faces import analyse_faces
     from pipeline.settings import get_settings
+    from pipeline.stages import decode_and_track, dense_windows
 
     s = settings or get_settings()
-    limits = media.Limits.from_settings(s)
-    info = media.probe(source, limits)
-    audio = media.load_audio(source, info, s.audio_sample_rate, limits) if info.has_audio else None
-    sampled = media.sample_frames(source, info, fps=s.sample_fps, max_frames=s.max_sampled_frames,
-                                  max_side=s.max_decode_side, limits=limits)
-    analysis = analyse_faces(sampled.frames, sampled.timestamps_s, face_detector, scale=sampled.scale,
-                             threshold=s.face_threshold, detect_side=s.face_detect_side, min_size=s.face_min_size,
-                             batch_size=s.detect_batch_size)
-    if not analysis.tracks:
+    tracked = decode_and_track(source, face_detector, s)
+    info, audio, analysis = tracked.decoded.info, tracked.decoded.audio, tracked.analysis
+    if analysis is None or not analysis.tracks:
         return info, audio, [], None
-    main = analysis.main_track
-    others = sorted((t for t in analysis.tracks if t.track_id != main.track_id and len(t) >= 3),
-                    key=lambda t: -len(t) * t.mean_size)
-    clips = []
-    for track in [main, *others[:2]]:
-        clips += track_windows(source, info, track, face_detector, window_s=s.dense_window_s,
-                               max_windows=s.max_dense_windows if track is main else 1, fps=s.dense_fps,
-                               sparse_scale=analysis.scale, detect_side=s.dense_detect_side, limits=limits)
-    return info, audio, clips, analysis.main_track_id
+    return info, audio, dense_windows(source, info, analysis, face_detector, s, for_sync=True), analysis.main_track_id
 
 
 def extract(source: media.MediaSource, face_detector, lrasd) -> ClipFeatures:
@@ -397,8 +382,8 @@ def auc_mismatch(rows: list[CurveRow], curves: list[np.ndarray], calibration, ma
 
 
 def cv_folds(items: list[ManifestItem], k: int = 3) -> list[list[ManifestItem]]:
-    """Group-disjoint folds: whole groups (linked groups stay together, as in pipeline/split.py)."""
-    from pipeline.split import _components
+    """Group-disjoint folds: whole groups (linked groups stay together, as in training/split.py)."""
+    from training.split import _components
 
     comps = sorted(_components(items).values(), key=lambda c: (-len(c), c[0].path))
     folds: list[list[ManifestItem]] = [[] for _ in range(k)]
@@ -431,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     train = video_av(select(items, "train"), "real")
+    require_train_only(train)
     _, lrasd = cache.models()
     wins = training_windows(train, cache, lrasd)
     partners = swap_partners(train)

@@ -1,0 +1,159 @@
+"""The runtime's stage rules, each written once: ``Pipeline.run``, ``make faces`` and every trainer call these,
+so training sees exactly what inference sees.
+
+    decode          probe → sparse frames (+ 16 kHz audio)
+    track_faces     RetinaFace on the sampled frames → tracks (+ the main track)
+    decode_and_track  both of the above
+    substantial_tracks  the faces whose visual score counts for the clip
+    dense_tracks    which tracks get 25 fps windows (main; with a sync check, up to two other large faces)
+    dense_windows   those windows, decoded and located
+    visual_crops    the face crops a spatial detector sees (its registry preprocessing)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import media
+from pipeline.dense import DenseFaceClip, track_windows
+from pipeline.faces import FaceAnalysis, FaceTrack, analyse_faces, track_crops
+from pipeline.settings import Settings
+
+MAX_SYNC_CANDIDATES = 2  # besides the main face, the largest other faces that may be the one speaking
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One input after decoding: what it is, its sparse frames (video) and its audio (if any)."""
+
+    info: media.MediaInfo
+    sampled: media.SampledFrames | None
+    audio: media.AudioTrack | None
+
+
+@dataclass(frozen=True)
+class Tracked:
+    decoded: Decoded
+    analysis: FaceAnalysis | None  # None: no video, or no face detector
+
+
+def decode(source: media.MediaSource, settings: Settings, *, info: media.MediaInfo | None = None,
+           with_audio: bool = True, sample_fps: float | None = None, max_frames: int | None = None) -> Decoded:
+    """Probe (unless ``info`` is given), sample frames at ``SAMPLE_FPS`` and load 16 kHz mono audio."""
+    limits = media.Limits.from_settings(settings)
+    info = info or media.probe(source, limits)
+    sampled = None
+    if info.has_video:
+        sampled = media.sample_frames(source, info, fps=sample_fps or settings.sample_fps,
+                                      max_frames=max_frames or settings.max_sampled_frames,
+                                      max_side=settings.max_decode_side, limits=limits)
+    audio = None
+    if with_audio and info.has_audio:
+        audio = media.load_audio(source, info, settings.audio_sample_rate, limits)
+    return Decoded(info, sampled, audio)
+
+
+def track_faces(sampled: media.SampledFrames, face_detector, settings: Settings,
+                progress: Callable[[int, int], None] | None = None) -> FaceAnalysis:
+    """Faces of every sampled frame, linked into tracks, with the settings' detection threshold and sizes."""
+    return analyse_faces(sampled.frames, sampled.timestamps_s, face_detector, scale=sampled.scale,
+                         threshold=settings.face_threshold, detect_side=settings.face_detect_side,
+                         min_size=settings.face_min_size, batch_size=settings.detect_batch_size, progress=progress)
+
+
+def decode_and_track(source: media.MediaSource, face_detector, settings: Settings, *, with_audio: bool = True,
+                     sample_fps: float | None = None, max_frames: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> Tracked:
+    decoded = decode(source, settings, with_audio=with_audio, sample_fps=sample_fps, max_frames=max_frames)
+    analysis = None
+    if decoded.sampled is not None and face_detector is not None:
+        analysis = track_faces(decoded.sampled, face_detector, settings, progress)
+    return Tracked(decoded, analysis)
+
+
+def substantial_tracks(analysis: FaceAnalysis) -> list[FaceTrack]:
+    """Faces on screen for a while (at least a quarter of the main track, capped at 3 samples): each one's
+    visual score counts for the clip, because a swap may target a side character."""
+    main = analysis.main_track
+    if main is None:
+        return []
+    return [t for t in analysis.tracks if len(t) >= max(1, min(3, len(main) // 4))]
+
+
+def dense_tracks(analysis: FaceAnalysis, *, for_sync: bool) -> list[FaceTrack]:
+    """The main track; for a lip-sync check also the largest other faces seen at least 3 times (any of them may
+    be the one speaking)."""
+    main = analysis.main_track
+    if main is None:
+        return []
+    if not for_sync:
+        return [main]
+    others = sorted((t for t in analysis.tracks if t.track_id != main.track_id and len(t) >= 3),
+                    key=lambda t: -len(t) * t.mean_size)
+    return [main, *others[:MAX_SYNC_CANDIDATES]]
+
+
+def dense_windows(source: media.MediaSource, info: media.MediaInfo, analysis: FaceAnalysis, face_detector,
+                  settings: Settings, *, for_sync: bool, window_s: float | None = None,
+                  max_windows: int | None = None,
+                  on_error: Callable[[FaceTrack, media.MediaError], None] | None = None) -> list[DenseFaceClip]:
+    """25 fps windows of ``dense_tracks``: up to ``MAX_DENSE_WINDOWS`` over the main track, one for the others.
+    A track whose window cannot be decoded is skipped (``on_error`` hears why) unless ``on_error`` is None."""
+    limits = media.Limits.from_settings(settings)
+    main_id = analysis.main_track_id
+    max_windows = max_windows or settings.max_dense_windows
+    clips: list[DenseFaceClip] = []
+    for track in dense_tracks(analysis, for_sync=for_sync):
+        try:
+            clips += track_windows(source, info, track, face_detector, window_s=window_s or settings.dense_window_s,
+                                   max_windows=max_windows if track.track_id == main_id else 1,
+                                   fps=settings.dense_fps, sparse_scale=analysis.scale,
+                                   detect_side=settings.dense_detect_side, limits=limits)
+        except media.MediaError as exc:
+            if on_error is None:
+                raise
+            on_error(track, exc)
+    return clips
+
+
+def visual_crops(frames: np.ndarray, track: FaceTrack, crop: str, input_size: int, margin: float) -> np.ndarray:
+    """The crops a spatial detector sees, by its registry preprocessing ``crop``:
+    ``aligned``: 5-point aligned faces with ``margin`` context (MesoNet);
+    ``dfdc_box``: the detection box grown by a third on each side, isotropically resized and centred (DFDC B7)."""
+    if crop == "dfdc_box":
+        from models.efficientnet_b7 import isotropic_resize, put_to_center
+
+        out = []
+        for fi, box in zip(track.frame_indices, track.boxes, strict=True):
+            x1, y1, x2, y2 = (int(v) for v in box)
+            pw, ph = (x2 - x1) // 3, (y2 - y1) // 3
+            face = frames[fi][max(y1 - ph, 0) : y2 + ph, max(x1 - pw, 0) : x2 + pw]
+            out.append(put_to_center(isotropic_resize(face, input_size), input_size))
+        return np.stack(out)
+    if crop == "aligned":
+        return track_crops(frames, track, input_size, margin)
+    raise ValueError(f"unknown crop style {crop!r} (aligned, dfdc_box)")
+
+
+def clip_chunks(clips: list[DenseFaceClip], n_frames: int, size: int, margin: float = 0.3,
+                max_chunks: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-overlapping ``n_frames`` chunks of aligned RGB face crops, (K, n_frames, size, size, 3), with each
+    chunk's start and end time: what a clip-classifier temporal detector (VideoMAE) sees."""
+    chunks, starts, ends = [], [], []
+    for c in clips:
+        if len(c) < n_frames:
+            continue
+        aligned = c.aligned(size, margin)
+        for k in range(0, len(c) - n_frames + 1, n_frames):
+            chunks.append(aligned[k : k + n_frames])
+            starts.append(c.timestamps_s[k])
+            ends.append(c.timestamps_s[k + n_frames - 1] + 1.0 / c.fps)
+    if max_chunks is not None and len(chunks) > max_chunks:
+        idx = np.linspace(0, len(chunks) - 1, max_chunks).round().astype(int)
+        chunks, starts, ends = [chunks[i] for i in idx], [starts[i] for i in idx], [ends[i] for i in idx]
+    if not chunks:
+        return np.zeros((0, n_frames, size, size, 3), np.uint8), np.zeros(0), np.zeros(0)
+    return np.stack(chunks), np.asarray(starts, float), np.asarray(ends, float)

@@ -1,0 +1,83 @@
+"""Training inputs extracted with the pipeline's own decode and face code (so training matches inference).
+
+``dense_face_clips`` runs the pipeline's own stage functions (``pipeline.stages``): sparse sampling →
+RetinaFace → tracks → 25 fps windows of the main track with per-frame landmarks.
+Results are cached per file (sha256 + parameters) under ``out/cache`` because decoding dominates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.dense import DenseFaceClip
+from pipeline.settings import Settings
+from pipeline.stages import decode_and_track, dense_windows
+
+logger = logging.getLogger(__name__)
+
+CACHE = Path("out/cache")
+
+
+def _key(path: Path, *parts) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    h.update(repr(parts).encode())
+    return h.hexdigest()[:24]
+
+
+def dense_face_clips(
+    path: str | Path,
+    face_detector,
+    settings: Settings,
+    window_s: float | None = None,
+    max_windows: int | None = None,
+    cache_dir: Path | None = CACHE,
+) -> list[DenseFaceClip]:
+    """Dense windows of the main face track of one video (empty when no face is found)."""
+    path = Path(path)
+    window_s = window_s or settings.dense_window_s
+    max_windows = max_windows or settings.max_dense_windows
+    cache_file = None
+    if cache_dir is not None:
+        key = _key(path, "dense", window_s, max_windows, settings.sample_fps, settings.face_threshold,
+                   settings.dense_detect_side, settings.max_decode_side)
+        cache_file = Path(cache_dir) / "dense" / f"{key}.npz"
+        if cache_file.exists():
+            return _load_clips(cache_file)
+    tracked = decode_and_track(path, face_detector, settings, with_audio=False)
+    clips: list[DenseFaceClip] = []
+    if tracked.decoded.info.kind == "video" and tracked.analysis is not None and tracked.analysis.main_track:
+        clips = dense_windows(path, tracked.decoded.info, tracked.analysis, face_detector, settings, for_sync=False,
+                              window_s=window_s, max_windows=max_windows)
+    if cache_file is not None:
+        _save_clips(cache_file, clips)
+    return clips
+
+
+def _save_clips(path: Path, clips: list[DenseFaceClip]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"n": np.array(len(clips))}
+    for i, c in enumerate(clips):
+        arrays |= {f"{i}_frames": c.frames, f"{i}_t": c.timestamps_s, f"{i}_boxes": c.boxes,
+                   f"{i}_lms": c.landmarks, f"{i}_det": c.detected, f"{i}_meta": np.array([c.fps, c.track_id])}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load_clips(path: Path) -> list[DenseFaceClip]:
+    d = np.load(path)
+    out = []
+    for i in range(int(d["n"])):
+        fps, tid = d[f"{i}_meta"]
+        out.append(DenseFaceClip(d[f"{i}_frames"], d[f"{i}_t"], d[f"{i}_boxes"], d[f"{i}_lms"], d[f"{i}_det"],
+                                 float(fps), int(tid)))
+    return out
+
+
