@@ -280,8 +280,12 @@ class _StageTimer:
 # ----------------------------------------------------------------------------------------------
 class Pipeline:
     def __init__(self, settings: Settings, components: Components):
+        from models.registry import identity
+
         self.settings = settings
         self.c = components
+        # what each slot's calibration is looked up by: the model that runs there and its weights
+        self.identities = {s.slot: identity(s.model_name, s.detector) for s in components.slots() if s.available}
 
     @property
     def device(self) -> str:
@@ -369,7 +373,9 @@ class Pipeline:
         face_quality = analysis.main_track.quality if analysis is not None and analysis.main_track else None
         with run.stage("fusion"):
             raw = {slot: r.score for slot, r in results.items() if r.ran}
-            fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality)
+            ids = {slot: (self.identities[slot].name, self.identities[slot].sha256)
+                   for slot in raw if slot in self.identities}
+            fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality, ids)
             if self.c.learned_fusion is not None and raw:
                 fusion, verdict = self._learned(raw, results, info, fusion, face_quality)
             for slot, p in calibrated.items():

@@ -1,7 +1,12 @@
 """Late fusion of detector scores into one P(fake) and a verdict.
 
 Calibrated fusion (the default when ``calibration.json`` exists):
-  1. each detector's raw score is calibrated (Platt scaling on its log-odds, or isotonic);
+  1. each detector's raw score is calibrated (Platt scaling on its log-odds, or isotonic) by the calibrator
+     fitted for THAT detector: calibrators are keyed by detector identity (registry model name + sha256 of its
+     weights), never by slot, so a production model never borrows the embedded model's calibration.
+     A detector with no calibration of its own is fused with its raw log-odds at half strength
+     (``UNCALIBRATED_SHRINK``: its evidence counts, but a raw score from an unmeasured model cannot push the
+     verdict as far as a calibrated one), and the report's fusion note names it;
   2. a logistic model combines the calibrated log-odds of the detectors that ran. A detector that did
      not run contributes log-odds 0 ("no evidence"): it drops out without re-weighting the others, so a
      single weak detector never decides alone. The model is fitted with detectors randomly missing,
@@ -32,6 +37,8 @@ DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
 SEED_WEIGHTS = {"visual": 0.30, "temporal": 0.25, "audio": 0.25, "lip_sync": 0.20}
 SEED_THRESHOLDS = (0.35, 0.65)
 EPS = 1e-6
+UNCALIBRATED_SHRINK = 0.5
+CALIBRATION_VERSION = 2  # 2: calibrators keyed by detector identity (1 keyed them by slot)
 
 
 def logit(p: float | np.ndarray) -> float | np.ndarray:
@@ -52,6 +59,12 @@ class Calibrator:
     b: float = 0.0
     xs: tuple[float, ...] = ()
     ys: tuple[float, ...] = ()
+    slot: str = ""  # the slot its detector filled when it was fitted
+    sha256: str = ""  # digest of the detector's weights it was fitted for ("" = any weights of that name)
+
+    def fits(self, sha256: str) -> bool:
+        """Fitted for these weights? (Different weights under the same name are a different model.)"""
+        return not self.sha256 or not sha256 or self.sha256 == sha256
 
     def __call__(self, raw: float) -> float:
         if self.method == "platt":
@@ -61,7 +74,8 @@ class Calibrator:
         return float(raw)
 
     def to_dict(self) -> dict:
-        d = {"method": self.method}
+        d = {"method": self.method} | ({"slot": self.slot} if self.slot else {}) | (
+            {"sha256": self.sha256} if self.sha256 else {})
         if self.method == "platt":
             d |= {"a": self.a, "b": self.b}
         elif self.method == "isotonic":
@@ -71,12 +85,13 @@ class Calibrator:
     @classmethod
     def from_dict(cls, d: dict) -> Calibrator:
         return cls(d["method"], float(d.get("a", 1.0)), float(d.get("b", 0.0)),
-                   tuple(map(float, d.get("xs", ()))), tuple(map(float, d.get("ys", ()))))
+                   tuple(map(float, d.get("xs", ()))), tuple(map(float, d.get("ys", ()))),
+                   str(d.get("slot", "")), str(d.get("sha256", "")))
 
 
 @dataclass(frozen=True)
 class FusionModel:
-    calibrators: dict[str, Calibrator]
+    calibrators: dict[str, Calibrator]  # detector model name (e.g. "mesonet:mesoinception_df") -> its calibrator
     intercept: float
     weights: dict[str, float]  # slot -> weight on calibrated log-odds
     thresholds: tuple[float, float] = SEED_THRESHOLDS  # (authentic below, fake above)
@@ -88,7 +103,7 @@ class FusionModel:
     # -- persistence ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "version": 1,
+            "version": CALIBRATION_VERSION,
             "fitted_on": self.fitted_on,
             "calibrators": {k: c.to_dict() for k, c in self.calibrators.items()},
             "fusion": {"intercept": self.intercept, "weights": self.weights},
@@ -102,6 +117,9 @@ class FusionModel:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "") -> FusionModel:
+        if int(d.get("version", 1)) < CALIBRATION_VERSION:
+            raise ValueError("calibrators keyed by slot (version 1) could belong to any model in that slot; "
+                             "re-fit with `make calibrate`")
         th = d.get("thresholds", {})
         return cls(
             calibrators={k: Calibrator.from_dict(v) for k, v in d.get("calibrators", {}).items()},
@@ -128,9 +146,14 @@ class FusionModel:
             return None
 
     # -- inference --------------------------------------------------------------------------------
-    def calibrate(self, slot: str, raw: float) -> float:
-        cal = self.calibrators.get(slot)
+    def calibrate(self, key: str, raw: float) -> float:
+        cal = self.calibrators.get(key)
         return cal(raw) if cal else float(raw)
+
+    def calibrator_for(self, name: str, sha256: str = "") -> Calibrator | None:
+        """The calibrator fitted for this detector (model name and weights), or None: never another model's."""
+        cal = self.calibrators.get(name)
+        return cal if cal is not None and cal.fits(sha256) else None
 
     def combine(self, calibrated: dict[str, float]) -> float:
         z = self.intercept + sum(self.weights.get(s, 0.0) * float(logit(p)) for s, p in calibrated.items())
@@ -155,23 +178,42 @@ def decide(p: float, thresholds: tuple[float, float]) -> Verdict:
     return Verdict.SUSPICIOUS
 
 
+def uncalibrated(raw: float) -> float:
+    """The documented fallback for a detector without a calibration of its own: raw log-odds at half strength."""
+    return float(sigmoid(UNCALIBRATED_SHRINK * logit(raw)))
+
+
 def fuse(
     raw: dict[str, float],
     model: FusionModel | None,
     face_quality: float | None = None,
+    detectors: dict[str, tuple[str, str]] | None = None,
 ) -> tuple[Fusion, dict[str, float], Verdict | None]:
     """Fuse the raw P(fake) of the detectors that ran.
 
-    Returns the ``Fusion`` summary, the calibrated score per slot, and the verdict (``None`` when no
-    detector ran: the caller reports NOT_APPLICABLE, never AUTHENTIC).
+    ``detectors``: slot -> (model name, weights sha256) of the detector that produced each score; its calibrator
+    is looked up by that identity (a slot without one is uncalibrated). Returns the ``Fusion`` summary, the
+    calibrated score per slot, and the verdict (``None`` when no detector ran: the caller reports NOT_APPLICABLE,
+    never AUTHENTIC).
     """
     ran = {s: float(v) for s, v in raw.items() if v is not None and math.isfinite(v)}
+    detectors = detectors or {}
     if model is not None:
-        calibrated = {s: model.calibrate(s, v) for s, v in ran.items()}
+        calibrated, missing = {}, []
+        for s, v in ran.items():
+            name, sha = detectors.get(s, (s, ""))
+            cal = model.calibrator_for(name, sha)
+            if cal is None:
+                missing.append(f"{s} ({name})")
+            calibrated[s] = cal(v) if cal is not None else uncalibrated(v)
         total = sum(abs(model.weights.get(s, 0.0)) for s in SLOTS) or 1.0
         weights = tuple((s, model.weights.get(s, 0.0)) for s in SLOTS)
         thresholds = widened(model.thresholds, face_quality, model.quality_widen)
-        method, note = "calibrated-logistic", f"calibration fitted on {model.fitted_on}" if model.fitted_on else None
+        method = "calibrated-logistic"
+        notes = [f"calibration fitted on {model.fitted_on}"] if model.fitted_on else []
+        if missing:
+            notes.append(f"uncalibrated, fused at half strength: {', '.join(missing)}")
+        note = "; ".join(notes) or None
         p = model.combine(calibrated) if ran else None
         coverage = sum(abs(model.weights.get(s, 0.0)) for s in ran) / total
     else:
@@ -183,6 +225,7 @@ def fuse(
         p = sum(SEED_WEIGHTS[s] * ran.get(s, 0.5) for s in SLOTS) if ran else None
         coverage = sum(SEED_WEIGHTS[s] for s in ran)
     if p is None:
-        return Fusion(method, None, 0.0, thresholds, weights, note), calibrated, None
+        return Fusion(method, None, 0.0, thresholds, weights, note, tuple(missing if model else ())), calibrated, None
     confidence = float(abs(p - 0.5) * 2.0 * coverage)
-    return Fusion(method, float(p), confidence, thresholds, weights, note), calibrated, decide(p, thresholds)
+    fusion = Fusion(method, float(p), confidence, thresholds, weights, note, tuple(missing if model else ()))
+    return fusion, calibrated, decide(p, thresholds)

@@ -132,6 +132,7 @@ class Fusion:
     thresholds: tuple[float, float]  # (authentic below, fake above) after face-quality widening
     weights: tuple[tuple[str, float], ...]  # slot -> weight used
     note: str | None = None
+    uncalibrated: tuple[str, ...] = ()  # "slot (model)" of detectors fused without a calibration of their own
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,8 @@ class Report:
             "weights": {k: _r(v) for k, v in self.fusion.weights},
             "note": self.fusion.note,
         }
+        if self.fusion.uncalibrated:
+            out["fusion"]["uncalibrated"] = list(self.fusion.uncalibrated)
         out["schema_version"] = SCHEMA_VERSION
         return out
 

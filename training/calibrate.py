@@ -186,6 +186,42 @@ def evaluate_fused(p: np.ndarray, y: np.ndarray, thresholds: tuple[float, float]
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
+def detector_identities(results: list[ItemResult]) -> dict[str, tuple[str, str]]:
+    """slot -> (model name, weights sha256) of the detectors that produced ``results``; one model per slot."""
+    seen: dict[str, set[tuple[str, str]]] = {}
+    for r in results:
+        for slot, (name, sha) in (r.detectors or {}).items():
+            seen.setdefault(slot, set()).add((name, sha))
+    mixed = {s: v for s, v in seen.items() if len(v) > 1}
+    if mixed:
+        raise ValueError(f"the results mix detectors in one slot ({mixed}); calibrate each deployment's own results")
+    if not seen:  # results written before eval recorded identities: the detectors this deployment loads now
+        import pipeline
+
+        logger.warning("results carry no detector identities; using the detectors this deployment loads")
+        return {s: (i.name, i.sha256) for s, i in pipeline.build().identities.items() if s in SLOTS}
+    return {s: next(iter(v)) for s, v in seen.items()}
+
+
+def keyed_by_detector(model: FusionModel, identities: dict[str, tuple[str, str]], existing: Path) -> FusionModel:
+    """The slot-keyed calibrators fitted here, re-keyed by the identity of the detector that produced each slot's
+    scores, next to the entries an existing file holds for other detectors (e.g. the embedded models' beside B7)."""
+    from dataclasses import replace
+
+    merged: dict[str, Calibrator] = {}
+    if existing.is_file():
+        try:
+            merged = dict(FusionModel.from_dict(json.loads(existing.read_text())).calibrators)
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.warning("existing calibration %s not merged: %s", existing, exc)
+    for slot, cal in model.calibrators.items():
+        if slot not in identities:
+            continue
+        name, sha = identities[slot]
+        merged[name] = replace(cal, slot=slot, sha256=sha)
+    return replace(model, calibrators=merged)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         fitted_on=f"{Path(args.manifest).parent.name}/{Path(args.manifest).name} "
                                   f"split={args.split} ({len(results)} items, {int(y.sum())} fake; "
                                   f"copies: {', '.join(sorted({r.reencode or 'as-is' for r in results}))})")
+    model = keyed_by_detector(model, detector_identities(results), Path(args.out))
     model.save(args.out)
     print(json.dumps({"weights": weights, "intercept": intercept, "thresholds": thresholds, "metrics": metrics},
                      indent=2))

@@ -49,6 +49,7 @@ class ItemResult:
     seconds: float
     reencode: str | None
     timeline: dict[str, list[list[float]]] | None = None  # slot -> [[start_s, end_s, P(fake)], ...]
+    detectors: dict[str, list[str]] | None = None  # slot -> [model name, weights sha256] that scored it
 
     @property
     def y(self) -> int:
@@ -86,7 +87,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
                         continue
                 t0 = time.perf_counter()
                 rep = p.run(src, source_name=Path(it.path).name)
-                res = _result(it, rep, time.perf_counter() - t0, reencode)
+                res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities)
                 f.write(json.dumps(asdict(res)) + "\n")
                 f.flush()
                 done[it.path] = res
@@ -97,7 +98,7 @@ def _kind(modality: str) -> str:
     return {"video_av": "video", "video": "video", "audio": "audio", "image": "image"}[modality]
 
 
-def _result(it: ManifestItem, rep, seconds: float, reencode: str | None) -> ItemResult:
+def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identities=None) -> ItemResult:
     return ItemResult(
         path=it.path, label=it.label, modality=it.modality, manipulation=it.manipulation, group=it.group,
         verdict=rep.verdict.value, fake_probability=rep.fake_probability, reason=rep.reason,
@@ -106,6 +107,7 @@ def _result(it: ManifestItem, rep, seconds: float, reencode: str | None) -> Item
         calibrated={d.slot: d.calibrated for d in rep.detectors},
         face_quality=rep.face_quality, seconds=round(seconds, 3), reencode=reencode,
         timeline={d.slot: [[p.start_s, p.end_s, round(p.score, 5)] for p in d.timeline] for d in rep.detectors},
+        detectors={s: [i.name, i.sha256] for s, i in (identities or {}).items() if s in SLOTS},
     )
 
 
