@@ -119,7 +119,8 @@ def test_b7_is_not_calibrated_by_mesonets_calibrator(dev_data):
     embedded = pipeline.build(Settings(device="cpu"))
     c = embedded.c
     assert embedded.identities["visual"].name == "mesonet:mesoinception_df"
-    meso_cal = c.fusion_model.calibrator_for(*[(i.name, i.sha256) for i in [embedded.identities["visual"]]][0])
+    meso = embedded.identities["visual"]
+    meso_cal = c.fusion_model.calibrator_for(meso.name, meso.sha256)
     assert meso_cal is not None and meso_cal.method == "platt"
 
     def with_b7(bias: float):
