@@ -60,8 +60,11 @@ eval: ## per-detector and fused AUC on a labelled manifest: make eval [MANIFEST=
 bench: ## per-stage speed on one clip: make bench [VIDEO=...]
 	$(PY) -m pipeline bench $(if $(VIDEO),"$(VIDEO)",)
 
-serve: ## local API + web UI on SQLite (http://127.0.0.1:8000)
-	$(PY) -m uvicorn service.api:create_app --factory --host 127.0.0.1 --port 8000
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+serve: ## local API + web UI on SQLite: make serve [HOST=0.0.0.0] [PORT=8000]
+	$(PY) -m uvicorn web.server:create_app --factory --host "$(HOST)" --port "$(PORT)"
 
 calibrate: ## fit calibration + fusion weights on the validation split, as-is and WhatsApp-re-encoded
 	$(PY) -m training eval --manifest "$(MANIFEST)" --split val --out $(OUT)/eval/val

@@ -53,8 +53,8 @@ image = (
 with image.imports():
     import db
     from pipeline.settings import get_settings
-    from service.api import create_app
-    from service.jobs import FakePipeline, JobService, PipelineHolder, SpawnDispatcher, status_payload
+    from service.jobs import JobService, PipelineHolder, SpawnDispatcher, status_payload
+    from web.server import create_app
 
 logger = logging.getLogger("app")
 
@@ -103,12 +103,9 @@ class Detector:
         self.settings = get_settings()
         if not modal.is_local():
             _ensure_weights()
-        if self.settings.pipeline_fake:  # TEST ONLY (PIPELINE_FAKE=1): CI without the models
-            self.pipeline = FakePipeline(self.settings, delay_s=self.settings.pipeline_fake_delay_s)
-        else:
-            import pipeline
+        import pipeline
 
-            self.pipeline = pipeline.build(self.settings)
+        self.pipeline = pipeline.build(self.settings)
         self.repo = db.connect(self.settings)
         if self.repo.backend == "sqlite" and not modal.is_local():
             logger.warning("no SUPABASE_URL/SUPABASE_SERVICE_KEY or postgresql DATABASE_URL: the API's queue "
@@ -159,7 +156,8 @@ class Detector:
 
     @modal.asgi_app()
     def web(self):
-        """The HTTP API (service.api.create_app) with this container's pipeline; jobs are spawned."""
+        """The HTTP app (``web.server.create_app``: API, WhatsApp webhook, result pages) with this container's
+        pipeline; jobs are spawned."""
         return create_app(self.settings, pipeline=self.pipeline, repo=self.repo, spawn=_spawn)
 
 

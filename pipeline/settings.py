@@ -100,8 +100,6 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(5, ge=1, description="callback deliveries tried before giving up")
     callback_backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each attempt")
     callback_timeout_s: float = Field(10.0, gt=0, description="timeout of one callback POST")
-    pipeline_fake: bool = Field(False, description="TEST ONLY: a fake pipeline that probes media and invents scores")
-    pipeline_fake_delay_s: float = Field(0.0, ge=0, description="TEST ONLY: seconds each fake run takes")
 
     # --- whatsapp / web --- (whatsapp/: Cloud API webhook + Graph client; web/: the result pages at /)
     whatsapp_verify_token: str | None = Field(None, description="token Meta sends in the webhook GET verification")

@@ -1,10 +1,10 @@
-"""The HTTP API: one FastAPI app for Modal (``@modal.asgi_app``) and for ``make serve``.
+"""The detection API (jobs, status, health). ``web.server.create_app`` mounts the WhatsApp webhook and the result
+pages on it: that composed app is what Modal (``@modal.asgi_app``) and ``make serve`` run.
 
     POST /detect_video  JSON {video_url, callback_url?, task_id?}  -> 202 {task_id, status}
     POST /detect        multipart file (+ callback_url, task_id)   -> 202 {task_id, status}
     GET  /status/{id}   pending | processing (+stage) | completed (+report) | failed (+reason)
     GET  /health        public: pipeline state and detectors, database backend, queue
-    /whatsapp/webhook   WhatsApp Cloud API events (whatsapp/webhook.py); GET /, /history: result pages (web/)
 
 Identical bytes that were analysed before answer 200 with ``status: completed`` and the report
 (a new task_id that copies the result). Errors are ``{"error": {"code", "message"}}``.
@@ -45,8 +45,6 @@ from service.schemas import (
     error_example,
 )
 from service.security import ApiKey, ApiKeys, UrlPolicy
-from web import routes as web_routes
-from whatsapp import webhook as whatsapp_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -213,11 +211,9 @@ def create_app(
     app.state.pipelines = holder
     app.state.dispatcher = dispatcher
     app.state.api_keys = app_keys
-    app.add_middleware(
-        BodySizeLimit, limits={"/detect": settings.max_file_bytes + MULTIPART_OVERHEAD, "/detect_video": JSON_LIMIT,
-                               whatsapp_webhook.WEBHOOK_PATH: whatsapp_webhook.WEBHOOK_BODY_LIMIT,
-                               whatsapp_webhook.CALLBACK_PATH: whatsapp_webhook.CALLBACK_BODY_LIMIT}
-    )
+    # integrations mounted later (WhatsApp) add their paths to this same dict
+    app.state.body_limits = {"/detect": settings.max_file_bytes + MULTIPART_OVERHEAD, "/detect_video": JSON_LIMIT}
+    app.add_middleware(BodySizeLimit, limits=app.state.body_limits)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
@@ -302,12 +298,5 @@ def create_app(
             "queue": queue,
             "auth": {"api_keys": len(keys), "daily_limit_per_key": settings.daily_limit_per_key},
         }
-
-    # WhatsApp Cloud API webhook (+ its result callback) and the web UI at /
-    whatsapp_router = whatsapp_webhook.create_router(settings, service)
-    app.state.whatsapp = whatsapp_router.bot
-    app.include_router(whatsapp_router)
-    if settings.web_ui:
-        web_routes.mount(app, settings, repo)
 
     return app

@@ -7,12 +7,12 @@ import time
 
 import pytest
 from conftest import DEV_DATA
+from fake_pipeline import FakePipeline
 from fastapi.testclient import TestClient
 
 from db.repository import seconds_to_utc_midnight
 from pipeline.settings import Settings
-from service.api import create_app
-from service.jobs import FakePipeline
+from web.server import create_app
 
 CLIP = DEV_DATA / "A_real_av" / "pcavs_voxceleb" / "misc__Audio_Source__00086.mp4"
 AUTH = {"Authorization": "Bearer key-a"}

@@ -49,9 +49,17 @@ def test_app_definition(modal_app):
     assert callable(modal_app.main)
 
 
+def _fake_models(monkeypatch):
+    """@modal.enter calls pipeline.build(settings): hand it the test double instead of the models."""
+    from fake_pipeline import FakePipeline
+
+    import pipeline
+
+    monkeypatch.setattr(pipeline, "build", lambda settings=None, components=None: FakePipeline(settings))
+
+
 def test_local_call_runs_enter_once_and_writes_the_row(modal_app, monkeypatch):
-    monkeypatch.setenv("PIPELINE_FAKE", "1")
-    get_settings.cache_clear()
+    _fake_models(monkeypatch)
     d = modal_app.Detector()
     out = d.analyze.local(video_bytes=CLIP.read_bytes(), source_name=CLIP.name)
     assert out["status"] == "completed" and out["report"]["verdict"] in ("AUTHENTIC", "SUSPICIOUS", "FAKE")
@@ -65,8 +73,7 @@ def test_local_call_runs_enter_once_and_writes_the_row(modal_app, monkeypatch):
 
 
 def test_web_endpoint_serves_the_same_app_and_spawns_analyze(modal_app, monkeypatch):
-    monkeypatch.setenv("PIPELINE_FAKE", "1")
-    get_settings.cache_clear()
+    _fake_models(monkeypatch)
     d = modal_app.Detector()
     spawned = []
 
@@ -98,8 +105,6 @@ def test_modal_local_call_matches_make_scan_on_the_same_clip(modal_app, monkeypa
 
     if not hasattr(pipeline, "build"):
         pytest.skip("awaiting pipeline.build (pipeline/core.py)")
-    monkeypatch.delenv("PIPELINE_FAKE", raising=False)
-    get_settings.cache_clear()
     d = modal_app.Detector()
     out = d.analyze.local(video_bytes=CLIP.read_bytes(), source_name=CLIP.name)
     assert out["status"] in ("completed", "failed")

@@ -11,13 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import DEV_DATA
+from fake_pipeline import FakePipeline
 
 from db.repository import NewJob
 from db.sqlite import SqliteRepository
 from pipeline.settings import Settings
 from service import callbacks
 from service.callbacks import sign, verify_signature
-from service.jobs import FakePipeline, JobService, PipelineHolder, StoredMedia, WorkerPool
+from service.jobs import JobService, PipelineHolder, StoredMedia, WorkerPool
 from service.security import UrlPolicy
 
 CLIP = DEV_DATA / "A_real_av" / "pcavs_voxceleb" / "misc__Audio_Source__00086.mp4"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from conftest import DEV_DATA
+from fake_pipeline import FakePipeline
 
 from db.repository import iso, utcnow
 from db.sqlite import SqliteRepository
 from pipeline.settings import Settings
 from service.jobs import (
-    FakePipeline,
     JobService,
     PipelineHolder,
     SpawnDispatcher,

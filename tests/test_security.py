@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import DEV_DATA
+from fake_pipeline import FakePipeline
 from fastapi.testclient import TestClient
 
 from pipeline.settings import Settings
-from service.api import create_app
-from service.jobs import FakePipeline
 from service.security import (
     ApiKeys,
     FetchError,
@@ -29,6 +28,7 @@ from service.security import (
     address_problem,
     download,
 )
+from web.server import create_app
 
 CLIP = DEV_DATA / "A_real_av" / "pcavs_voxceleb" / "misc__Audio_Source__00086.mp4"
 

@@ -4,7 +4,7 @@
 * SIGKILL while a job is processing, restart: the job completes (or fails with a reason), none stays
   processing;
 * 20 concurrent submissions: all accepted ones complete, none lost, the daily limit holds.
-The last two use the test-only fake pipeline (PIPELINE_FAKE=1) so they take seconds.
+The last two run the server around the test double (tests/fake_pipeline.py) so they take seconds.
 """
 
 from __future__ import annotations
@@ -39,11 +39,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LocalServer:
-    """`make serve`'s command (uvicorn service.api:create_app --factory) on a free port."""
+FAKE_SERVER = "fake_pipeline:create_app"
 
-    def __init__(self, tmp: Path, **env):
+
+class LocalServer:
+    """`make serve`'s command (uvicorn web.server:create_app --factory) on a free port."""
+
+    def __init__(self, tmp: Path, factory: str = "web.server:create_app", **env):
         self.tmp = tmp
+        self.factory = factory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "detections.sqlite3"
@@ -59,6 +63,7 @@ class LocalServer:
             "WEIGHTS_DIR": str(SHARED_WEIGHTS),
             "ALLOW_DOWNLOAD": "0",
             "DEVICE": "cpu",
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")]),  # tests/fake_pipeline.py
             **{k: str(v) for k, v in env.items()},
         }
         self.env.pop("SUPABASE_URL", None)
@@ -68,7 +73,7 @@ class LocalServer:
     def start(self, timeout: float = 60.0) -> LocalServer:
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "service.api:create_app", "--factory", "--host", "127.0.0.1",
+                [sys.executable, "-m", "uvicorn", self.factory, "--factory", "--host", "127.0.0.1",
                  "--port", str(self.port)],
                 cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
@@ -195,7 +200,7 @@ def test_make_serve_end_to_end_with_the_real_pipeline(tmp_path, servers):
 
 @pytest.mark.parametrize("max_attempts,outcome", [(3, "completed"), (1, "failed")])
 def test_sigkill_while_processing_then_restart(tmp_path, servers, max_attempts, outcome):
-    env = dict(PIPELINE_FAKE=1, PIPELINE_FAKE_DELAY_S=4, JOB_STALE_AFTER_S=1.5, JOB_HEARTBEAT_S=0.3,
+    env = dict(factory=FAKE_SERVER, FAKE_PIPELINE_DELAY_S=4, JOB_STALE_AFTER_S=1.5, JOB_HEARTBEAT_S=0.3,
                JOB_MAX_ATTEMPTS=max_attempts)
     first = LocalServer(tmp_path, **env)
     servers.append(first.start())
@@ -234,7 +239,7 @@ def _distinct_clips(tmp: Path, n: int) -> list[bytes]:
 
 
 def test_twenty_concurrent_submissions_none_lost_and_rate_limited(tmp_path, servers):
-    server = LocalServer(tmp_path, PIPELINE_FAKE=1, DAILY_LIMIT_PER_KEY=15, WORKERS=2)
+    server = LocalServer(tmp_path, FAKE_SERVER, DAILY_LIMIT_PER_KEY=15, WORKERS=2)
     servers.append(server.start())
     clips = _distinct_clips(tmp_path, 25)
     with ThreadPoolExecutor(20) as pool:

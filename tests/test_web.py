@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import DEV_DATA, REPO_ROOT
+from fake_pipeline import FakePipeline
 from fastapi.testclient import TestClient
 from test_db import SERVICE_KEY, FakePostgrest, _row, pg_factory, repo  # noqa: F401  (fixtures)
 
@@ -31,8 +32,7 @@ from pipeline.report import (
     Verdict,
 )
 from pipeline.settings import Settings
-from service.api import create_app
-from service.jobs import FakePipeline
+from web.server import create_app
 from whatsapp.webhook import origin_url
 
 CLIP = DEV_DATA / "A_real_av" / "pcavs_voxceleb" / "misc__Audio_Source__00086.mp4"

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from conftest import DEV_DATA, REPO_ROOT
 from fake_graph import AppServer
+from fake_pipeline import FakePipeline
 from test_web import add_completed, add_old_row, extreme_report, face_thumbnail
 
 from pipeline.settings import Settings
-from service.api import create_app
-from service.jobs import FakePipeline
+from web.server import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

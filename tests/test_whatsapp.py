@@ -18,14 +18,14 @@ import httpx
 import pytest
 from conftest import DEV_DATA, REPO_ROOT, need
 from fake_graph import AppServer, FakeGraph
+from fake_pipeline import FakePipeline
 
 from db.repository import api_key_id
 from db.sqlite import SqliteRepository
 from pipeline.report import Verdict
 from pipeline.settings import Settings
-from service.api import create_app
 from service.callbacks import signed_headers
-from service.jobs import FakePipeline
+from web.server import create_app
 from whatsapp import messages
 from whatsapp.client import CallbackHandler, DetectionClient, graph_notifier, row_columns, supabase_row_updater
 from whatsapp.graph import GraphClient
