@@ -31,12 +31,44 @@ WEIGHTS_PATH = "/weights"
 UPLOADS_PATH = "/uploads"
 WEIGHTS_MARKER = f"{WEIGHTS_PATH}/.complete"
 
+# What the image ships, derived here and nowhere else (tests/test_image_files.py rebuilds it offline and runs
+# it): every runtime package, each with its data (calibration.json, bundled checkpoints, web/static), minus
+# caches and the React component's sources and node_modules. training/ and tests/ never ship.
+RUNTIME_PACKAGES = ("models", "pipeline", "db", "service", "whatsapp", "web")
+NOT_SHIPPED_DIRS = ("__pycache__", "node_modules", ".pytest_cache")
+NOT_SHIPPED_PREFIXES = ("web/react/",)
+
+
+def ships(rel: str) -> bool:
+    """Whether the repository file at ``rel`` (posix, relative to the root) is part of the image."""
+    parts = rel.split("/")
+    return (parts[0] in RUNTIME_PACKAGES and not any(p in NOT_SHIPPED_DIRS for p in parts)
+            and not rel.endswith((".pyc", ".pyo")) and not rel.startswith(NOT_SHIPPED_PREFIXES))
+
+
+def image_files(root: Path = ROOT, packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
+    """The shipped files (relative posix paths) of ``packages`` under ``root``, sorted."""
+    out = []
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and ships(rel):
+                out.append(rel)
+    return out
+
+
+def _add_runtime_packages(img: modal.Image) -> modal.Image:
+    for pkg in RUNTIME_PACKAGES:
+        img = img.add_local_dir(str(ROOT / pkg), f"/root/{pkg}", ignore=lambda p, pkg=pkg: not ships(f"{pkg}/{p}"))
+    return img
+
+
 app = modal.App(APP_NAME)
 weights_volume = modal.Volume.from_name(f"{APP_NAME}-weights", create_if_missing=True)
 uploads_volume = modal.Volume.from_name(f"{APP_NAME}-uploads", create_if_missing=True)
 secrets = [modal.Secret.from_name(APP_NAME)]
 
-image = (
+image = _add_runtime_packages(
     modal.Image.debian_slim(python_version="3.11")
     .apt_install("ffmpeg", "libgl1", "libglib2.0-0")
     .pip_install_from_requirements(str(ROOT / "requirements.txt"))
@@ -46,7 +78,6 @@ image = (
         "UPLOADS_DIR": UPLOADS_PATH,
         "DEVICE": "cuda",
     })
-    .add_local_python_source("pipeline", "models", "service", "db", ignore=["**/__pycache__/**", "**/*.pyc"])
     .add_local_dir(str(ROOT / "supabase"), "/root/supabase")
 )
 
