@@ -183,12 +183,14 @@ def configure(weights_dir: str | os.PathLike | None = None, cache_dir: str | os.
 
 
 def _settings_dirs() -> tuple[Path | None, Path, bool]:
-    env_dir = os.environ.get("WEIGHTS_DIR")
-    weights_dir = _configured.get("weights_dir") or (env_dir or None)
-    cache = _configured.get("cache_dir") or os.environ.get("WEIGHTS_CACHE") or DEFAULT_CACHE
-    allow = _configured.get("allow_download")
-    if allow is None:
-        allow = os.environ.get("ALLOW_DOWNLOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+    # the live environment first (what Settings reads too), then what build() configured, then the defaults
+    weights_dir = os.environ.get("WEIGHTS_DIR") or _configured.get("weights_dir")
+    cache = os.environ.get("WEIGHTS_CACHE") or _configured.get("cache_dir") or DEFAULT_CACHE
+    env_allow = os.environ.get("ALLOW_DOWNLOAD")
+    if env_allow is not None:
+        allow = env_allow.strip().lower() not in ("0", "false", "no", "off")
+    else:
+        allow = _configured.get("allow_download", True)
     return (Path(weights_dir) if weights_dir else None), Path(cache).expanduser(), bool(allow)
 
 

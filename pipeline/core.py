@@ -472,9 +472,11 @@ class Pipeline:
     def _visual_preprocess(self):
         """The visual detector's registry preprocessing (an injected detector is looked up by its ``name``);
         VISUAL_AGGREGATION overrides the aggregation."""
-        from models.registry import Preprocess, spec
+        from models.registry import REGISTRY, Preprocess
 
-        prep = (self.c.visual.spec or spec(self.c.visual.detector.name)).preprocess
+        det = self.c.visual.detector
+        spec = self.c.visual.spec or REGISTRY.get(getattr(det, "name", ""))
+        prep = spec.preprocess if spec is not None else Preprocess("aligned", det.input_size, "mean")
         return Preprocess(prep.crop, prep.input_size, self.settings.visual_aggregation or prep.aggregation)
 
     def _dense_windows(self, source, info, analysis, run):
