@@ -14,7 +14,7 @@ MANIFEST ?= ../shared/data/dev/manifest.tsv
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: apt venv web-deps ## system packages + .venv with pinned requirements + the React component's npm packages
+install: apt venv web-deps ## system packages + .venv (runtime + dev requirements) + the React component's npm packages
 
 apt: ## Debian packages (ffmpeg for media tests, chromium for browser tests)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -26,7 +26,7 @@ apt: ## Debian packages (ffmpeg for media tests, chromium for browser tests)
 venv:
 	@test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r requirements-dev.txt
 
 web-deps: ## npm packages of web/react (DetectorBreakdown) from its lock file
 	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null || \

@@ -387,6 +387,9 @@ class Pipeline:
             reasons = [f"{slot}: {r.reason}" for slot, r in results.items() if r.reason]
             reason = "no detector could analyse this file — " + "; ".join(reasons)
 
+        missing = self._missing(info, results)
+        if missing:
+            run.warnings.append("PARTIAL RESULT: " + "; ".join(missing))
         with run.stage("report"):
             tracks = self._track_results(sampled, analysis, track_scores, speaking)
         frames_analyzed = (len(sampled) if sampled is not None else 0) + sum(len(d) for d in dense)
@@ -405,7 +408,16 @@ class Pipeline:
             source_name=source_name,
             created_at=_now(),
             warnings=tuple(run.warnings),
+            missing=missing,
         )
+
+    def _missing(self, info, results: dict[str, DetectorResult]) -> tuple[str, ...]:
+        """Detectors this input needed that are not loaded here (never hidden behind a full-looking verdict)."""
+        out = []
+        if info.has_video and not self.c.face.available:
+            out.append(f"faces ({self.c.face.model_name}): {self.c.face.reason}")
+        out += [f"{slot} ({r.model}): {r.reason}" for slot, r in results.items() if r.status is Status.UNAVAILABLE]
+        return tuple(out)
 
     # -- stages -----------------------------------------------------------------------------------
     def _guard(self, slot: str, fn: Callable[[], DetectorResult]) -> DetectorResult:

@@ -70,6 +70,10 @@ def summary_text(report: dict[str, Any]) -> str:
         head += f"   P(fake) {report['fake_probability']:.2f}   confidence {_fmt(report['confidence'], True)}"
     lines.append(head)
     lines.append(f"  {VERDICT_WORDS.get(verdict, '')}" + (f": {report['reason']}" if report.get("reason") else ""))
+    if ds.get("partial"):
+        lines.append("  PARTIAL RESULT: detectors this file needed are not available on this installation, so the "
+                     "verdict rests on the others:")
+        lines += [f"    - {m}" for m in ds.get("missing_detectors", [])]
     lines.append("")
     lines.append(f"  {'detector':<22} {'P(fake)':>8}  {'status':<15} model / reason")
     for slot in SLOT_ORDER:
@@ -143,6 +147,10 @@ def report_html(report: dict[str, Any]) -> str:
     md = report["model_metadata"]
     verdict = report["verdict"]
     e = html.escape
+    partial = ""
+    if ds.get("partial"):
+        partial = ('<p class="partial"><b>PARTIAL RESULT</b>: detectors this file needed are not available on this '
+                   "installation: " + "; ".join(e(m) for m in ds.get("missing_detectors", [])) + "</p>")
     duration = md.get("video_duration_seconds") or 0.0
     rows = []
     for slot in SLOT_ORDER:
@@ -205,7 +213,7 @@ overflow:hidden}}
 .face img{{width:96px;height:96px;border-radius:6px;display:block;margin:auto}}
 </style></head><body>
 <div class="verdict"><h1>{e(verdict.replace('_', ' '))}</h1><p>{e(head)}</p>
-<p>{e(VERDICT_WORDS.get(verdict, ''))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p></div>
+<p>{e(VERDICT_WORDS.get(verdict, ''))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p>{partial}</div>
 <h2>Detectors</h2><p class="muted">{ORIENTATION_NOTE}</p>{''.join(rows)}
 <section class="det" data-slot="face_quality"><h3><span class="dot" style="background:{COLOURS['face_quality']}">
 </span>Face quality</h3>{fq_html}</section>

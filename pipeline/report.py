@@ -151,6 +151,13 @@ class Report:
     source_name: str | None = None
     created_at: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    # detectors this input needed that this deployment could not load ("faces: weights file ... not found"):
+    # the verdict rests on less evidence than a full run and says so (PARTIAL) wherever it is shown
+    missing: tuple[str, ...] = field(default=())
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing)
 
     # -- convenience ----------------------------------------------------------------------------
     @property
@@ -183,6 +190,9 @@ class Report:
         # extras under new keys
         out["fake_probability"] = _r(self.fusion.fake_probability)
         out["verdict"] = self.verdict.value
+        if self.partial:
+            out["partial"] = True
+            out["missing_detectors"] = list(self.missing)
         out["confidence"] = _r(self.fusion.confidence)
         out["raw_scores"] = {SEED_KEYS[d.slot]: _r(d.score) for d in self.detectors}
         out["detectors"] = {

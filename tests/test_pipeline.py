@@ -188,3 +188,25 @@ def test_synthetic_talking_video_end_to_end(pipe, tmp_path):
     rep = pipe.run(path)
     assert rep.verdict is Verdict.NOT_APPLICABLE  # no face, a pure tone is not speech
     assert np.isclose(rep.media.duration_s, 2.0, atol=0.2)
+
+
+def test_a_degraded_installation_marks_its_verdict_partial(tmp_path, monkeypatch, dev_data, pipe):
+    """No weights here (no WEIGHTS_DIR, no internet): the run still answers from what it has (bundled
+    checkpoints), but the report, the CLI text and the HTML say at the top which needed detectors are missing."""
+    from pipeline.render import report_html, summary_text
+
+    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("WEIGHTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ALLOW_DOWNLOAD", "0")
+    degraded = pipeline.build(Settings(device="cpu"))
+    rep = degraded.run(dev_data / TALKING)
+    assert rep.partial and any(m.startswith("faces (retinaface_mnet025)") and "not found" in m for m in rep.missing)
+    data = rep.to_dict()
+    assert data["detector_scores"]["partial"] is True
+    assert data["detector_scores"]["missing_detectors"] == list(rep.missing)
+    text = summary_text(data)
+    assert text.index("PARTIAL RESULT") < text.index("detector ")  # at the top, before the table
+    assert "PARTIAL RESULT" in report_html(data)
+    # the full installation is not marked
+    full = pipe.run(dev_data / TALKING)
+    assert not full.partial and "partial" not in full.to_dict()["detector_scores"]

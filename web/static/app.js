@@ -228,8 +228,12 @@
     }
     const progress = row.status === "processing" && typeof row.progress === "number"
       ? h("div", { class: "progress" }, h("div", { style: { width: `${100 * clamp01(row.progress)}%` } })) : null;
+    // a verdict from a degraded installation never looks like a full one
+    const partial = ds.partial ? h("p", { class: "partial", id: "partial" },
+      h("b", {}, "PARTIAL RESULT: "), "detectors this file needed are not available on this server: ",
+      (ds.missing_detectors || []).join("; ")) : null;
     return h("section", { class: `verdict ${state}`, id: "verdict", "data-status": row.status },
-      h("h1", {}, title), lines.map((l) => h("p", {}, l)), h("p", {}, words), progress);
+      h("h1", {}, title), partial, lines.map((l) => h("p", {}, l)), h("p", {}, words), progress);
   }
 
   function scoreBar(bar, ds) {
