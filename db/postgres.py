@@ -158,16 +158,7 @@ class PostgresRepository(Repository):
         ).fetchone()
         return int(row["n"])
 
-    def record_callback_attempt(
-        self, task_id: str, attempt: int, status_code: int | None, error: str | None, delivered: bool
-    ) -> None:
-        values: dict[str, Any] = {
-            "callback_attempts": attempt,
-            "callback_last_status": status_code,
-            "callback_last_error": error,
-        }
-        if delivered:
-            values["callback_delivered_at"] = datetime.now().astimezone()
+    def update_columns(self, task_id: str, values: dict[str, Any]) -> None:
         self._update(task_id, values)
 
     def requeue_stale(self, stale_after_s: float, max_attempts: int) -> list[JobRow]:

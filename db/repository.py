@@ -269,9 +269,21 @@ class Repository(ABC):
     def count_today(self, api_key_id: str, now: datetime | None = None) -> int: ...
 
     @abstractmethod
+    def update_columns(self, task_id: str, values: dict[str, Any]) -> None:
+        """Set these columns of one row (and ``updated_at``); the backend's only write primitive used here."""
+
     def record_callback_attempt(
         self, task_id: str, attempt: int, status_code: int | None, error: str | None, delivered: bool
-    ) -> None: ...
+    ) -> None:
+        """One callback delivery attempt; a delivered one is stamped in UTC (every backend, the same columns)."""
+        values: dict[str, Any] = {
+            "callback_attempts": attempt,
+            "callback_last_status": status_code,
+            "callback_last_error": error,
+        }
+        if delivered:
+            values["callback_delivered_at"] = utcnow()
+        self.update_columns(task_id, values)
 
     @abstractmethod
     def requeue_stale(self, stale_after_s: float, max_attempts: int) -> list[JobRow]:

@@ -222,16 +222,7 @@ class SqliteRepository(Repository):
                 ).fetchone()[0]
             )
 
-    def record_callback_attempt(
-        self, task_id: str, attempt: int, status_code: int | None, error: str | None, delivered: bool
-    ) -> None:
-        values: dict[str, Any] = {
-            "callback_attempts": attempt,
-            "callback_last_status": status_code,
-            "callback_last_error": error,
-        }
-        if delivered:
-            values["callback_delivered_at"] = utcnow()
+    def update_columns(self, task_id: str, values: dict[str, Any]) -> None:
         with self._tx() as conn:
             self._update(conn, task_id, values)
 

@@ -14,7 +14,6 @@ Dispatch:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from db.repository import (
 )
 from service import callbacks
 from service.schemas import ServiceError
-from service.security import ApiKey, SecurityError, TooLarge, UrlPolicy, download
+from service.security import ApiKey, SecurityError, TooLarge, UrlPolicy, download, write_stream
 
 logger = logging.getLogger(__name__)
 
@@ -296,27 +295,14 @@ class JobService:
         return row
 
     def store_stream(self, stream: BinaryIO, source_name: str | None) -> StoredMedia:
-        """Copy an upload to ``uploads_dir`` (fsynced), hashing it and enforcing the size cap."""
+        """Copy an upload to ``uploads_dir`` (``service.security.write_stream``: hashed, size-capped, fsynced)."""
         limit = self.settings.max_file_bytes
-        tmp = self.uploads_dir / f"up-{uuid.uuid4().hex}.part"
-        h = hashlib.sha256()
-        size = 0
         try:
-            with open(tmp, "wb") as f:
-                while chunk := stream.read(1 << 20):
-                    size += len(chunk)
-                    if size > limit:
-                        raise ServiceError(
-                            413, "file_too_large", f"the upload is larger than the limit of {limit / 1e6:.0f} MB"
-                        )
-                    h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return StoredMedia(tmp, size, h.hexdigest(), source_name)
+            w = write_stream(iter(lambda: stream.read(1 << 20), b""), self.uploads_dir, "up", limit)
+        except TooLarge as exc:
+            raise ServiceError(413, "file_too_large",
+                               f"the upload is larger than the limit of {limit / 1e6:.0f} MB") from exc
+        return StoredMedia(w.path, w.size, w.sha256, source_name)
 
     def store_url(self, url: str) -> StoredMedia:
         s = self.settings

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -74,11 +74,14 @@ class UrlRefused(SecurityError):
 class FetchError(SecurityError):
     status = 422
     code = "download_failed"
+    http_status: int | None = None  # the remote server's error status, when it answered one
+    body: bytes = b""
 
 
 class TooLarge(FetchError):
     status = 413
     code = "file_too_large"
+    size: int | None = None  # the declared size, when the server declared one
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,6 +240,40 @@ def _filename_from(url: str) -> str | None:
     return name or None
 
 
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    size: int
+    sha256: str
+
+
+def write_stream(chunks: Iterable[bytes], dest_dir: Path, prefix: str, max_bytes: int,
+                 deadline: float | None = None) -> Written:
+    """THE streaming writer (uploads, video_url downloads, WhatsApp media): a new ``<prefix>-<uuid>.part`` file
+    under ``dest_dir``, hashed while written, refused past ``max_bytes`` (``TooLarge``) or ``deadline``
+    (``FetchError``), fsynced; on any failure the partial file is removed."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    path = dest_dir / f"{prefix}-{uuid.uuid4().hex}.part"
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "wb") as f:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:  # a declared size may be absent or wrong: count what arrives
+                    raise TooLarge(f"the file is larger than the limit of {max_bytes / 1e6:.0f} MB")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise FetchError("the download took too long", "download_timeout")
+                h.update(chunk)
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Written(path, size, h.hexdigest())
+
+
 def download(
     url: str,
     dest_dir: Path,
@@ -245,20 +282,24 @@ def download(
     timeout_s: float = 30.0,
     total_timeout_s: float = 120.0,
     max_redirects: int = 5,
+    headers: Callable[[Target], dict[str, str]] | None = None,
+    prefix: str = "dl",
 ) -> Download:
-    """Fetch ``url`` into a new file under ``dest_dir`` with every SSRF and size check. Raises SecurityError."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    """THE guarded fetch (``video_url`` and WhatsApp media): every hop is SSRF-checked and address-pinned,
+    redirects are followed by hand up to ``max_redirects``, the size is capped by the declared length and by
+    counting, the whole download has a deadline. ``headers(target)`` adds per-hop headers (e.g. a token only
+    for the first host). Raises ``SecurityError`` subclasses: ``UrlRefused``, ``FetchError`` (with the HTTP
+    status in ``http_status`` when the server answered an error), ``TooLarge``."""
     deadline = time.monotonic() + total_timeout_s
     current = url
     with _client(timeout_s) as client:
         for hop in range(max_redirects + 1):
             target = policy.check(current)
+            extra = headers(target) if headers else {}
+            hop_headers = {"User-Agent": "deepfake-detector/1.0", "Accept": "*/*", **extra, "Host": target.host_header}
             try:
-                with client.stream(
-                    "GET", target.pinned_url,
-                    headers={"Host": target.host_header, "User-Agent": "deepfake-detector/1.0", "Accept": "*/*"},
-                    extensions=target.extensions,
-                ) as resp:
+                with client.stream("GET", target.pinned_url, headers=hop_headers,
+                                   extensions=target.extensions) as resp:
                     if resp.is_redirect:
                         location = resp.headers.get("location")
                         if not location:
@@ -269,40 +310,23 @@ def download(
                         logger.info("download redirect %d: %s", hop + 1, current)
                         continue
                     if resp.status_code >= 400:
-                        raise FetchError(f"the server of {target.host} answered HTTP {resp.status_code}")
+                        err = FetchError(f"the server of {target.host} answered HTTP {resp.status_code}")
+                        err.http_status, err.body = resp.status_code, resp.read()[:2000]
+                        raise err
                     declared = resp.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise TooLarge(
-                            f"the file is {int(declared) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB"
-                        )
-                    return _stream_to_file(resp, dest_dir, max_bytes, deadline, current)
+                        mb = int(declared) / 1e6
+                        err = TooLarge(f"the file is {mb:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+                        err.size = int(declared)
+                        raise err
+                    w = write_stream(resp.iter_bytes(1 << 16), dest_dir, prefix, max_bytes, deadline)
+                    return Download(w.path, w.size, w.sha256, resp.headers.get("content-type"), current,
+                                    _filename_from(current))
             except httpx.TimeoutException as exc:
                 raise FetchError(f"downloading from {target.host} timed out", "download_timeout") from exc
             except httpx.HTTPError as exc:
                 raise FetchError(f"downloading from {target.host} failed: {exc}") from exc
     raise FetchError(f"more than {max_redirects} redirects", "too_many_redirects")
-
-
-def _stream_to_file(resp: httpx.Response, dest_dir: Path, max_bytes: int, deadline: float, url: str) -> Download:
-    path = dest_dir / f"dl-{uuid.uuid4().hex}.part"
-    h = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "wb") as f:
-            for chunk in resp.iter_bytes(1 << 16):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(f"the file is larger than the limit of {max_bytes / 1e6:.0f} MB")
-                if time.monotonic() > deadline:
-                    raise FetchError("the download took too long", "download_timeout")
-                h.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return Download(path, size, h.hexdigest(), resp.headers.get("content-type"), url, _filename_from(url))
 
 
 def post_pinned(url: str, content: bytes, headers: dict[str, str], policy: UrlPolicy, timeout_s: float) -> int:

@@ -12,19 +12,17 @@ API calls are retried on network errors, 429 and 5xx (Meta's transient answers).
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-from service.security import SecurityError, UrlPolicy, resolve_host
+from service.security import SecurityError, TooLarge, UrlPolicy, download, resolve_host
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +79,17 @@ def graph_endpoints(base_url: str) -> frozenset[tuple[str, int]]:
         return frozenset()
 
 
-def _graph_message(resp: httpx.Response) -> str:
+def _error_text(status: int, body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
     try:
-        err = resp.json().get("error") or {}
-        return f"HTTP {resp.status_code}: {err.get('message') or resp.text[:200]}"
-    except ValueError:
-        return f"HTTP {resp.status_code}: {resp.text[:200]}"
+        err = json.loads(text).get("error") or {}
+        return f"HTTP {status}: {err.get('message') or text[:200]}"
+    except (ValueError, AttributeError):
+        return f"HTTP {status}: {text[:200]}"
+
+
+def _graph_message(resp: httpx.Response) -> str:
+    return _error_text(resp.status_code, resp.content)
 
 
 class GraphClient:
@@ -157,58 +160,25 @@ class GraphClient:
                          data.get("sha256"))
 
     def download(self, info: MediaInfo, dest_dir: Path, max_bytes: int, total_timeout_s: float = 120.0) -> MediaFile:
-        """Stream the media into a new file under ``dest_dir``. Raises MediaTooLarge / GraphError."""
+        """Stream the media into a new file under ``dest_dir`` (``service.security.download``: SSRF checks,
+        address pinning, size cap). Raises MediaTooLarge / GraphError."""
         if info.file_size is not None and info.file_size > max_bytes:
             raise MediaTooLarge(info.file_size, max_bytes)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + total_timeout_s
-        url, first_host = info.url, urlsplit(info.url).hostname
-        for _ in range(MAX_REDIRECTS + 1):
-            try:
-                target = self.download_policy.check(url)
-            except SecurityError as exc:
-                raise GraphError(f"media URL refused: {exc.message}") from exc
-            headers = {"Host": target.host_header, "User-Agent": "deepfake-detector-whatsapp/1.0"}
-            if target.host == first_host:  # the token never leaves the host Meta pointed us at
-                headers.update(self._auth)
-            try:
-                with httpx.Client(timeout=httpx.Timeout(self.timeout_s), trust_env=False) as http, http.stream(
-                    "GET", target.pinned_url, headers=headers, extensions=target.extensions
-                ) as resp:
-                    if resp.is_redirect and resp.headers.get("location"):
-                        url = urljoin(url, resp.headers["location"])
-                        continue
-                    if resp.status_code >= 400:
-                        raise GraphError(f"media download: {_graph_message(resp)}", resp.status_code)
-                    declared = resp.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > max_bytes:
-                        raise MediaTooLarge(int(declared), max_bytes)
-                    return self._save(resp, dest_dir, max_bytes, deadline, info.mime_type)
-            except httpx.HTTPError as exc:
-                raise GraphError(f"media download failed: {type(exc).__name__}: {exc}") from exc
-        raise GraphError(f"media download: more than {MAX_REDIRECTS} redirects")
+        first_host = urlsplit(info.url).hostname
 
-    @staticmethod
-    def _save(resp: httpx.Response, dest_dir: Path, max_bytes: int, deadline: float, mime: str | None) -> MediaFile:
-        path = dest_dir / f"wa-{uuid.uuid4().hex}.part"
-        h = hashlib.sha256()
-        size = 0
+        def headers(target) -> dict[str, str]:  # the token never leaves the host Meta pointed us at
+            return {"User-Agent": "deepfake-detector-whatsapp/1.0", **(self._auth if target.host == first_host else {})}
+
         try:
-            with open(path, "wb") as f:
-                for chunk in resp.iter_bytes(1 << 16):
-                    size += len(chunk)
-                    if size > max_bytes:  # Meta's file_size or Content-Length may be absent or wrong
-                        raise MediaTooLarge(None, max_bytes)
-                    if time.monotonic() > deadline:
-                        raise GraphError("media download took too long")
-                    h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return MediaFile(path, size, h.hexdigest(), resp.headers.get("content-type") or mime)
+            d = download(info.url, dest_dir, self.download_policy, max_bytes, timeout_s=self.timeout_s,
+                         total_timeout_s=total_timeout_s, max_redirects=MAX_REDIRECTS, headers=headers, prefix="wa")
+        except TooLarge as exc:  # Meta's file_size or Content-Length may be absent or wrong
+            raise MediaTooLarge(exc.size, max_bytes) from exc
+        except SecurityError as exc:
+            status = getattr(exc, "http_status", None)
+            detail = _error_text(status, getattr(exc, "body", b"")) if status else exc.message
+            raise GraphError(f"media download: {detail}", status) from exc
+        return MediaFile(d.path, d.size, d.sha256, d.content_type or info.mime_type)
 
     # -- messages ---------------------------------------------------------------------------------
     def send_text(self, to: str, body: str, reply_to: str | None = None) -> str | None:
