@@ -12,7 +12,7 @@ score is the mean over its windows. Fixed-length windows keep clip length from b
 
 The bundled checkpoint (``models/checkpoints/lrasd_temporal.pt``, registry name ``lrasd_temporal``) holds
 only the head, its config and training metadata; the LR-ASD weights resolve through the registry.
-``fit_head`` is the training core behind ``python -m training temporal`` (``--arch lrasd_head``).
+``training.temporal_head.fit_head`` is the training core behind ``python -m training temporal`` (``--arch lrasd_head``).
 """
 
 from __future__ import annotations

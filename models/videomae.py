@@ -3,8 +3,8 @@
 This detector needs a *fine-tuned* checkpoint: a ``save_pretrained`` directory or a hub id of a
 ``VideoMAEForVideoClassification`` whose ``config.id2label`` names a fake class. The self-supervised backbone
 (``MCG-NJU/videomae-base``, the registry's ``videomae_base``) has no trained head, and its scores would be noise.
-``load`` refuses it. ``finetune_videomae`` and ``save_videomae_checkpoint`` are the training core behind
-``python -m training temporal``.
+``load`` refuses it. ``training.videomae_finetune.finetune_videomae`` trains one and ``save_videomae_checkpoint``
+(here) writes the layout ``load`` reads; ``python -m training temporal --arch videomae`` drives both.
 
 Input: (N, T, H, W, 3) RGB uint8 clips with T = ``config.num_frames`` (16). Each frame is resized to the config's
 image size (bilinear, antialiased) and normalised with the ImageNet mean/std, as VideoMAE's processor does. The
