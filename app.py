@@ -1,6 +1,6 @@
 """Modal deployment: ONE GPU class loads every detector once and runs the whole pipeline in-process.
 
-    modal deploy app.py                  # the API (same FastAPI app as `make serve`) on a GPU class
+    modal deploy app.py                  # the HTTP app (web.server, as `make serve`) on a GPU class
     modal run app.py --video clip.mp4    # ad-hoc analysis of a local file or an http(s) URL: prints the report
     modal run app.py::fetch_weights      # fill the weights Volume ahead of the first start (optional)
 
@@ -8,6 +8,9 @@ Secrets: a Modal secret named ``deepfake-detector`` with API_KEYS, SUPABASE_URL,
 CALLBACK_SECRET (see pipeline/settings.py, section "service"). Results go to Supabase's
 ``detection_history`` (or DATABASE_URL=postgresql://...). Containers do not share a SQLite file, so
 without one of those only ad-hoc ``modal run`` calls work (each writes its own throwaway SQLite row).
+
+README.md "Deploy" has the steps. The image ships the runtime packages listed in RUNTIME_PACKAGES (``ships`` and
+``image_files`` below are the one definition; tests/test_image_files.py boots that file set offline).
 
 The weights live in a Volume mounted at /weights (WEIGHTS_CACHE / HF_HOME point there). They are fetched
 by ``python -m pipeline weights`` logic once, at the first container start (or by ``fetch_weights``),
