@@ -125,14 +125,16 @@ def load_slot(slot: str, settings: Settings, device: str, deps: dict[str, object
             det = spec.load(variant, checkpoint, device, deps)
         except Exception as exc:  # a missing or broken checkpoint: report it, never crash build
             reason = getattr(exc, "short_reason", None) or str(exc).splitlines()[0]
-            logger.warning("%s detector %s unavailable: %s", slot, model_name, reason)
+            logger.info("%s detector %s unavailable: %s", slot, model_name, reason)
             reasons.append(reason if not reasons else f"{model_name}: {reason}")
             continue
-        if reasons:
-            logger.warning("%s: using %s (%s)", slot, model_name, "; ".join(reasons))
+        if reasons:  # an `auto` preference fell back (e.g. no B7 weights: MesoNet)
+            logger.info("%s: using %s (%s)", slot, model_name, "; ".join(reasons))
         logger.info("loaded %-8s %s", slot, model_name)
         return Slot(slot, model_name, det, spec=spec)
-    return Slot(slot, last_name, None, "; ".join(reasons) or "no detector selected")
+    reason = "; ".join(reasons) or "no detector selected"
+    logger.warning("%s detector %s unavailable: %s", slot, last_name, reason)
+    return Slot(slot, last_name, None, reason)
 
 
 def build(settings: Settings | None = None, components: Components | None = None) -> Pipeline:

@@ -26,8 +26,12 @@ def _results(n_groups: int, seed: int, reencode: str | None = None) -> list[Item
                 else "none", group=f"id:{g}", verdict="SUSPICIOUS", fake_probability=0.5, reason=None,
                 status={"visual": "ok", "temporal": "unavailable", "audio": "ok", "lip_sync": "ok"},
                 raw={"visual": visual, "temporal": None, "audio": 0.5, "lip_sync": lip},
-                calibrated={}, face_quality=0.8, seconds=1.0, reencode=reencode))
+                calibrated={}, face_quality=0.8, seconds=1.0, reencode=reencode, detectors=IDS))
     return out
+
+
+IDS = {"visual": ["mesonet:mesoinception_df", "a" * 64], "audio": ["aasist:aasist_ft", "b" * 64],
+       "lip_sync": ["sync:lrasd-head", "c" * 64]}
 
 
 def test_anti_correlated_detector_keeps_its_meaning():
@@ -63,6 +67,10 @@ def test_main_fits_on_raw_and_reencoded_runs(tmp_path):
     manifest.write_text("path\tlabel\tmodality\tmanipulation\tgroup\n" + "".join(
         f"{r.path}\t{r.label}\tvideo_av\t{r.manipulation}\t{r.group}\n" for r in raw))
     out = tmp_path / "calibration.json"
+    # a deployment with B7 calibrated earlier: its entry must survive this fit of the embedded detectors
+    b7 = {"method": "platt", "slot": "visual", "sha256": "d" * 64, "a": 1.5, "b": -0.2}
+    out.write_text(json.dumps({"version": 2, "calibrators": {"efficientnet_b7:dfdc": b7},
+                               "fusion": {"intercept": 0.0, "weights": {}}}))
     assert calibrate.main(["--manifest", str(manifest), "--results", *files, "--out", str(out)]) == 0
 
     model = FusionModel.load(out)
@@ -74,5 +82,12 @@ def test_main_fits_on_raw_and_reencoded_runs(tmp_path):
     assert model.metrics["in_sample"]["fpr_fake_on_real"] <= 0.05
     assert model.metrics["cross_validated"]["fpr_fake_on_real"] <= 0.05
     lo, hi = model.thresholds
-    assert model.combine({"visual": model.calibrate("visual", 0.9)}) > hi
-    assert model.combine({"visual": model.calibrate("visual", 0.1)}) < lo
+    # calibrators are keyed by the detector that produced the scores (name + weights), never by slot
+    assert set(model.calibrators) == {"mesonet:mesoinception_df", "aasist:aasist_ft", "sync:lrasd-head",
+                                      "efficientnet_b7:dfdc"}
+    meso = model.calibrator_for("mesonet:mesoinception_df", "a" * 64)
+    assert meso is not None and meso.slot == "visual" and meso.method == "platt"
+    assert model.calibrator_for("mesonet:mesoinception_df", "e" * 64) is None  # other weights: not this model
+    assert model.calibrator_for("efficientnet_b7:dfdc", "d" * 64).a == 1.5
+    assert model.combine({"visual": meso(0.9)}) > hi
+    assert model.combine({"visual": meso(0.1)}) < lo

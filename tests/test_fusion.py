@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from pipeline import fusion as fusion_mod
 from pipeline.fusion import SEED_WEIGHTS, Calibrator, FusionModel, decide, fuse, logit, widened
 from pipeline.report import Verdict
 
@@ -66,7 +67,7 @@ def test_thresholds_and_quality_widening():
     assert lo == pytest.approx(0.15) and hi == pytest.approx(0.85)
     assert widened((0.3, 0.7), None, 0.15) == (0.3, 0.7)  # audio only: no face, no widening
     # the same score is FAKE on a sharp face and SUSPICIOUS on a poor one
-    m = model(intercept=0.0, weights={"visual": 1.0}, calibrators={})
+    m = model(intercept=0.0, weights={"visual": 1.0}, calibrators={"visual": Calibrator("identity")})
     _, _, sharp = fuse({"visual": 0.75}, m, face_quality=1.0)
     _, _, poor = fuse({"visual": 0.75}, m, face_quality=0.1)
     assert sharp is Verdict.FAKE and poor is Verdict.SUSPICIOUS
@@ -82,3 +83,20 @@ def test_roundtrip_and_unreadable_file(tmp_path):
     assert FusionModel.load(tmp_path / "absent.json") is None
     (tmp_path / "bad.json").write_text("{not json")
     assert FusionModel.load(tmp_path / "bad.json") is None
+
+
+def test_a_detector_without_its_own_calibrator_is_fused_at_half_strength_and_named():
+    m = model(intercept=0.0, weights={"visual": 1.0}, calibrators={"mesonet:x": Calibrator("platt", 0.017, 0.0)})
+    fusion, calibrated, _ = fuse({"visual": 0.95}, m, detectors={"visual": ("efficientnet_b7:dfdc", "f" * 64)})
+    # never the MesoNet calibrator (it would flatten 0.95 to ~0.51): raw log-odds at half strength instead
+    assert calibrated["visual"] == pytest.approx(fusion_mod.uncalibrated(0.95))
+    assert calibrated["visual"] == pytest.approx(1 / (1 + (0.05 / 0.95) ** 0.5))
+    assert fusion.uncalibrated == ("visual (efficientnet_b7:dfdc)",) and "efficientnet_b7:dfdc" in fusion.note
+    # the model it was fitted for does get it
+    _, cal2, _ = fuse({"visual": 0.95}, m, detectors={"visual": ("mesonet:x", "")})
+    assert cal2["visual"] == pytest.approx(Calibrator("platt", 0.017, 0.0)(0.95))
+    # the same name with other weights is another model: not calibrated by this entry
+    m2 = model(intercept=0.0, weights={"visual": 1.0},
+               calibrators={"mesonet:x": Calibrator("platt", 0.017, 0.0, sha256="a" * 64)})
+    f3, cal3, _ = fuse({"visual": 0.95}, m2, detectors={"visual": ("mesonet:x", "b" * 64)})
+    assert cal3["visual"] == pytest.approx(fusion_mod.uncalibrated(0.95)) and f3.uncalibrated
