@@ -173,3 +173,23 @@ def test_old_rows_and_0_and_100_percent_bars(site, page, capsys):
     assert "model:visual" in meta and "seed-fixed-weights" in meta and "224×224" in meta
     screenshot(pg, "extremes_detail.png", capsys)
     assert errors == []
+
+
+def test_a_partial_result_says_so_at_the_top(site, page, capsys):
+    from dataclasses import replace
+
+    server, store = site
+    pg, errors = page
+    missing = ("faces (retinaface_mnet025): weights file retinaface_mobilenet0.25_Final.pth not found",)
+    add_completed(store, "partial", replace(extreme_report(), missing=missing))
+    add_completed(store, "full", extreme_report())
+    sign_in(pg, server.url)
+    pg.goto(f"{server.url}/#/d/partial")
+    pg.wait_for_selector("#verdict #partial")
+    banner = pg.inner_text("#verdict #partial")
+    assert "PARTIAL RESULT" in banner and "retinaface_mobilenet0.25_Final.pth not found" in banner
+    screenshot(pg, "partial_detail.png", capsys)
+    pg.goto(f"{server.url}/#/d/full")
+    pg.wait_for_selector("#scores")
+    assert pg.locator("#partial").count() == 0
+    assert errors == []
