@@ -144,11 +144,11 @@ class PostgresRepository(Repository):
             return self._update(task_id, values, "AND status IN (%s, %s)", (PENDING, PROCESSING))
         return self._update(task_id, values, "AND status = %s AND attempts = %s", (PROCESSING, attempt))
 
-    def find_completed_by_sha256(self, sha256: str) -> JobRow | None:
+    def find_completed_by_sha256(self, sha256: str, api_key_id: str | None = None) -> JobRow | None:
         return self._first(
             "SELECT * FROM public.detection_history WHERE content_sha256 = %s AND status = %s "
-            "ORDER BY completed_at DESC NULLS LAST LIMIT 1",
-            (sha256, COMPLETED),
+            "AND api_key_id IS NOT DISTINCT FROM %s ORDER BY completed_at DESC NULLS LAST LIMIT 1",
+            (sha256, COMPLETED, api_key_id),
         )
 
     def count_today(self, api_key_id: str, now: datetime | None = None) -> int:

@@ -263,7 +263,8 @@ class Repository(ABC):
         """Mark failed (only attempt ``attempt``'s processing row when given, else any unfinished row)."""
 
     @abstractmethod
-    def find_completed_by_sha256(self, sha256: str) -> JobRow | None: ...
+    def find_completed_by_sha256(self, sha256: str, api_key_id: str | None = None) -> JobRow | None:
+        """The newest completed row for these bytes submitted under ``api_key_id`` (None: rows without a key)."""
 
     @abstractmethod
     def count_today(self, api_key_id: str, now: datetime | None = None) -> int: ...

@@ -206,11 +206,11 @@ class SqliteRepository(Repository):
                 return self._update(conn, task_id, values, "AND status IN (?, ?)", (PENDING, PROCESSING))
             return self._update(conn, task_id, values, "AND status = ? AND attempts = ?", (PROCESSING, attempt))
 
-    def find_completed_by_sha256(self, sha256: str) -> JobRow | None:
+    def find_completed_by_sha256(self, sha256: str, api_key_id: str | None = None) -> JobRow | None:
         return self._one(
-            "SELECT * FROM detection_history WHERE content_sha256 = ? AND status = ? "
+            "SELECT * FROM detection_history WHERE content_sha256 = ? AND status = ? AND api_key_id IS ? "
             "ORDER BY completed_at DESC LIMIT 1",
-            (sha256, COMPLETED),
+            (sha256, COMPLETED, api_key_id),
         )
 
     def count_today(self, api_key_id: str, now: datetime | None = None) -> int:

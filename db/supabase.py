@@ -115,11 +115,10 @@ class SupabaseRepository(Repository):
             q = q.eq("status", PROCESSING).eq("attempts", attempt)
         return self._first(q)
 
-    def find_completed_by_sha256(self, sha256: str) -> JobRow | None:
-        q = (
-            self._table().select("*").eq("content_sha256", sha256).eq("status", COMPLETED)
-            .order("completed_at", desc=True).limit(1)
-        )
+    def find_completed_by_sha256(self, sha256: str, api_key_id: str | None = None) -> JobRow | None:
+        q = self._table().select("*").eq("content_sha256", sha256).eq("status", COMPLETED)
+        q = q.eq("api_key_id", api_key_id) if api_key_id is not None else q.is_("api_key_id", "null")
+        q = q.order("completed_at", desc=True).limit(1)
         return self._first(q)
 
     def count_today(self, api_key_id: str, now: datetime | None = None) -> int:

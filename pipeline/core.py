@@ -347,6 +347,8 @@ class Pipeline:
         summary = MediaSummary(info.kind, info.duration_s, info.width, info.height, info.fps, info.has_audio,
                                info.has_video, info.rotation, info.container, info.video_codec, info.audio_codec,
                                info.size_bytes, digest)
+        if info.missing_tail_s > 0.04:  # more than a frame: say so, a file cut short is never analysed silently
+            run.warnings.append(f"the file is slightly truncated: its last {info.missing_tail_s:.2f} s are missing")
         with run.stage("decode"):
             decoded = stages.decode(source, s, info=info)
             sampled, audio = decoded.sampled, decoded.audio

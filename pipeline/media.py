@@ -11,10 +11,12 @@ says what to do about it.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,17 @@ IMAGE_FORMATS = {
     "image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif", "gif_pipe",
     "jpegxl_pipe", "qoi_pipe", "pam_pipe", "ppm_pipe", "pgm_pipe", "j2k_pipe", "dpx_pipe", "exr_pipe",
 }
+# The demuxers we open, and nothing else: FFmpeg probes only among these (``format_whitelist``), so a playlist
+# (HLS, ``concat``), a network protocol or any other container that could make the decoder read something
+# other than the uploaded bytes is refused before it is opened. Paths may use the ``file`` protocol only.
+ALLOWED_DEMUXERS = (
+    "mov", "mp4", "m4a", "3gp", "matroska", "webm", "avi", "mpeg", "mpegts", "ogg", "wav", "flac", "mp3", "aac",
+    *sorted(IMAGE_FORMATS),
+)
+FORMAT_WHITELIST = ",".join(ALLOWED_DEMUXERS)
+# Heads of files that refer to other files or URLs: refused with a message that says so
+REFERENCE_HEADS = (b"#EXTM3U", b"ffconcat", b"[playlist]", b"#EXTINF", b"<?xml", b"<smil", b"<MPD", b"v=0\r\n",
+                   b"v=0\n")
 IMAGE_CODECS = {"png", "mjpeg", "bmp", "webp", "tiff", "gif", "jpegxl", "jpeg2000", "qoi", "ppm", "pgm", "pam"}
 # Leading bytes of containers we accept: a file that starts like one of these but fails to open is
 # truncated or damaged, not "some other kind of file".
@@ -97,6 +110,33 @@ class DecodeTimeoutError(MediaError):
     code = "decode_timeout"
 
 
+class UnsupportedFormatError(MediaError):
+    code = "unsupported_format"
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, for a user: FFmpeg's reason without its errno number or the file's path."""
+    reason = getattr(exc, "strerror", None) or str(exc).split(":")[0]
+    return str(reason).strip().rstrip(".") or type(exc).__name__
+
+
+def _typed(fn):
+    """Any failure of the decoder library inside ``fn`` becomes a typed ``MediaError`` (never a 500)."""
+
+    @functools.wraps(fn)
+    def wrapper(source, *args, **kwargs):
+        try:
+            return fn(source, *args, **kwargs)
+        except (MediaError, FileNotFoundError):
+            raise
+        except Exception as exc:  # PyAV raises FFmpegError, OSError subclasses, ValueError, AttributeError...
+            logger.warning("%s on %s: %s: %s", fn.__name__, _name(source), type(exc).__name__, exc)
+            raise CorruptMediaError(f"{_name(source)} cannot be decoded ({_why(exc)}); it is probably damaged "
+                                    "or truncated. Upload the original file.") from exc
+
+    return wrapper
+
+
 # ----------------------------------------------------------------------------------------------
 # Results
 # ----------------------------------------------------------------------------------------------
@@ -138,6 +178,7 @@ class MediaInfo:
     video_start_s: float  # container start time of the video stream (the timeline origin)
     audio_start_s: float | None  # container start time of the audio stream
     bit_rate: int | None
+    missing_tail_s: float = 0.0  # a few hundred ms missing at the end (more is refused as truncated)
 
     @property
     def audio_offset_s(self) -> float:
@@ -189,11 +230,15 @@ def _size_of(source: MediaSource) -> int:
     if isinstance(source, bytes | bytearray | memoryview):
         return len(source)
     p = Path(source)
-    if not p.exists():
-        raise FileNotFoundError(f"no such file: {p}")
-    if not p.is_file():
-        raise NotMediaError(f"{p} is not a regular file")
-    return p.stat().st_size
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {p}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise NotMediaError(f"{p.name} is a folder, not a media file")
+    if not stat.S_ISREG(st.st_mode):
+        raise NotMediaError(f"{p.name} is not a regular file (a pipe, socket or device); give a media file")
+    return st.st_size
 
 
 def _head(source: MediaSource, n: int = 16) -> bytes:
@@ -208,25 +253,38 @@ def _looks_like_media(head: bytes) -> bool:
 
 
 def _name(source: MediaSource) -> str:
-    return "<uploaded bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source)
+    # the file's own name only: messages reach users, and a server's storage path is none of their business
+    return "the uploaded file" if isinstance(source, bytes | bytearray | memoryview) else Path(source).name
 
 
 def _open(source: MediaSource) -> av.container.InputContainer:
-    """Open with typed errors. The caller closes the container."""
+    """Open with typed errors, among the allowed demuxers only. The caller closes the container."""
+    head = _head(source, 64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(REFERENCE_HEADS):
+        raise UnsupportedFormatError(
+            f"{_name(source)} is a playlist or a reference to other files; send the video file itself.")
+    options = {"format_whitelist": FORMAT_WHITELIST}
     try:
         if isinstance(source, bytes | bytearray | memoryview):
-            return av.open(io.BytesIO(bytes(source)), mode="r", timeout=30.0)
-        return av.open(str(source), mode="r", timeout=30.0)
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        if _looks_like_media(_head(source)):
+            container = av.open(io.BytesIO(bytes(source)), mode="r", timeout=30.0, options=options)
+        else:
+            container = av.open(str(source), mode="r", timeout=30.0,
+                                options={**options, "protocol_whitelist": "file"})
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError, ValueError) as exc:
+        if _looks_like_media(head):
             raise TruncatedMediaError(
-                f"{_name(source)} starts like a media file but cannot be read ({exc}); it is probably truncated "
-                "or damaged. Upload the complete file."
+                f"{_name(source)} starts like a media file but cannot be read ({_why(exc)}); it is probably "
+                "truncated or damaged. Upload the complete file."
             ) from exc
         raise NotMediaError(
             f"{_name(source)} is not a video, audio or image file the decoder recognises. "
-            "Supported: mp4, mov, webm, mkv, 3gp, common audio formats and images."
+            "Supported: mp4, mov, webm, mkv, 3gp, avi, mpeg, common audio formats and images."
         ) from exc
+    fmt = container.format.name if container.format else ""
+    if not any(name in ALLOWED_DEMUXERS for name in fmt.split(",")):
+        container.close()
+        raise UnsupportedFormatError(f"{_name(source)} is in a container format we do not open ({fmt or 'unknown'}).")
+    return container
 
 
 def _stream_start(stream) -> float | None:
@@ -246,6 +304,7 @@ def _frame_time(frame, stream) -> float | None:
 # ----------------------------------------------------------------------------------------------
 # Probe
 # ----------------------------------------------------------------------------------------------
+@_typed
 def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
     """Inspect a file and validate it against ``limits``. Decodes only the first and last frames."""
     limits = limits or Limits.from_settings()
@@ -260,7 +319,7 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
 
     with _open(source) as container:
         vstreams = [s for s in container.streams.video if s.codec_context is not None]
-        astreams = list(container.streams.audio)
+        astreams = [s for s in container.streams.audio if s.codec_context is not None]
         fmt = container.format.name.split(",")[0] if container.format else "unknown"
         if not vstreams and not astreams:
             raise NoMediaStreamsError(f"{_name(source)} contains no audio or video stream.")
@@ -273,18 +332,18 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
 
         duration = _duration(container, v, a)
         width = height = rotation = 0
+        missing_tail = 0.0
         fps = 0.0
         vfr = False
         frame_count = 0
         video_start = 0.0
         if v is not None:
+            # the size the headers declare, checked BEFORE any frame is decoded (a 16000×16000 PNG is 0.7 MB)
+            _check_dimensions(v.codec_context.width or 0, v.codec_context.height or 0, limits, declared=True)
             first = _first_frame(container, v, source)
             rotation = int(getattr(first, "rotation", 0) or 0) % 360
             cw, ch = first.width, first.height
-            if cw <= 0 or ch <= 0 or cw > limits.max_dimension or ch > limits.max_dimension:
-                raise DimensionsError(
-                    f"frame size {cw}×{ch} is outside what we analyse (1…{limits.max_dimension} px per side)."
-                )
+            _check_dimensions(cw, ch, limits)
             width, height = (ch, cw) if rotation in (90, 270) else (cw, ch)
             t0 = _frame_time(first, v)
             start = _stream_start(v)
@@ -306,8 +365,7 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
                     f"{_name(source)} lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s. "
                     "Cut the part you want checked and upload that."
                 )
-            if v is not None and v.duration is not None and duration > 2.0:
-                _check_tail(container, v, source, duration, video_start)
+            missing_tail = _check_tail(container, v or a, source)
 
         return MediaInfo(
             kind="image" if is_image else ("video" if v is not None else "audio"),
@@ -330,6 +388,7 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
             video_start_s=float(video_start),
             audio_start_s=_stream_start(a) if a is not None else None,
             bit_rate=int(container.bit_rate) if container.bit_rate else None,
+            missing_tail_s=missing_tail,
         )
 
 
@@ -360,22 +419,61 @@ def _first_frame(container, v, source):
     raise TruncatedMediaError(f"{_name(source)} has a video stream but no decodable frame; it is probably truncated.")
 
 
-def _check_tail(container, v, source, duration: float, origin: float) -> None:
-    """A file cut short still opens (the index is at the front) but its end is missing: detect that.
+def _check_dimensions(width: int, height: int, limits: Limits, declared: bool = False) -> None:
+    if declared and width == 0 and height == 0:
+        return  # the headers do not say: the first decoded frame is checked instead
+    if width <= 0 or height <= 0 or width > limits.max_dimension or height > limits.max_dimension:
+        raise DimensionsError(
+            f"frame size {width}×{height} is outside what we analyse (1…{limits.max_dimension} px per side)."
+        )
 
-    Demuxes (without decoding) from a seek point near the end until a packet at or past it shows up.
-    """
-    target = origin + max(0.0, duration - 1.5)
+
+TAIL_TOLERANCE_S = 0.25  # a complete file's last packet ends within this of the end its headers declare
+
+
+def _readable_end(container, stream, declared_end: float) -> float | None:
+    """End time of the last packet that can actually be read near ``declared_end`` (all streams when
+    ``stream`` is None)."""
+    anchor = stream if stream is not None else (container.streams.video or container.streams.audio)[0]
+    tb = anchor.time_base
+    seen = None
     try:
-        container.seek(int(target / v.time_base), stream=v, backward=True)
-        for packet in container.demux(v):
-            if packet.size and packet.pts is not None and float(packet.pts * v.time_base) >= target - 0.5:
-                return
-    except av.error.FFmpegError:
+        container.seek(max(0, int((declared_end - 3.0) / tb)), stream=anchor, backward=True)
+        for packet in container.demux(stream) if stream is not None else container.demux():
+            if packet.pts is not None and packet.size and packet.time_base is not None:
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                seen = end if seen is None else max(seen, end)
+    except (av.error.FFmpegError, OSError):
         pass
+    return seen
+
+
+def _check_tail(container, stream, source) -> float:
+    """A file cut short still opens when its index or header is at the front, but its end is missing: refuse
+    it, saying how much is missing, rather than analyse part of it as if it were whole (an 80 %-truncated real
+    clip once came out FAKE). The end the headers declare (the stream's own, else the container's, as in
+    Matroska/WebM) is compared with the end of the last packet that can be read. Formats whose length FFmpeg
+    measures from the data itself (WAV, MPEG-PS/TS, AVI, Ogg, ADTS) declare nothing more than they hold.
+    Returns the seconds missing when that is within the tolerance (the report then says so)."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        start = _stream_start(stream) or 0.0
+        declared_end = start + float(stream.duration * stream.time_base)
+        seen_end = _readable_end(container, stream, declared_end)
+    elif container.duration and container.duration > 0:
+        start = (container.start_time or 0) / 1_000_000.0
+        declared_end = start + container.duration / 1_000_000.0
+        seen_end = _readable_end(container, None, declared_end)
+    else:
+        return 0.0
+    if seen_end is not None and seen_end >= declared_end - TAIL_TOLERANCE_S:
+        return max(0.0, declared_end - seen_end)
+    total = declared_end - start
+    readable = max(0.0, (seen_end or start) - start)
+    missing = f"{100 * (1 - readable / total):.0f} %" if seen_end is not None and total > 0 else "the end"
     raise TruncatedMediaError(
-        f"{_name(source)} claims to last {duration:.1f} s but its end cannot be read: the file is truncated. "
-        "Upload the complete file."
+        f"{_name(source)} is truncated: it declares {total:.1f} s but {missing} of it is missing"
+        + (f" (only {readable:.1f} s can be read)" if seen_end is not None else "")
+        + ". Upload the complete file."
     )
 
 
@@ -416,6 +514,7 @@ def sample_times(duration_s: float, fps: float, max_frames: int) -> np.ndarray:
     return (np.arange(n) + 0.5) / fps
 
 
+@_typed
 def sample_frames(
     source: MediaSource,
     info: MediaInfo | None = None,
@@ -473,8 +572,12 @@ def _nearest(source, info: MediaInfo, ticks: np.ndarray, limits: Limits, seek_ga
             if it is None or (nxt is not None and abs_t - nxt[0] > seek_gap_s and not exhausted):
                 try:
                     container.seek(max(0, int((abs_t - 0.1) / v.time_base)), stream=v, backward=True)
-                except av.error.FFmpegError:
-                    container.seek(0)
+                except (av.error.FFmpegError, OSError):
+                    try:
+                        container.seek(0)
+                    except (av.error.FFmpegError, OSError) as exc:  # not seekable at all (damaged index)
+                        raise CorruptMediaError(f"{_name(source)} cannot be read past its start ({_why(exc)}); "
+                                                "it is probably damaged. Upload the original file.") from exc
                 it = container.decode(v)
                 prev = nxt = None
                 exhausted = False
@@ -504,6 +607,7 @@ def _nearest(source, info: MediaInfo, ticks: np.ndarray, limits: Limits, seek_ga
             yield best[0] - origin, best[1]
 
 
+@_typed
 def decode_dense(
     source: MediaSource,
     starts_s: list[float] | np.ndarray,
@@ -554,6 +658,7 @@ def decode_dense(
     return clips
 
 
+@_typed
 def load_image(source: MediaSource, max_side: int | None = None) -> np.ndarray:
     """A still image as upright RGB uint8 (EXIF orientation is applied by the decoder's display matrix)."""
     with _open(source) as container:
@@ -575,6 +680,7 @@ def load_image(source: MediaSource, max_side: int | None = None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Audio
 # ----------------------------------------------------------------------------------------------
+@_typed
 def load_audio(
     source: MediaSource,
     info: MediaInfo | None = None,

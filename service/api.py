@@ -32,7 +32,9 @@ from service.jobs import (
     WorkerPool,
     describe_detectors,
     load_pipeline,
+    public_task_id,
     status_payload,
+    stored_task_id,
 )
 from service.schemas import (
     TASK_ID_PATTERN,
@@ -75,7 +77,7 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
               "address. Only public internet addresses are allowed."),
     401: _err("missing or unknown API key", "unauthorized", "send Authorization: Bearer <API key>",
               {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}),
-    409: _err("task_id already used by another request", "task_id_taken", "task_id 'x' is already used"),
+    409: _err("this key is submitting the same task_id concurrently", "task_id_taken", "task_id 'x' is already used"),
     413: _err("the file is larger than the server's limit", "file_too_large",
               "the upload is larger than the limit of 500 MB"),
     422: _err("the media cannot be analysed (too long, not a video, truncated...) or the download failed",
@@ -157,6 +159,11 @@ def authenticate(request: Request, _creds=Depends(bearer)) -> ApiKey:
 Key = Annotated[ApiKey, Depends(authenticate)]
 
 
+def scoped(task_id: str | None, key: ApiKey) -> str | None:
+    """A client's own task id, in its key's scope (ids never collide or leak across keys)."""
+    return stored_task_id(task_id, key) if task_id else None
+
+
 def create_app(
     settings=None,
     pipeline=None,
@@ -230,8 +237,9 @@ def create_app(
 
     def accepted(row, response: Response, cached: bool, fresh: bool) -> dict[str, Any]:
         response.status_code = 202 if fresh and not cached else 200
-        return {"task_id": row.task_id, "status": row.status, "cached": cached,
-                "status_url": f"/status/{row.task_id}", "report": row.report_dict() if row.is_final else None}
+        tid = public_task_id(row.task_id)
+        return {"task_id": tid, "status": row.status, "cached": cached,
+                "status_url": f"/status/{tid}", "report": row.report_dict() if row.is_final else None}
 
     @app.post("/detect_video", status_code=202, response_model=TaskAccepted, responses=SUBMIT_RESPONSES,
               summary="Analyse a video from a URL (async)")
@@ -244,7 +252,7 @@ def create_app(
         service.check_quota(key)
         service.check_callback(body.callback_url)
         media = service.store_url(body.video_url)
-        row, cached = service.submit(media, key, body.callback_url, body.task_id)
+        row, cached = service.submit(media, key, body.callback_url, scoped(body.task_id, key))
         return accepted(row, response, cached, fresh=True)
 
     @app.post("/detect", status_code=202, response_model=TaskAccepted, responses=SUBMIT_RESPONSES,
@@ -263,7 +271,7 @@ def create_app(
         service.check_quota(key)
         service.check_callback(callback_url)
         media = service.store_stream(file.file, file.filename)
-        row, cached = service.submit(media, key, callback_url, task_id)
+        row, cached = service.submit(media, key, callback_url, scoped(task_id, key))
         return accepted(row, response, cached, fresh=True)
 
     @app.get("/status/{task_id}", response_model=TaskStatus, response_model_exclude_none=False,
@@ -271,8 +279,8 @@ def create_app(
                         404: _err("no such task (for this API key)", "not_found", "no task 'x'")},
              summary="Progress and result of a task")
     def status(task_id: str, key: Key):
-        row = repo.get(task_id)
-        if row is None or row.api_key_id != key.key_id:  # other keys' tasks do not exist for this key
+        row = service.find_task(task_id, key)  # other keys' tasks do not exist for this key
+        if row is None:
             raise ServiceError(404, "not_found", f"no task {task_id!r}")
         return status_payload(row)
 

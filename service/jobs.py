@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -137,9 +136,24 @@ class PipelineHolder:
 # ----------------------------------------------------------------------------------------------
 # Status JSON (the API's answer and the callback body)
 # ----------------------------------------------------------------------------------------------
+# A task id an API client chooses is stored with its key's scope: two keys may use the same id without
+# colliding, and no key can learn whether another key used an id. The separator cannot appear in a client's id
+# (service.schemas.TASK_ID_PATTERN), so no client can spell another key's stored id.
+SCOPE_SEP = "~"
+
+
+def stored_task_id(task_id: str, key: ApiKey | None) -> str:
+    return task_id if key is None else f"{task_id}{SCOPE_SEP}{key.key_id[:16]}"
+
+
+def public_task_id(stored: str | None) -> str | None:
+    """The id its client knows (what status, callbacks and the history show)."""
+    return None if stored is None else stored.split(SCOPE_SEP, 1)[0]
+
+
 def status_payload(row: JobRow, include_callback: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "task_id": row.task_id,
+        "task_id": public_task_id(row.task_id),
         "status": row.status,
         "stage": row.stage if row.status == "processing" else None,
         "progress": row.progress if row.status == "processing" else None,
@@ -150,7 +164,7 @@ def status_payload(row: JobRow, include_callback: bool = True) -> dict[str, Any]
         "report": row.report_dict() if row.is_final else None,
         "attempts": row.attempts,
         "cached": row.cached_from is not None,
-        "cached_from": row.cached_from,
+        "cached_from": public_task_id(row.cached_from),
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
         "completed_at": _iso(row.completed_at),
@@ -228,6 +242,14 @@ class StoredMedia:
     source_url: str | None = None
 
 
+# stored file extension by probed container (the name a worker opens is derived from what intake saw)
+STORED_EXTENSIONS = {
+    "mov": ".mp4", "matroska": ".mkv", "avi": ".avi", "mpeg": ".mpg", "mpegts": ".ts", "ogg": ".ogg", "wav": ".wav",
+    "flac": ".flac", "mp3": ".mp3", "aac": ".aac", "png_pipe": ".png", "jpeg_pipe": ".jpg", "bmp_pipe": ".bmp",
+    "webp_pipe": ".webp", "tiff_pipe": ".tif", "gif": ".gif",
+}
+
+
 class Dispatcher(Protocol):
     def start(self) -> None: ...
     def submit(self, task_id: str) -> None: ...
@@ -284,14 +306,19 @@ class JobService:
             raise ServiceError(400, "callback_refused", f"callback_url refused: {exc.message}") from exc
 
     def existing_task(self, task_id: str | None, key: ApiKey | None) -> JobRow | None:
-        """An idempotent re-submission of ``task_id`` (same key) returns its row; another key's id is a 409."""
+        """An idempotent re-submission of ``task_id`` by the same key returns its row. Other keys' ids live in
+        their own scope: they neither collide nor show that they exist."""
         if not task_id:
             return None
-        row = self.repo.get(task_id)
-        if row is None:
-            return None
-        if key is not None and row.api_key_id not in (None, key.key_id):
-            raise ServiceError(409, "task_id_taken", f"task_id {task_id!r} is already used")
+        return self.find_task(task_id, key)
+
+    def find_task(self, task_id: str, key: ApiKey | None) -> JobRow | None:
+        """This key's task ``task_id`` (a row stored before ids were scoped is found by its plain id)."""
+        row = self.repo.get(stored_task_id(task_id, key))
+        if row is None and key is not None:
+            row = self.repo.get(task_id)
+            if row is not None and row.api_key_id != key.key_id:
+                row = None
         return row
 
     def store_stream(self, stream: BinaryIO, source_name: str | None) -> StoredMedia:
@@ -325,7 +352,7 @@ class JobService:
         except media_mod.MediaError as exc:
             status = 413 if exc.code == "file_too_large" else 422
             # the message names our storage path: say the client's name for the file instead
-            message = exc.message.replace(str(media.path), media.source_name or media.source_url or "the file")
+            message = exc.message.replace(media.path.name, media.source_name or media.source_url or "the file")
             raise ServiceError(status, exc.code, message) from exc
 
     def submit(
@@ -341,7 +368,7 @@ class JobService:
         keep_file = False
         try:
             info = self._probe(media) if probe else None
-            task_id = task_id or str(uuid.uuid4())
+            task_id = task_id or str(uuid.uuid4())  # an API client's own id arrives scoped (stored_task_id)
             common = dict(
                 task_id=task_id,
                 user_id=key.user_id if key else None,
@@ -354,24 +381,28 @@ class JobService:
                 callback_url=callback_url,
             )
             limit = self.settings.daily_limit_per_key if key else 0
-            cached = self.repo.find_completed_by_sha256(media.sha256) if use_cache else None
+            # the cache is per API key: another key's bytes, task ids and file names are never answered here
+            cached = (self.repo.find_completed_by_sha256(media.sha256, key.key_id if key else None)
+                      if use_cache else None)
             if cached is not None:
                 row = self.repo.create_job(NewJob.cached_copy(cached, **common), daily_limit=limit)
                 logger.info("task %s: identical bytes analysed as %s, answered from cache", task_id, cached.task_id)
                 self._after_final(row)
                 return row, True
-            suffix = Path(media.source_name or "").suffix.lower()
-            suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ""
-            final = self.uploads_dir / f"{re.sub(r'[^A-Za-z0-9_.:-]', '_', task_id)}{suffix}"
+            # the stored name is the server's: a random id and the extension of the container WE probed, never
+            # anything the client chose (a client's name or task id once mapped two uploads onto one file)
+            ext = STORED_EXTENSIONS.get(info.container if info else "", ".bin")
+            final = self.uploads_dir / f"{uuid.uuid4().hex}{ext}"
             os.replace(media.path, final)
             _fsync_dir(self.uploads_dir)
             media = StoredMedia(final, media.size, media.sha256, media.source_name, media.source_url)
-            row = self.repo.create_job(NewJob(storage_path=str(final), **common), daily_limit=limit)
+            row = self.repo.create_job(NewJob(storage_path=final.name, **common), daily_limit=limit)
             keep_file = True
         except RateLimitExceeded as exc:
             raise self._rate_limited(exc.limit) from exc
         except DuplicateTaskError as exc:
-            raise ServiceError(409, "task_id_taken", f"task_id {task_id!r} is already used") from exc
+            # only this key's own concurrent submission of the same id can collide (ids are scoped per key)
+            raise ServiceError(409, "task_id_taken", f"task_id {public_task_id(task_id)!r} is already used") from exc
         finally:
             if not keep_file:
                 media.path.unlink(missing_ok=True)
@@ -387,8 +418,8 @@ class JobService:
     def process(self, job: JobRow) -> JobRow:
         """Run the pipeline on a claimed (processing) job and write the outcome. Never raises for the job."""
         attempt = job.attempts
-        path = Path(job.storage_path) if job.storage_path else None
-        if path is None or not path.exists():
+        path = self._stored(job)
+        if path is None or not path.is_file():
             row = self.repo.fail(
                 job.task_id, "the uploaded media is missing from storage; send the video again", "media_missing",
                 attempt,
@@ -409,7 +440,15 @@ class JobService:
             row = self.repo.fail(job.task_id, f"internal error while analysing: {type(exc).__name__}: {exc}",
                                  "internal_error", attempt)
         else:
-            row = self.repo.complete(job.task_id, attempt, report)
+            analysed = report.media.sha256 if report.media is not None else None
+            if analysed is not None and job.content_sha256 and analysed != job.content_sha256:
+                # the cache answers later uploads of job.content_sha256 with this verdict: it must be about them
+                logger.error("task %s: stored media changed since intake (%s != %s)", job.task_id, analysed,
+                             job.content_sha256)
+                row = self.repo.fail(job.task_id, "the stored file changed after it was received; send it again",
+                                     "media_changed", attempt)
+            else:
+                row = self.repo.complete(job.task_id, attempt, report)
         finally:
             writer.stop()
         if row is None:
@@ -418,6 +457,11 @@ class JobService:
         logger.info("task %s %s (%s) in %.1f s", row.task_id, row.status, row.detection_result,
                     time.perf_counter() - t0)
         return self._after_final(row)
+
+    def _stored(self, row: JobRow) -> Path | None:
+        """The row's media under ``uploads_dir`` (rows keep only the opaque file name; nothing outside the
+        folder can ever be named)."""
+        return self.uploads_dir / Path(row.storage_path).name if row.storage_path else None
 
     def process_next(self, task_id: str | None = None) -> JobRow | None:
         """Claim (the given or the oldest pending) job and process it. None when there was nothing to claim."""
@@ -429,8 +473,9 @@ class JobService:
     def _after_final(self, row: JobRow | None) -> JobRow | None:
         if row is None or not row.is_final:
             return row
-        if row.storage_path and not self.settings.keep_uploads:
-            Path(row.storage_path).unlink(missing_ok=True)
+        stored = self._stored(row)
+        if stored is not None and not self.settings.keep_uploads:
+            stored.unlink(missing_ok=True)
         if row.callback_url and row.callback_delivered_at is None:
             if self._callbacks is None:
                 self.deliver_callback(row)

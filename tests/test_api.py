@@ -128,14 +128,21 @@ def test_status_is_private_to_the_key_and_404s(client):
 def test_identical_bytes_return_the_cached_result(client, fake):
     first = upload(client).json()
     done = poll(client, first["task_id"])
-    r = upload(client, name="forwarded-again.mp4", headers=AUTH_B)
+    r = upload(client, name="forwarded-again.mp4")
     assert r.status_code == 200
     again = r.json()
     assert again["task_id"] != first["task_id"] and again["status"] == "completed" and again["cached"] is True
     assert again["report"] == done["report"]
-    st = client.get(f"/status/{again['task_id']}", headers=AUTH_B).json()
+    st = client.get(f"/status/{again['task_id']}", headers=AUTH).json()
     assert st["cached_from"] == first["task_id"] and st["report"] == done["report"]
     assert fake.calls == 1  # not recomputed
+    # the cache is per API key: another key's upload of the same bytes is analysed for it, and nothing of the
+    # first key's task (id, file name) reaches it
+    other = upload(client, name="b.mp4", headers=AUTH_B)
+    assert other.status_code == 202 and other.json()["cached"] is False
+    st_b = poll(client, other.json()["task_id"], headers=AUTH_B)
+    assert st_b["cached_from"] is None and st_b["report"]["model_metadata"]["source_name"] == "b.mp4"
+    assert fake.calls == 2
 
 
 def test_task_id_is_an_idempotency_key(client):
@@ -143,8 +150,12 @@ def test_task_id_is_an_idempotency_key(client):
     assert r1.status_code == 202 and r1.json()["task_id"] == "wa-msg-42"
     r2 = upload(client, data=CLIP.read_bytes() + b"\0", task_id="wa-msg-42")
     assert r2.status_code == 200 and r2.json()["task_id"] == "wa-msg-42"
+    # another key may use the same id: its own task, and no sign that the id exists elsewhere
     r3 = upload(client, task_id="wa-msg-42", headers=AUTH_B)
-    assert r3.status_code == 409 and r3.json()["error"]["code"] == "task_id_taken"
+    assert r3.status_code == 202 and r3.json()["task_id"] == "wa-msg-42"
+    a = client.get("/status/wa-msg-42", headers=AUTH).json()
+    b = client.get("/status/wa-msg-42", headers=AUTH_B).json()
+    assert a["task_id"] == b["task_id"] == "wa-msg-42" and a["created_at"] != b["created_at"]
     r4 = upload(client, task_id="bad id with spaces")
     assert r4.status_code == 422 and r4.json()["error"]["code"] == "invalid_request"
 

@@ -252,8 +252,11 @@ def test_row_shape_is_the_same_everywhere(repo):
     assert done.completed_at is not None and done.stage is None
     again = repo.get("t1")
     assert again.report_dict() == done.report_dict() and again.user_id == job.user_id
-    assert repo.find_completed_by_sha256("ab" * 32).task_id == "t1"
-    assert repo.find_completed_by_sha256("cd" * 32) is None
+    assert repo.find_completed_by_sha256("ab" * 32, key).task_id == "t1"
+    assert repo.find_completed_by_sha256("cd" * 32, key) is None
+    # the cache is per API key: another key (or none) never gets this key's result
+    assert repo.find_completed_by_sha256("ab" * 32, api_key_id("other")) is None
+    assert repo.find_completed_by_sha256("ab" * 32) is None
     assert repo.count_today(key) == 1 and repo.count_today(api_key_id("other")) == 0
     assert repo.count_today(key, now=utcnow() + timedelta(days=1)) == 0  # a new UTC day
     # callbacks
@@ -495,9 +498,10 @@ def test_supabase_backend_speaks_postgrest(postgrest):
     assert "count=exact" in req["headers"]["prefer"]
 
     postgrest.reply(200, [_row("t1", status=COMPLETED)])
-    assert repo.find_completed_by_sha256("ab" * 32).task_id == "t1"
+    assert repo.find_completed_by_sha256("ab" * 32, key).task_id == "t1"
     req = postgrest.requests[-1]
     assert req["query"]["content_sha256"] == [f"eq.{'ab' * 32}"] and req["query"]["status"] == ["eq.completed"]
+    assert req["query"]["api_key_id"] == [f"eq.{key}"]
     assert req["query"]["order"] == ["completed_at.desc"]
 
     postgrest.reply(200, [_row("t1")])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from conftest import DEV_DATA
@@ -60,9 +60,10 @@ def test_bytes_are_persisted_before_the_job_is_queued(tmp_path):
     assert media.path.exists() and media.size == CLIP.stat().st_size
     row, cached = svc.submit(media, None, task_id="job-1")
     assert not cached and row.status == "pending" and row.file_type == "video"
-    assert row.storage_path.startswith(str(svc.uploads_dir))
-    assert Path(row.storage_path).read_bytes() == CLIP.read_bytes()
-    assert not media.path.exists()  # moved (not copied) under its task id
+    # stored under a name the server chose (random id + the probed container's extension), never the client's
+    assert re.fullmatch(r"[0-9a-f]{32}\.mp4", row.storage_path)
+    assert (svc.uploads_dir / row.storage_path).read_bytes() == CLIP.read_bytes()
+    assert not media.path.exists()  # moved (not copied)
     assert row.content_sha256 == media.sha256
     done = svc.process_next()
     assert done.status == "completed" and done.attempts == 1 and done.report_dict()["verdict"] in (
@@ -146,7 +147,8 @@ def test_pipeline_crash_and_missing_media_fail_with_a_reason(tmp_path):
     assert done.status == "failed" and done.error_code == "internal_error" and "GPU fell off the bus" in done.reason
     svc2, _ = make(tmp_path / "b")
     row, _ = svc2.submit(store(svc2), None)
-    os.unlink(row.storage_path)
+    assert "/" not in row.storage_path  # the row holds an opaque name, resolved inside uploads_dir only
+    os.unlink(svc2.uploads_dir / row.storage_path)
     done = svc2.process_next()
     assert done.status == "failed" and done.error_code == "media_missing" and "send the video again" in done.reason
 

@@ -68,7 +68,7 @@ def sign_in(pg, url: str) -> None:
     pg.goto(f"{url}/")
     pg.fill("#api-key", KEY)
     pg.click("#key-form button")
-    pg.wait_for_selector("#history ul, #history p")
+    pg.wait_for_selector("#history ul, #history p:not(.loading)")  # the list, or "no detections yet"
 
 
 def screenshot(pg, name: str, capsys) -> Path:

@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from db.repository import JobRow, Repository, api_key_id, parse_dt
+from service.jobs import public_task_id, stored_task_id
 from service.schemas import ServiceError
 from service.security import ApiKey
 from whatsapp.webhook import parse_origin
@@ -50,11 +51,13 @@ def source_of(row: JobRow) -> dict[str, Any]:
     return {"channel": "upload" if row.task_id else "seed", "label": row.source_name or row.file_url or ""}
 
 
-def summary(row: JobRow) -> dict[str, Any]:
+def summary(row: JobRow, viewer: str | None = None) -> dict[str, Any]:
+    """One history item; ``viewer`` (an API key id) sees its own tasks by the ids it chose, an admin sees other
+    keys' tasks by their stored (scoped) ids, which is what ``/history/{task_id}`` then accepts."""
     ds = row.detector_scores or {}
     return {
         "id": row.id,
-        "task_id": row.task_id,
+        "task_id": public_task_id(row.task_id) if row.api_key_id == viewer else row.task_id,
         "status": row.status,
         "stage": row.stage,
         "progress": row.progress,
@@ -74,9 +77,9 @@ def summary(row: JobRow) -> dict[str, Any]:
     }
 
 
-def detail(row: JobRow) -> dict[str, Any]:
-    return {**summary(row), "detector_scores": row.detector_scores or {}, "model_metadata": row.model_metadata or {},
-            "report_summary": row.report_summary or {}}
+def detail(row: JobRow, viewer: str | None = None) -> dict[str, Any]:
+    return {**summary(row, viewer), "detector_scores": row.detector_scores or {},
+            "model_metadata": row.model_metadata or {}, "report_summary": row.report_summary or {}}
 
 
 def create_router(settings, repo: Repository) -> APIRouter:
@@ -107,15 +110,16 @@ def create_router(settings, repo: Repository) -> APIRouter:
             raise ServiceError(422, "invalid_request", f"before: not an ISO date-time: {before!r}") from exc
         rows = repo.list_jobs(limit=limit, before=cursor, api_key_id=None if key.key_id in admins else key.key_id)
         next_before = _iso(rows[-1].created_at) if len(rows) == limit and rows[-1].created_at else None
-        return {"items": [summary(r) for r in rows], "next_before": next_before, "admin": key.key_id in admins}
+        return {"items": [summary(r, key.key_id) for r in rows], "next_before": next_before,
+                "admin": key.key_id in admins}
 
     @router.get("/history/{task_id}", summary="One detection with its stored scores")
     def history_item(task_id: str, request: Request):
         key = caller(request)
-        row = repo.get(task_id)
+        row = repo.get(stored_task_id(task_id, key)) or repo.get(task_id)
         if row is None or (key.key_id not in admins and row.api_key_id != key.key_id):
             raise ServiceError(404, "not_found", f"no detection {task_id!r}")
-        return detail(row)
+        return detail(row, key.key_id)
 
     return router
 

@@ -109,7 +109,7 @@
     const button = h("button", { id: "upload-button", type: "submit", class: "primary" }, "Analyse");
     const form = h("form", { id: "upload-form", class: "upload", onsubmit: (ev) => upload(ev, file, button, message) },
       file, button);
-    const list = h("div", { id: "history" }, h("p", { class: "muted" }, "Loading…"));
+    const list = h("div", { id: "history" }, h("p", { class: "muted loading" }, "Loading…"));
     app.replaceChildren(
       h("section", { class: "card" }, h("h2", {}, "Check a video, voice message or photo"), form, message),
       h("section", { class: "card" }, h("h2", {}, "History"), list),
