@@ -119,10 +119,10 @@ class StageBar:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     import pipeline
+    from pipeline import media
     from pipeline.render import report_html, summary_text
 
-    if not Path(args.video).is_file():
-        raise FileNotFoundError(f"no such file: {args.video}")
+    media.check_readable(args.video)  # a typo, a folder or a pipe: say which, before loading any model
     t0 = time.perf_counter()
     p = pipeline.build()
     logger.info("models loaded in %.1fs", time.perf_counter() - t0)

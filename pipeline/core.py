@@ -322,7 +322,8 @@ class Pipeline:
             report = self._empty_report(Verdict.FAILED, f"{exc} [not_found]", run, source_name)
         except Exception as exc:  # never let one file take the service down; say what happened
             logger.error("pipeline crashed on %s: %s\n%s", source_name, exc, traceback.format_exc())
-            report = self._empty_report(Verdict.FAILED, f"internal error: {type(exc).__name__}: {exc}", run,
+            # the details go to the log; a user gets a stable reason without paths or library internals
+            report = self._empty_report(Verdict.FAILED, f"internal error ({type(exc).__name__}); it was logged", run,
                                         source_name)
         if progress:
             progress("done", 1.0)

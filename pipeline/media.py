@@ -43,6 +43,7 @@ FORMAT_WHITELIST = ",".join(ALLOWED_DEMUXERS)
 # Heads of files that refer to other files or URLs: refused with a message that says so
 REFERENCE_HEADS = (b"#EXTM3U", b"ffconcat", b"[playlist]", b"#EXTINF", b"<?xml", b"<smil", b"<MPD", b"v=0\r\n",
                    b"v=0\n")
+IMAGE_HEADS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 IMAGE_CODECS = {"png", "mjpeg", "bmp", "webp", "tiff", "gif", "jpegxl", "jpeg2000", "qoi", "ppm", "pgm", "pam"}
 # Leading bytes of containers we accept: a file that starts like one of these but fails to open is
 # truncated or damaged, not "some other kind of file".
@@ -241,6 +242,11 @@ def _size_of(source: MediaSource) -> int:
     return st.st_size
 
 
+def check_readable(source: MediaSource) -> int:
+    """The size of a regular file (or of bytes); FileNotFoundError / NotMediaError saying what it is instead."""
+    return _size_of(source)
+
+
 def _head(source: MediaSource, n: int = 16) -> bytes:
     if isinstance(source, bytes | bytearray | memoryview):
         return bytes(source[:n])
@@ -257,19 +263,54 @@ def _name(source: MediaSource) -> str:
     return "the uploaded file" if isinstance(source, bytes | bytearray | memoryview) else Path(source).name
 
 
-def _open(source: MediaSource) -> av.container.InputContainer:
+def _image_header_size(source: MediaSource) -> tuple[int, int] | None:
+    """Width and height a still image's header declares, read without decoding (None: not an image we parse).
+    FFmpeg decodes an image to learn its size, so a 0.7 MB PNG declaring 16000×16000 costs ~0.8 GB there."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else None
+        with (io.BytesIO(data) if data is not None else open(source, "rb")) as fp, Image.open(fp) as img:
+            return img.size
+    except Image.DecompressionBombError:
+        return (0, 0)  # absurd by Pillow's own measure
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def _av_open(source: MediaSource, limits: Limits) -> av.container.InputContainer:
+    options = {"format_whitelist": FORMAT_WHITELIST}
+    if not isinstance(source, bytes | bytearray | memoryview):
+        options["protocol_whitelist"] = "file"
+    # the decoders FFmpeg runs while probing refuse frames beyond the size limit instead of allocating them
+    # (MPEG-PS/TS expose no streams before probing, so take no per-stream options: MPEG-2 caps frames at 4095 px)
+    codec_options = [{"max_pixels": str(limits.max_dimension**2)}] * 8
+    for stream_options in (codec_options, None):
+        data = io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else str(source)
+        try:
+            return av.open(data, mode="r", timeout=30.0, options=options, stream_options=stream_options)
+        except av.error.ArgumentError as exc:  # ValueError too: "this format does not expose its streams"
+            if stream_options is None or "stream_options" not in str(exc):
+                raise
+        except ValueError as exc:
+            if stream_options is None or "stream_options" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _open(source: MediaSource, limits: Limits | None = None) -> av.container.InputContainer:
     """Open with typed errors, among the allowed demuxers only. The caller closes the container."""
+    limits = limits or Limits()
     head = _head(source, 64).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(REFERENCE_HEADS):
         raise UnsupportedFormatError(
             f"{_name(source)} is a playlist or a reference to other files; send the video file itself.")
-    options = {"format_whitelist": FORMAT_WHITELIST}
+    if head.startswith(IMAGE_HEADS):
+        size = _image_header_size(source)
+        if size is not None:
+            _check_dimensions(*size, limits)
     try:
-        if isinstance(source, bytes | bytearray | memoryview):
-            container = av.open(io.BytesIO(bytes(source)), mode="r", timeout=30.0, options=options)
-        else:
-            container = av.open(str(source), mode="r", timeout=30.0,
-                                options={**options, "protocol_whitelist": "file"})
+        container = _av_open(source, limits)
     except (av.error.FFmpegError, UnicodeDecodeError, OSError, ValueError) as exc:
         if _looks_like_media(head):
             raise TruncatedMediaError(
@@ -317,7 +358,7 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
             "Trim or compress the video."
         )
 
-    with _open(source) as container:
+    with _open(source, limits) as container:
         vstreams = [s for s in container.streams.video if s.codec_context is not None]
         astreams = [s for s in container.streams.audio if s.codec_context is not None]
         fmt = container.format.name.split(",")[0] if container.format else "unknown"
@@ -365,6 +406,7 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
                     f"{_name(source)} lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s. "
                     "Cut the part you want checked and upload that."
                 )
+            _check_riff_size(source, size)
             missing_tail = _check_tail(container, v or a, source)
 
         return MediaInfo(
@@ -415,7 +457,7 @@ def _first_frame(container, v, source):
         for frame in container.decode(v):
             return frame
     except av.error.FFmpegError as exc:
-        raise CorruptMediaError(f"the video stream of {_name(source)} cannot be decoded ({exc}).") from exc
+        raise CorruptMediaError(f"the video stream of {_name(source)} cannot be decoded ({_why(exc)}).") from exc
     raise TruncatedMediaError(f"{_name(source)} has a video stream but no decodable frame; it is probably truncated.")
 
 
@@ -446,6 +488,19 @@ def _readable_end(container, stream, declared_end: float) -> float | None:
     except (av.error.FFmpegError, OSError):
         pass
     return seen
+
+
+def _check_riff_size(source: MediaSource, size: int) -> None:
+    """WAV and AVI declare their total size in the RIFF header, and FFmpeg measures their length from the data
+    that is there: a cut-off file is caught by comparing the two."""
+    head = _head(source, 12)
+    if not head.startswith(b"RIFF") or head[8:12] not in (b"WAVE", b"AVI "):
+        return
+    declared = int.from_bytes(head[4:8], "little") + 8
+    if declared > size + 1 and declared != 0xFFFFFFFF + 8:  # 0xFFFFFFFF: written while streaming, size unknown
+        raise TruncatedMediaError(
+            f"{_name(source)} is truncated: its header declares {declared / 1e6:.2f} MB but only "
+            f"{size / 1e6:.2f} MB ({100 * size / declared:.0f} %) arrived. Upload the complete file.")
 
 
 def _check_tail(container, stream, source) -> float:
@@ -561,7 +616,7 @@ def _nearest(source, info: MediaInfo, ticks: np.ndarray, limits: Limits, seek_ga
     origin = info.video_start_s
     step = 1.0 / max(info.fps, 1.0)
     deadline = time.monotonic() + limits.decode_timeout_s
-    with _open(source) as container:
+    with _open(source, limits) as container:
         v = container.streams.video[0]
         v.thread_type = "AUTO"
         it = None
@@ -668,7 +723,7 @@ def load_image(source: MediaSource, max_side: int | None = None) -> np.ndarray:
         try:
             frame = next(container.decode(v))
         except (StopIteration, av.error.FFmpegError) as exc:
-            raise CorruptMediaError(f"{_name(source)} cannot be decoded as an image ({exc}).") from exc
+            raise CorruptMediaError(f"{_name(source)} cannot be decoded as an image ({_why(exc)}).") from exc
         rotation = int(getattr(frame, "rotation", 0) or 0) % 360
         w, h = frame.width, frame.height
         if max_side and max(w, h) > max_side:
@@ -699,7 +754,7 @@ def load_audio(
     chunks: list[np.ndarray] = []
     first_time: float | None = None
     deadline = time.monotonic() + limits.decode_timeout_s
-    with _open(source) as container:
+    with _open(source, limits) as container:
         a = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         try:
@@ -712,7 +767,8 @@ def load_audio(
                     raise DecodeTimeoutError(f"decoding audio of {_name(source)} took too long.")
         except av.error.FFmpegError as exc:
             if not chunks:
-                raise CorruptMediaError(f"the audio stream of {_name(source)} cannot be decoded ({exc}).") from exc
+                raise CorruptMediaError(
+                    f"the audio stream of {_name(source)} cannot be decoded ({_why(exc)}).") from exc
             logger.warning("audio decode stopped early in %s: %s", _name(source), exc)
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))

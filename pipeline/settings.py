@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     uploads_dir: Path = Field(Path("data/service/uploads"), description="media is persisted here before the 202")
     keep_uploads: bool = Field(False, description="keep media files after their job finished")
     workers: int = Field(1, ge=1, description="pipeline runs at the same time in the local worker pool")
-    job_stale_after_s: float = Field(120.0, gt=0, description="processing jobs silent this long are requeued")
-    job_heartbeat_s: float = Field(15.0, gt=0, description="how often a running job refreshes its heartbeat")
+    job_stale_after_s: float = Field(
+        30.0, gt=0, description="processing jobs whose heartbeat is this old are requeued (their worker died)")
+    job_heartbeat_s: float = Field(5.0, gt=0, description="how often a running job refreshes its heartbeat")
     job_max_attempts: int = Field(3, ge=1, description="a job requeued this many times fails with a reason")
     queue_poll_s: float = Field(2.0, gt=0, description="idle workers look for pending jobs this often")
     download_timeout_s: float = Field(30.0, gt=0, description="connect/read timeout of one video_url download step")
@@ -153,6 +154,14 @@ class Settings(BaseSettings):
         if v not in (None, "mean", "confident"):
             raise ValueError(f"unknown aggregation {v!r}; choose mean or confident")
         return v
+
+    @model_validator(mode="after")
+    def _stale_needs_missed_heartbeats(self):
+        # a live job must miss several heartbeats in a row before it is taken for dead
+        if self.job_stale_after_s < 3 * self.job_heartbeat_s:
+            raise ValueError(f"JOB_STALE_AFTER_S ({self.job_stale_after_s}) must be at least 3 × JOB_HEARTBEAT_S "
+                             f"({self.job_heartbeat_s})")
+        return self
 
     @field_validator("api_keys", "web_admin_keys", mode="before")
     @classmethod

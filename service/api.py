@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db.repository import Repository
 from service.jobs import (
@@ -226,6 +227,19 @@ def create_app(
     async def _service_error(request: Request, exc: ServiceError):
         return JSONResponse(error_example(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # unknown routes, wrong methods...: the same envelope as every other error, never {"detail": ...}
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: f"no such endpoint: {request.url.path}", 405: f"{request.method} is not allowed here"}.get(
+            exc.status_code, str(exc.detail))
+        return JSONResponse(error_example(code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_example("internal_error", "internal error; it was logged"), status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
@@ -285,7 +299,9 @@ def create_app(
         return status_payload(row)
 
     @app.get("/health", response_model=Health, summary="Liveness, loaded detectors, database (public)")
-    def health():
+    def health(request: Request):
+        """Liveness for anyone; the detector set, queue, key count and load errors only for a valid API key
+        (an anonymous caller learns nothing about the deployment)."""
         try:
             queue = repo.queue_counts()
             db_ok = True
@@ -299,6 +315,9 @@ def create_app(
         detectors = describe_detectors(holder.pipeline) if holder.pipeline is not None else None
         overall = "ok" if db_ok and pstate in ("ready", "remote") else ("loading" if pstate == "loading" and db_ok
                                                                          else "degraded")
+        public = {"status": overall, "pipeline": {"state": pstate}, "database": {"ok": db_ok}}
+        if keys.authenticate(request.headers.get("authorization")) is None:
+            return public
         return {
             "status": overall,
             "pipeline": {"state": pstate, "detectors": detectors, "error": holder.error},

@@ -242,6 +242,8 @@ class StoredMedia:
     source_url: str | None = None
 
 
+PIPELINE_LOAD_TIMEOUT_S = 300.0  # a job waits this long for the models of a cold container
+
 # stored file extension by probed container (the name a worker opens is derived from what intake saw)
 STORED_EXTENSIONS = {
     "mov": ".mp4", "matroska": ".mkv", "avi": ".avi", "mpeg": ".mpg", "mpegts": ".ts", "ogg": ".ogg", "wav": ".wav",
@@ -425,19 +427,21 @@ class JobService:
                 attempt,
             )
             return self._after_final(row or self.repo.get(job.task_id))
+        # the heartbeat starts now: a job waiting for the models to load is alive, not stale
+        writer = ProgressWriter(self.repo, job.task_id, attempt, self.settings.job_heartbeat_s)
         try:
-            pipeline = self.pipelines.get(timeout=self.settings.job_stale_after_s)
+            pipeline = self.pipelines.get(timeout=max(PIPELINE_LOAD_TIMEOUT_S, self.settings.job_stale_after_s))
         except PipelineUnavailable as exc:
+            writer.stop()
             row = self.repo.fail(job.task_id, f"the detectors could not be loaded: {exc}", "pipeline_unavailable",
                                  attempt)
             return self._after_final(row or self.repo.get(job.task_id))
-        writer = ProgressWriter(self.repo, job.task_id, attempt, self.settings.job_heartbeat_s)
         t0 = time.perf_counter()
         try:
             report = pipeline.run(str(path), progress=writer, source_name=job.source_name or path.name)
         except Exception as exc:  # the pipeline contract says it returns FAILED reports; this is a bug
             logger.exception("pipeline crashed on %s", job.task_id)
-            row = self.repo.fail(job.task_id, f"internal error while analysing: {type(exc).__name__}: {exc}",
+            row = self.repo.fail(job.task_id, f"internal error while analysing ({type(exc).__name__}); it was logged",
                                  "internal_error", attempt)
         else:
             analysed = report.media.sha256 if report.media is not None else None

@@ -156,11 +156,13 @@ class PipelineHealth(BaseModel):
 
 
 class Health(BaseModel):
+    """Anonymous callers get ``status``, ``pipeline.state`` and ``database.ok``; an API key sees the rest."""
+
     status: Literal["ok", "loading", "degraded"]
     pipeline: PipelineHealth
     database: dict[str, Any]
     queue: dict[str, int] | None = None
-    auth: dict[str, Any]
+    auth: dict[str, Any] | None = None
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -217,7 +217,10 @@ def test_callback_requires_a_configured_secret(client):
 
 
 def test_health_reports_detectors_database_and_queue(client):
-    h = client.get("/health").json()
+    anonymous = client.get("/health").json()  # liveness only: nothing about keys, queue or detectors
+    assert anonymous == {"status": "ok", "pipeline": {"state": "ready", "detectors": None, "error": None},
+                         "database": {"ok": True}, "queue": None, "auth": None}
+    h = client.get("/health", headers=AUTH).json()
     assert h["status"] == "ok" and h["pipeline"]["state"] == "ready"
     assert h["pipeline"]["detectors"] == FakePipeline().loaded_detectors
     assert h["database"] == {"backend": "sqlite", "ok": True}
@@ -267,7 +270,7 @@ def test_the_api_writes_the_same_row_on_postgres(tmp_path, fake):
     try:
         app = create_app(settings_for(tmp_path, database_url=url), pipeline=fake)
         with TestClient(app) as c:
-            assert c.get("/health").json()["database"] == {"backend": "postgres", "ok": True}
+            assert c.get("/health", headers=AUTH).json()["database"] == {"backend": "postgres", "ok": True}
             tid = upload(c).json()["task_id"]
             st = poll(c, tid)
             assert upload(c).json()["cached"] is True

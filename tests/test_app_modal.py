@@ -84,7 +84,7 @@ def test_web_endpoint_serves_the_same_app_and_spawns_analyze(modal_app, monkeypa
     monkeypatch.setattr(modal_app, "_spawn", local_spawn)
     asgi = d.web.local()
     with TestClient(asgi) as c:
-        health = c.get("/health").json()
+        health = c.get("/health", headers={"Authorization": "Bearer modal-key"}).json()
         assert health["pipeline"]["state"] == "ready" and health["pipeline"]["detectors"]
         r = c.post("/detect", files={"file": (CLIP.name, CLIP.read_bytes(), "video/mp4")},
                    headers={"Authorization": "Bearer modal-key"})

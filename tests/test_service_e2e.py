@@ -190,7 +190,7 @@ def test_make_serve_end_to_end_with_the_real_pipeline(tmp_path, servers):
         assert payload["report"] == report
         final = httpx.get(f"{server.url}/status/{task_id}", headers={"Authorization": "Bearer key-a"}).json()
         assert final["callback"]["delivered_at"] and final["callback"]["last_status"] == 204
-        health = httpx.get(server.url + "/health").json()
+        health = httpx.get(server.url + "/health", headers={"Authorization": "Bearer key-a"}).json()
         assert health["pipeline"]["state"] == "ready" and health["database"]["backend"] == "sqlite"
         assert isinstance(health["pipeline"]["detectors"], dict)
         print(f"real pipeline end to end: {elapsed:.1f} s")
