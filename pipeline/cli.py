@@ -122,7 +122,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from pipeline import media
     from pipeline.render import report_html, summary_text
 
-    media.check_readable(args.video)  # a typo, a folder or a pipe: say which, before loading any model
+    # a typo, a folder, a pipe, a damaged or truncated file: say which, before loading any model (exit 2)
+    media.probe(args.video, media.Limits.from_settings())
     t0 = time.perf_counter()
     p = pipeline.build()
     logger.info("models loaded in %.1fs", time.perf_counter() - t0)

@@ -242,11 +242,6 @@ def _size_of(source: MediaSource) -> int:
     return st.st_size
 
 
-def check_readable(source: MediaSource) -> int:
-    """The size of a regular file (or of bytes); FileNotFoundError / NotMediaError saying what it is instead."""
-    return _size_of(source)
-
-
 def _head(source: MediaSource, n: int = 16) -> bytes:
     if isinstance(source, bytes | bytearray | memoryview):
         return bytes(source[:n])
@@ -266,16 +261,19 @@ def _name(source: MediaSource) -> str:
 def _image_header_size(source: MediaSource) -> tuple[int, int] | None:
     """Width and height a still image's header declares, read without decoding (None: not an image we parse).
     FFmpeg decodes an image to learn its size, so a 0.7 MB PNG declaring 16000×16000 costs ~0.8 GB there."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else None
-        with (io.BytesIO(data) if data is not None else open(source, "rb")) as fp, Image.open(fp) as img:
-            return img.size
-    except Image.DecompressionBombError:
-        return (0, 0)  # absurd by Pillow's own measure
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
+    Image.preinit()
+    data = bytes(source[:1 << 16]) if isinstance(source, bytes | bytearray | memoryview) else _head(source, 1 << 16)
+    for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"):
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        if factory is None or (accept is not None and not accept(data[:16])):
+            continue
+        try:  # the format plugin reads the header only (Image.open would also refuse "bombs" without the size)
+            return factory(io.BytesIO(data), "").size
+        except Exception:  # a header it cannot parse: FFmpeg will say what is wrong
+            return None
+    return None
 
 
 def _av_open(source: MediaSource, limits: Limits) -> av.container.InputContainer:
