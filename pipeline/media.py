@@ -370,6 +370,14 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
         )
 
         duration = _duration(container, v, a)
+        if not is_image:  # from the headers, before any frame is decoded
+            if not math.isfinite(duration) or duration <= 0:
+                raise ZeroDurationError(f"{_name(source)} has zero duration: there is nothing to analyse.")
+            if duration > limits.max_duration_s:
+                raise TooLongError(
+                    f"{_name(source)} lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s. "
+                    "Cut the part you want checked and upload that."
+                )
         width = height = rotation = 0
         missing_tail = 0.0
         fps = 0.0
@@ -397,13 +405,6 @@ def probe(source: MediaSource, limits: Limits | None = None) -> MediaInfo:
                 frame_count = 1
 
         if not is_image:
-            if not math.isfinite(duration) or duration <= 0:
-                raise ZeroDurationError(f"{_name(source)} has zero duration: there is nothing to analyse.")
-            if duration > limits.max_duration_s:
-                raise TooLongError(
-                    f"{_name(source)} lasts {duration:.0f} s; the limit is {limits.max_duration_s:.0f} s. "
-                    "Cut the part you want checked and upload that."
-                )
             _check_riff_size(source, size)
             missing_tail = _check_tail(container, v or a, source)
 
