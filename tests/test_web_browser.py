@@ -189,7 +189,8 @@ def test_a_partial_result_says_so_at_the_top(site, page, capsys):
     banner = pg.inner_text("#verdict #partial")
     assert "PARTIAL RESULT" in banner and "retinaface_mobilenet0.25_Final.pth not found" in banner
     screenshot(pg, "partial_detail.png", capsys)
-    pg.goto(f"{server.url}/#/d/full")
-    pg.wait_for_selector("#scores")
+    pg.goto(f"{server.url}/#/d/full")  # same page, new hash: wait for the other detection to be drawn
+    pg.wait_for_function("() => (document.querySelector('#metadata') || {innerText: ''}).innerText"
+                         ".includes('full')")
     assert pg.locator("#partial").count() == 0
     assert errors == []
