@@ -46,6 +46,12 @@ from pipeline.settings import Settings
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float], None]
+# the Settings that change what a run computes (not where it stores things or how it is served)
+ANALYSIS_SETTINGS = {
+    "sample_fps", "max_sampled_frames", "dense_fps", "max_decode_side", "face_threshold", "face_detect_side",
+    "face_min_size", "visual_crop_margin", "visual_aggregation", "dense_window_s", "max_dense_windows",
+    "dense_detect_side", "min_speech_s", "max_audio_windows", "max_duration_s", "max_dimension",
+}
 # Rough share of run time per stage on CPU, so the progress fraction moves evenly.
 STAGE_WEIGHTS = {
     "probe": 0.02, "decode": 0.10, "faces": 0.15, "visual": 0.10, "temporal": 0.15,
@@ -293,6 +299,23 @@ class Pipeline:
     def device(self) -> str:
         det = self.c.face.detector or self.c.visual.detector or self.c.audio.detector
         return str(getattr(det, "device", self.settings.device))
+
+    def fingerprint(self) -> str:
+        """Identity of everything that decides a report: the detectors that loaded (name + weights sha256), the
+        fusion (calibration file content) and the analysis settings. Results computed under another fingerprint
+        are never mixed in (an eval once resumed items scored without face weights)."""
+        import json
+
+        fm = self.c.fusion_model
+        analysis = self.settings.model_dump(include=ANALYSIS_SETTINGS, mode="json")
+        state = {
+            "detectors": {s.slot: [s.model_name, s.available, self.identities[s.slot].sha256 if s.slot in
+                                   self.identities else None] for s in self.c.slots()},
+            "fusion": fm.to_dict() if fm is not None else None,
+            "learned_fusion": getattr(self.c.learned_fusion, "source", None),
+            "settings": analysis,
+        }
+        return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def status(self) -> dict[str, dict[str, str | bool | None]]:
         """Which detectors are loaded, for /health and the CLI."""

@@ -50,6 +50,7 @@ class ItemResult:
     reencode: str | None
     timeline: dict[str, list[list[float]]] | None = None  # slot -> [[start_s, end_s, P(fake)], ...]
     detectors: dict[str, list[str]] | None = None  # slot -> [model name, weights sha256] that scored it
+    pipeline_id: str | None = None  # Pipeline.fingerprint() of the run that scored it
 
     @property
     def y(self) -> int:
@@ -65,15 +66,26 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
 
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"
+    p = pipeline_obj or pipeline.build()
+    fingerprint = p.fingerprint()
     done: dict[str, ItemResult] = {}
+    stale = 0
     if results_file.exists():
+        kept = []
         for line in results_file.read_text().splitlines():
             if line.strip():
                 r = ItemResult(**json.loads(line))
+                if r.pipeline_id != fingerprint:  # scored by another configuration: never mixed in
+                    stale += 1
+                    continue
                 done[r.path] = r
+                kept.append(line)
+        if stale:
+            logger.warning("%s: %d result(s) from another pipeline configuration dropped (now %s)", results_file,
+                           stale, fingerprint)
+            results_file.write_text("".join(line + "\n" for line in kept))
     todo = [it for it in items if it.path not in done]
     if todo:
-        p = pipeline_obj or pipeline.build()
         with open(results_file, "a") as f, tempfile.TemporaryDirectory() as tmp, \
                 tqdm(todo, desc="eval", unit="file", file=sys.stderr) as bar:
             for it in bar:
@@ -87,7 +99,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
                         continue
                 t0 = time.perf_counter()
                 rep = p.run(src, source_name=Path(it.path).name)
-                res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities)
+                res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities, fingerprint)
                 f.write(json.dumps(asdict(res)) + "\n")
                 f.flush()
                 done[it.path] = res
@@ -98,7 +110,8 @@ def _kind(modality: str) -> str:
     return {"video_av": "video", "video": "video", "audio": "audio", "image": "image"}[modality]
 
 
-def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identities=None) -> ItemResult:
+def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identities=None,
+            pipeline_id: str | None = None) -> ItemResult:
     return ItemResult(
         path=it.path, label=it.label, modality=it.modality, manipulation=it.manipulation, group=it.group,
         verdict=rep.verdict.value, fake_probability=rep.fake_probability, reason=rep.reason,
@@ -108,6 +121,7 @@ def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identit
         face_quality=rep.face_quality, seconds=round(seconds, 3), reencode=reencode,
         timeline={d.slot: [[p.start_s, p.end_s, round(p.score, 5)] for p in d.timeline] for d in rep.detectors},
         detectors={s: [i.name, i.sha256] for s, i in (identities or {}).items() if s in SLOTS},
+        pipeline_id=pipeline_id,
     )
 
 
