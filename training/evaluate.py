@@ -257,6 +257,16 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     write_csv(rows, out / "summary.csv")
     (out / "summary.txt").write_text(table + "\n")
+    from training import protocol
+
+    src_rows, src_summary = protocol.per_source(results, items)
+    if src_rows:
+        by_source = protocol.format_rows(src_rows, src_summary)
+        print("\nPer held-out source (each source's fakes vs every real of its family; `train` = share of the "
+              "source on the committed split's train side, i.e. seen by the shipped checkpoints):")
+        print(by_source)
+        protocol.write_csv(src_rows, out / "per_source.csv")
+        (out / "per_source.txt").write_text(by_source + "\n")
     secs = [r.seconds for r in results]
     if secs:
         logger.info("%d items, median %.1f s per item, total %.0f s", len(secs), float(np.median(secs)), sum(secs))
