@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY ?= .venv/bin/python
 PIP ?= .venv/bin/pip
-APT_PACKAGES := ffmpeg espeak-ng sox chromium fonts-dejavu-core
+APT_PACKAGES := ffmpeg espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts sox chromium fonts-dejavu-core
 # Dev checkouts sit next to ../shared (real weights that load offline); elsewhere weights are downloaded.
 export WEIGHTS_DIR ?= $(abspath $(wildcard ../shared/weights))
 VIDEO ?=
