@@ -127,3 +127,14 @@ def test_cli_builds_a_set_with_its_card_from_training_reals_only(tmp_path):
     assert all(sides[p] == "train" for p in card["drawn_from"])
     assert not any("pcavs_voxceleb" in p for p in card["drawn_from"])  # a held-out source never feeds a fold
     assert all((out / f"av_shift_0_{k:04d}.mp4").exists() for k in range(2))
+
+
+def test_spectrogram_sheet_draws_one_band_per_row(clips, tmp_path):
+    from PIL import Image
+
+    clip, other = clips
+    path = synth.spectrogram_sheet([("real", clip.audio), ("other", other.audio)], tmp_path / "s.png", width=300)
+    img = Image.open(path)
+    assert img.size == (300, 2 * (120 + 18))
+    band = np.asarray(img.convert("RGB"))[18:138]
+    assert band.std() > 10  # a spectrogram, not a blank band

@@ -313,6 +313,42 @@ RECIPES: dict[str, Callable] = {"av_shift": av_shift, "av_swap": av_swap, "voice
 
 
 # ----------------------------------------------------------------------------------------------
+# pictures: what a recipe does to the sound, source above its fake
+# ----------------------------------------------------------------------------------------------
+_CMAP = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], [240, 249, 33]], float)
+
+
+def _spectrogram_rgb(x: np.ndarray, width: int, height: int = 120) -> np.ndarray:
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=x, sr=SR, n_fft=1024, hop_length=160, n_mels=height)
+    db = librosa.power_to_db(mel, ref=np.max, top_db=70.0)[::-1]  # low frequencies at the bottom
+    v = (db + 70.0) / 70.0
+    cols = np.linspace(0, v.shape[1] - 1, width).round().astype(int)
+    v = np.clip(v[:, cols], 0, 1) * (len(_CMAP) - 1)
+    lo = np.floor(v).astype(int)
+    hi = np.minimum(lo + 1, len(_CMAP) - 1)
+    frac = (v - lo)[..., None]
+    return ((1 - frac) * _CMAP[lo] + frac * _CMAP[hi]).astype(np.uint8)
+
+
+def spectrogram_sheet(rows: list[tuple[str, np.ndarray]], path: Path, width: int = 900) -> Path:
+    """One PNG: a titled mel spectrogram per row (e.g. a real clip above what a recipe made of it)."""
+    from PIL import Image, ImageDraw
+
+    band, title_h = 120, 18
+    img = Image.new("RGB", (width, len(rows) * (band + title_h)), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (title, x) in enumerate(rows):
+        y0 = i * (band + title_h)
+        draw.text((4, y0 + 3), title, fill="black")
+        img.paste(Image.fromarray(_spectrogram_rgb(x, width, band)), (0, y0 + title_h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.quantize(colors=64).save(path, optimize=True)  # a palette keeps the committed pictures small
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
 # building a set
 # ----------------------------------------------------------------------------------------------
 def fitting_reals(manifest: str | Path, split: str | None = "train", exclude_sources: tuple[str, ...] = ()
@@ -369,10 +405,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="a held-out LOSO source: neither it nor the reals tied to it are used")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="default out/synth/<recipe>")
+    p.add_argument("--sheet", default=None, metavar="PNG",
+                   help="also draw the first 3 items' spectrograms under their sources' (docs/synth/<recipe>.png)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     reals = fitting_reals(args.manifest, None if args.split == "all" else args.split, tuple(args.exclude_source))
     made = build(args.recipe, args.n, reals, Path(args.out or f"out/synth/{args.recipe}"), args.seed)
+    if args.sheet:
+        by_path = {it.path: it for it in reals}
+        rows = []
+        for m in made[:3]:
+            src = load_clip(by_path[m.source])
+            fake = media.load_audio(m.path, media.probe(m.path), SR).samples
+            rows += [(f"real: {m.source}", src.audio), (f"{m.recipe} {json.dumps(m.params)[:110]}", fake)]
+        spectrogram_sheet(rows, Path(args.sheet))
     print(json.dumps({"recipe": args.recipe, "made": len(made)}))
     return 0
 
