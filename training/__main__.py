@@ -4,6 +4,7 @@
     calibrate  fit calibration + fusion weights + thresholds from eval results (make calibrate)
     split      the committed train/validation group split (--extend keeps listed sides, places new items)
     eval-sync  lip-sync estimators on real clips vs shifted / swapped audio
+    synth      label-certain fakes from training-side real footage (av_shift, av_swap, voice_over, voice_resynth)
     temporal   temporal detector: LR-ASD visual front-end + temporal head (default), or VideoMAE (--arch videomae)
     sync       lip-sync head on frozen LR-ASD audio/visual embeddings
     audio      AASIST fine-tuned on real vs synthetic speech with codec augmentation
@@ -24,6 +25,7 @@ COMMANDS = {
     "calibrate": "training.calibrate",
     "split": "training.split",
     "eval-sync": "training.eval_sync",
+    "synth": "training.synth",
     "temporal": "training.train_temporal",
     "sync": "training.train_sync",
     "audio": "training.train_audio",
