@@ -262,8 +262,8 @@ def run(args: argparse.Namespace) -> int:
     src_rows, src_summary = protocol.per_source(results, items)
     if src_rows:
         by_source = protocol.format_rows(src_rows, src_summary)
-        print("\nPer held-out source (each source's fakes vs every real of its family; `train` = share of the "
-              "source on the committed split's train side, i.e. seen by the shipped checkpoints):")
+        print("\nPer held-out source (each source's fakes vs every real of its family; `train` = share of the source "
+              "on the committed split's train side, which trained components may have been fitted on):")
         print(by_source)
         protocol.write_csv(src_rows, out / "per_source.csv")
         (out / "per_source.txt").write_text(by_source + "\n")
