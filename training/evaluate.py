@@ -62,7 +62,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
     from tqdm import tqdm
 
     import pipeline
-    from training.reencode import reencode as do_reencode
+    from training.reencode import process as do_reencode
 
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"
@@ -234,15 +234,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["train", "val", "all"], default="all",
                    help="side of the committed group split (training/splits/dev_split.tsv)")
     p.add_argument("--modality", default=None, help="comma list: video_av,video,audio,image (default: all)")
-    p.add_argument("--reencode", choices=["whatsapp", "whatsapp_low"], default=None,
-                   help="re-encode each file like a messenger before scanning")
+    p.add_argument("--reencode", choices=list(_processings()), default=None,
+                   help="process each file first (messenger re-encodes, codecs, scaling, crops, frame rates, "
+                        "telephone audio: training/reencode.py)")
+    p.add_argument("--reals-only", action="store_true", help="only real items (processing must not make them fake)")
     p.add_argument("--out", default=None, help="results folder (default out/eval/<split>[-<reencode>])")
     p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
+
+
+def _processings() -> tuple[str, ...]:
+    from training.reencode import ALL
+
+    return ALL
 
 
 def run(args: argparse.Namespace) -> int:
     items = read_manifest(args.manifest)
     items = select(items, None if args.split == "all" else args.split)
+    if getattr(args, "reals_only", False):
+        items = [it for it in items if it.label == "real"]
     if args.modality:
         keep = set(args.modality.split(","))
         items = [it for it in items if it.modality in keep]

@@ -1,7 +1,13 @@
-"""Messenger-like re-encoding (what WhatsApp does to an upload), for evaluation and training augmentation.
+"""Processing that must not make a real clip look fake, for evaluation (``make eval ARGS="--reencode NAME"``)
+and training augmentation.
 
-Videos: H.264 at ~1 Mbit/s, shorter side at most 480 px (WhatsApp's default quality), AAC 64 kbit/s.
-Audio-only: Opus 32 kbit/s in Ogg (a voice note). Images: JPEG quality 70, longer side at most 1600 px.
+Messenger profiles (``PROFILES``): videos H.264 at ~1 Mbit/s, shorter side at most 480 px (WhatsApp's default
+quality), AAC 64 kbit/s; audio-only: Opus 32 kbit/s in Ogg (a voice note); images: JPEG quality 70, longer side
+at most 1600 px.
+
+Other processings (``PROCESSINGS``, videos; the audio ones also apply to audio files): H.265 and VP9 re-encodes,
+a 360p downscale, a 2× upscale, a 9:16 portrait crop, a letterbox into 16:9, a side-by-side panel, frame-rate
+conversion to 30 and 60 fps, narrow-band telephone audio and Opus at 16 kbit/s.
 """
 
 from __future__ import annotations
@@ -30,6 +36,70 @@ PROFILES = {
     "whatsapp_low": Profile("whatsapp_low", video_bitrate="500k", max_short_side=360, audio_bitrate="32k",
                             voice_bitrate="16k", jpeg_quality=50),
 }
+
+
+@dataclass(frozen=True)
+class Processing:
+    name: str
+    video: tuple[str, ...]  # ffmpeg output args for the video stream (filters and codec)
+    audio: tuple[str, ...] = ("-c:a", "aac", "-b:a", "96k")
+    container: str = "mp4"
+
+
+_H264 = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p")
+_EVEN = "scale=trunc(iw/2)*2:trunc(ih/2)*2"
+PROCESSINGS = {
+    "messenger_vlow": Processing("messenger_vlow", ("-vf", "scale=-2:'min(240,ih)'", "-c:v", "libx264", "-preset",
+                                                    "veryfast", "-b:v", "250k", "-pix_fmt", "yuv420p"),
+                                 ("-c:a", "aac", "-b:a", "16k", "-ac", "1")),
+    "h265": Processing("h265", ("-vf", _EVEN, "-c:v", "libx265", "-preset", "ultrafast", "-crf", "28",
+                                "-pix_fmt", "yuv420p", "-tag:v", "hvc1", "-x265-params", "log-level=error")),
+    "vp9": Processing("vp9", ("-vf", _EVEN, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                              "-b:v", "800k"), ("-c:a", "libopus", "-b:a", "48k"), "webm"),
+    "down360": Processing("down360", ("-vf", "scale=-2:360", *_H264)),
+    "up2x": Processing("up2x", ("-vf", "scale=trunc(iw):trunc(ih),scale=iw*2:ih*2:flags=lanczos", *_H264)),
+    "portrait_crop": Processing("portrait_crop", ("-vf", "crop='min(iw,ih*9/16)':ih,scale=trunc(iw/2)*2:trunc(ih/2)*2",
+                                                  *_H264)),
+    "letterbox": Processing("letterbox", ("-vf", "scale=-2:360,pad='max(iw,ceil(ih*16/9/2)*2)'"
+                                                 ":'max(ih,ceil(iw*9/16/2)*2)':(ow-iw)/2:(oh-ih)/2", *_H264)),
+    "panel": Processing("panel", ("-filter_complex", "[0:v]scale=-2:360,split[a][b];[b]hflip,boxblur=8[c];"
+                                                     "[a][c]hstack=inputs=2,scale=trunc(iw/2)*2:trunc(ih/2)*2[v]",
+                                  "-map", "[v]", "-map", "0:a?", *_H264)),
+    "fps30": Processing("fps30", ("-vf", f"fps=30,{_EVEN}", *_H264)),
+    "fps60": Processing("fps60", ("-vf", f"fps=60,{_EVEN}", *_H264)),
+    "telephone": Processing("telephone", ("-c:v", "copy"),
+                            ("-af", "highpass=f=300,lowpass=f=3400,aresample=8000", "-c:a", "aac", "-b:a", "24k",
+                             "-ac", "1")),
+    "opus16k": Processing("opus16k", ("-c:v", "copy"), ("-c:a", "libopus", "-b:a", "16k", "-ac", "1"), "mkv"),
+}
+AUDIO_PROCESSINGS = ("telephone", "opus16k", "messenger_vlow")
+ALL = (*PROFILES, *PROCESSINGS)
+
+
+def process(src: str | Path, out_dir: str | Path, name: str, kind: str | None = None) -> Path:
+    """``src`` after processing ``name`` (a messenger profile or one of ``PROCESSINGS``), in ``out_dir``."""
+    if name in PROFILES:
+        return reencode(src, out_dir, name, kind)
+    proc = PROCESSINGS[name]
+    src, out_dir = Path(src), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if kind is None:
+        from pipeline import media
+
+        kind = media.probe(src).kind
+    if kind == "audio":
+        if name not in AUDIO_PROCESSINGS:
+            return src  # a picture processing leaves a voice note as it is
+        out = out_dir / f"{src.stem}.{name}.{'mka' if proc.container in ('mkv', 'webm') else 'm4a'}"
+        args = ["-i", str(src), "-vn", *proc.audio, str(out)]
+    elif kind == "image":
+        return src
+    else:
+        out = out_dir / f"{src.stem}.{name}.{proc.container}"
+        maps = [] if "-map" in proc.video else ["-map", "0:v:0", "-map", "0:a?"]
+        args = ["-i", str(src), *maps, *proc.video, *proc.audio, str(out)]
+    subprocess.run([_ffmpeg(), "-y", "-hide_banner", "-loglevel", "error", *args], check=True)
+    return out
 
 
 def _ffmpeg() -> str:

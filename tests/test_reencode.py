@@ -1,0 +1,57 @@
+"""Processing a real clip goes through (a real clip must stay real after it): each produces readable media with
+the property it is named for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DEV_DATA
+
+from pipeline import media
+from training.reencode import ALL, PROCESSINGS, process
+
+CLIP = DEV_DATA / "A_real_av" / "pcavs_voxceleb" / "misc__Audio_Source__00086.mp4"
+VOICE = DEV_DATA / "C_audio" / "tortoise_real_voices" / "tortoise__voices__daniel__2.flac"
+
+
+@pytest.fixture(scope="module")
+def source():
+    return media.probe(CLIP)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_processing_keeps_a_readable_clip_with_its_property(name, source, tmp_path):
+    out = process(CLIP, tmp_path, name)
+    info = media.probe(out)
+    assert info.kind == "video" and info.has_audio
+    assert info.duration_s == pytest.approx(source.duration_s, abs=0.3)
+    w, h = info.width, info.height
+    expect = {
+        "h265": lambda: info.video_codec == "hevc",
+        "vp9": lambda: info.video_codec == "vp9" and info.audio_codec == "opus",
+        "down360": lambda: h == 360,
+        "up2x": lambda: (w, h) == (2 * source.width, 2 * source.height),
+        "portrait_crop": lambda: h > w and h == source.height,
+        "letterbox": lambda: abs(w / h - 16 / 9) < 0.02,
+        "panel": lambda: h == 360 and w >= 1.9 * 360 * source.width / source.height,  # the clip + a side panel
+        "fps30": lambda: info.fps == pytest.approx(30, abs=0.5),
+        "fps60": lambda: info.fps == pytest.approx(60, abs=0.5),
+        "opus16k": lambda: info.audio_codec == "opus",
+        "messenger_vlow": lambda: h <= 240,
+        "whatsapp": lambda: min(w, h) <= 480,
+        "whatsapp_low": lambda: min(w, h) <= 360,
+    }
+    if name == "telephone":  # nothing above the 3.4 kHz telephone band survives
+        audio = media.load_audio(out, info, 16000).samples
+        spec = np.abs(np.fft.rfft(audio)) ** 2
+        freqs = np.fft.rfftfreq(len(audio), 1 / 16000)
+        assert spec[freqs > 4200].sum() / spec.sum() < 0.01
+    else:
+        assert expect[name](), (name, w, h, info.fps, info.video_codec, info.audio_codec)
+
+
+def test_audio_files_get_the_audio_processings_only(tmp_path):
+    out = process(VOICE, tmp_path, "opus16k")
+    assert media.probe(out).audio_codec == "opus"
+    assert process(VOICE, tmp_path, "up2x") == VOICE  # a picture processing leaves a voice note alone
+    assert set(PROCESSINGS) <= set(ALL)
