@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import av
@@ -21,6 +20,7 @@ from conftest import DEV_DATA, REPO_ROOT
 from fake_pipeline import FakePipeline
 from fastapi.testclient import TestClient
 from fuzz_corpus import build
+from test_api import poll as _poll
 
 from pipeline import media
 from pipeline.settings import Settings
@@ -73,16 +73,6 @@ def _intake(items) -> list[list]:
 def _settings(tmp_path: Path, **kw) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite3", uploads_dir=tmp_path / "uploads",
                     api_keys=["key-a", "key-b"], queue_poll_s=0.05, job_heartbeat_s=0.2, **kw)
-
-
-def _poll(c: TestClient, task_id: str, headers, timeout: float = 30.0) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        st = c.get(f"/status/{task_id}", headers=headers).json()
-        if st["status"] in ("completed", "failed"):
-            return st
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not finish: {st}")
 
 
 # ----------------------------------------------------------------------------------------------
