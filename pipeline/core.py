@@ -403,7 +403,7 @@ class Pipeline:
             raw = {slot: r.score for slot, r in results.items() if r.ran}
             ids = {slot: (self.identities[slot].name, self.identities[slot].sha256)
                    for slot in raw if slot in self.identities}
-            fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality, ids)
+            fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality, ids, applicable_slots(info))
             if self.c.learned_fusion is not None and raw:
                 fusion, verdict = self._learned(raw, results, info, fusion, face_quality)
             for slot, p in calibrated.items():
@@ -643,6 +643,13 @@ class Pipeline:
                 thumbnail_jpeg_b64=_thumbnail(sampled.frames, t),
             ))
         return tuple(out)
+
+
+def applicable_slots(info) -> tuple[str, ...]:
+    """The detectors a file like this calls for, by its streams (what it holds, not what could be analysed)."""
+    slots = (VISUAL, TEMPORAL) if info.has_video else ()
+    slots += (AUDIO,) if info.has_audio else ()
+    return slots + ((LIP_SYNC,) if info.has_video and info.has_audio else ())
 
 
 def _max_timeline(times: np.ndarray, probs: np.ndarray, duration: float) -> tuple[TimelinePoint, ...]:

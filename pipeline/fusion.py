@@ -1,6 +1,17 @@
 """Late fusion of detector scores into one P(fake) and a verdict.
 
-Calibrated fusion (the default when ``calibration.json`` exists):
+Evidence fusion (``combiner: noisy-or``, the shipped calibration): each detector's raw score becomes, through its
+own calibrator, the probability that the manipulation it looks for is present; its learned *reliability* caps how
+far it alone can move the verdict. The fused P(fake) is a noisy-OR,
+
+    P(fake) = 1 - (1 - leak) * prod_d (1 - reliability_d * p_d),
+
+so one confident, reliable detector is enough (dubbed audio needs no help from the face detector), a detector that
+sees nothing of a manipulation it is blind to (lip sync on an in-sync talking head) does not vote AUTHENTIC, and
+detectors that cannot run on this input narrow the AUTHENTIC band instead of counting as evidence of authenticity.
+Each detector's contribution (``Fusion.evidence``) says which evidence drove the verdict.
+
+Calibrated logistic fusion (``combiner: logistic``, the earlier files):
   1. each detector's raw score is calibrated (Platt scaling on its log-odds, or isotonic) by the calibrator
      fitted for THAT detector: calibrators are keyed by detector identity (registry model name + sha256 of its
      weights), never by slot, so a production model never borrows the embedded model's calibration.
@@ -38,6 +49,8 @@ SEED_WEIGHTS = {"visual": 0.30, "temporal": 0.25, "audio": 0.25, "lip_sync": 0.2
 SEED_THRESHOLDS = (0.35, 0.65)
 EPS = 1e-6
 UNCALIBRATED_SHRINK = 0.5
+UNCALIBRATED_RELIABILITY = 0.5  # noisy-OR: an unmeasured detector alone can take P(fake) to 0.5 at most
+COMBINERS = ("logistic", "noisy-or")
 CALIBRATION_VERSION = 2  # 2: calibrators keyed by detector identity (1 keyed them by slot)
 
 
@@ -61,6 +74,7 @@ class Calibrator:
     ys: tuple[float, ...] = ()
     slot: str = ""  # the slot its detector filled when it was fitted
     sha256: str = ""  # digest of the detector's weights it was fitted for ("" = any weights of that name)
+    reliability: float = 1.0  # noisy-OR: the largest P(fake) this detector's evidence can reach on its own
 
     def fits(self, sha256: str) -> bool:
         """Fitted for these weights? (Different weights under the same name are a different model.)"""
@@ -75,7 +89,8 @@ class Calibrator:
 
     def to_dict(self) -> dict:
         d = {"method": self.method} | ({"slot": self.slot} if self.slot else {}) | (
-            {"sha256": self.sha256} if self.sha256 else {})
+            {"sha256": self.sha256} if self.sha256 else {}) | (
+            {"reliability": self.reliability} if self.reliability != 1.0 else {})
         if self.method == "platt":
             d |= {"a": self.a, "b": self.b}
         elif self.method == "isotonic":
@@ -86,7 +101,7 @@ class Calibrator:
     def from_dict(cls, d: dict) -> Calibrator:
         return cls(d["method"], float(d.get("a", 1.0)), float(d.get("b", 0.0)),
                    tuple(map(float, d.get("xs", ()))), tuple(map(float, d.get("ys", ()))),
-                   str(d.get("slot", "")), str(d.get("sha256", "")))
+                   str(d.get("slot", "")), str(d.get("sha256", "")), float(d.get("reliability", 1.0)))
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,8 @@ class FusionModel:
     metrics: dict = field(default_factory=dict)
     fitted_on: str = ""
     source: str = ""
+    combiner: str = "logistic"  # "logistic" (weights + intercept) | "noisy-or" (calibrator reliabilities + leak)
+    leak: float = 0.0  # noisy-OR: P(fake) when no detector sees anything
 
     # -- persistence ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -106,7 +123,8 @@ class FusionModel:
             "version": CALIBRATION_VERSION,
             "fitted_on": self.fitted_on,
             "calibrators": {k: c.to_dict() for k, c in self.calibrators.items()},
-            "fusion": {"intercept": self.intercept, "weights": self.weights},
+            "fusion": {"combiner": self.combiner, "intercept": self.intercept, "weights": self.weights,
+                       "leak": self.leak},
             "thresholds": {"authentic_below": self.thresholds[0], "fake_above": self.thresholds[1]},
             "quality_widen": self.quality_widen,
             "metrics": self.metrics,
@@ -121,6 +139,9 @@ class FusionModel:
             raise ValueError("calibrators keyed by slot (version 1) could belong to any model in that slot; "
                              "re-fit with `make calibrate`")
         th = d.get("thresholds", {})
+        combiner = d["fusion"].get("combiner", "logistic")
+        if combiner not in COMBINERS:
+            raise ValueError(f"unknown combiner {combiner!r} (choose one of {', '.join(COMBINERS)})")
         return cls(
             calibrators={k: Calibrator.from_dict(v) for k, v in d.get("calibrators", {}).items()},
             intercept=float(d["fusion"]["intercept"]),
@@ -131,6 +152,8 @@ class FusionModel:
             metrics=d.get("metrics", {}),
             fitted_on=d.get("fitted_on", ""),
             source=source,
+            combiner=combiner,
+            leak=float(d["fusion"].get("leak", 0.0)),
         )
 
     @classmethod
@@ -155,9 +178,26 @@ class FusionModel:
         cal = self.calibrators.get(name)
         return cal if cal is not None and cal.fits(sha256) else None
 
-    def combine(self, calibrated: dict[str, float]) -> float:
+    def combine(self, calibrated: dict[str, float], reliability: dict[str, float] | None = None) -> float:
+        if self.combiner == "noisy-or":
+            return noisy_or({s: (reliability or {}).get(s, 1.0) * p for s, p in calibrated.items()}, self.leak)
         z = self.intercept + sum(self.weights.get(s, 0.0) * float(logit(p)) for s, p in calibrated.items())
         return float(sigmoid(z))
+
+
+def noisy_or(evidence: dict[str, float], leak: float = 0.0) -> float:
+    """P(fake) when each detector's evidence is an independent cause of "fake" (and ``leak`` the rest)."""
+    keep = 1.0 - float(leak)
+    for e in evidence.values():
+        keep *= 1.0 - float(np.clip(e, 0.0, 1.0))
+    return float(1.0 - keep)
+
+
+def narrowed_authentic(thresholds: tuple[float, float], coverage: float) -> tuple[float, float]:
+    """Detectors this input needed but that could not run narrow the AUTHENTIC band in proportion to the reliability
+    they carry: missing evidence is never evidence of authenticity (it widens SUSPICIOUS instead)."""
+    lo, hi = thresholds
+    return lo * float(np.clip(coverage, 0.0, 1.0)), hi
 
 
 def widened(thresholds: tuple[float, float], face_quality: float | None, widen: float) -> tuple[float, float]:
@@ -188,16 +228,20 @@ def fuse(
     model: FusionModel | None,
     face_quality: float | None = None,
     detectors: dict[str, tuple[str, str]] | None = None,
+    applicable: tuple[str, ...] | None = None,
 ) -> tuple[Fusion, dict[str, float], Verdict | None]:
     """Fuse the raw P(fake) of the detectors that ran.
 
     ``detectors``: slot -> (model name, weights sha256) of the detector that produced each score; its calibrator
     is looked up by that identity (a slot without one is uncalibrated). Returns the ``Fusion`` summary, the
     calibrated score per slot, and the verdict (``None`` when no detector ran: the caller reports NOT_APPLICABLE,
-    never AUTHENTIC).
+    never AUTHENTIC). ``applicable``: the slots this input calls for (e.g. all four for a talking-face video with
+    sound); under the noisy-OR, those that did not run narrow the AUTHENTIC band.
     """
     ran = {s: float(v) for s, v in raw.items() if v is not None and math.isfinite(v)}
     detectors = detectors or {}
+    if model is not None and model.combiner == "noisy-or":
+        return _fuse_noisy_or(ran, model, face_quality, detectors, applicable)
     if model is not None:
         calibrated, missing = {}, []
         for s, v in ran.items():
@@ -228,4 +272,39 @@ def fuse(
         return Fusion(method, None, 0.0, thresholds, weights, note, tuple(missing if model else ())), calibrated, None
     confidence = float(abs(p - 0.5) * 2.0 * coverage)
     fusion = Fusion(method, float(p), confidence, thresholds, weights, note, tuple(missing if model else ()))
+    return fusion, calibrated, decide(p, thresholds)
+
+
+def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: float | None,
+                   detectors: dict[str, tuple[str, str]], applicable: tuple[str, ...] | None
+                   ) -> tuple[Fusion, dict[str, float], Verdict | None]:
+    calibrated, reliability, missing = {}, {}, []
+    for s, v in ran.items():
+        name, sha = detectors.get(s, (s, ""))
+        cal = model.calibrator_for(name, sha)
+        if cal is None:
+            missing.append(f"{s} ({name})")
+        calibrated[s] = cal(v) if cal is not None else uncalibrated(v)
+        reliability[s] = cal.reliability if cal is not None else UNCALIBRATED_RELIABILITY
+    evidence = tuple(sorted(((s, reliability[s] * calibrated[s]) for s in ran), key=lambda kv: -kv[1]))
+    weights = tuple((s, reliability.get(s, 0.0)) for s in SLOTS)
+    notes = [f"calibration fitted on {model.fitted_on}"] if model.fitted_on else []
+    if missing:
+        notes.append(f"uncalibrated, counted at reliability {UNCALIBRATED_RELIABILITY}: {', '.join(missing)}")
+    # the reliability an input like this one calls for, against what ran (a slot not run has the mean reliability of
+    # the calibrated detectors: its own detector is unknown when it never loaded)
+    known = [c.reliability for c in model.calibrators.values()] or [UNCALIBRATED_RELIABILITY]
+    wanted = tuple(applicable) if applicable is not None else tuple(ran)
+    total = sum(reliability.get(s, float(np.mean(known))) for s in wanted)
+    coverage = (sum(reliability[s] for s in ran if s in wanted) / total) if total > 0 else 1.0
+    not_run = [s for s in wanted if s not in ran]
+    thresholds = widened(narrowed_authentic(model.thresholds, coverage), face_quality, model.quality_widen)
+    if not_run and ran:
+        notes.append(f"not run on this input, so AUTHENTIC needs stronger evidence: {', '.join(not_run)}")
+    note = "; ".join(notes) or None
+    if not ran:
+        return (Fusion("evidence-noisy-or", None, 0.0, thresholds, weights, note, tuple(missing)), calibrated, None)
+    p = noisy_or(dict(evidence), model.leak)
+    confidence = float(abs(p - 0.5) * 2.0 * coverage)
+    fusion = Fusion("evidence-noisy-or", p, confidence, thresholds, weights, note, tuple(missing), evidence)
     return fusion, calibrated, decide(p, thresholds)

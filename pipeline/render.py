@@ -9,6 +9,8 @@ import html
 import math
 from typing import Any
 
+from pipeline.report import FINDING_MIN_EVIDENCE
+
 SLOT_ORDER = ("visual", "temporal", "audio", "lip_sync")
 COLOURS = {"visual": "#2563eb", "temporal": "#16a34a", "audio": "#9333ea", "lip_sync": "#db2777",
            "face_quality": "#ea580c"}
@@ -45,6 +47,16 @@ def suspicious_seconds(det: dict[str, Any], threshold: float = 0.6, top: int = 3
     return sorted(pts, key=lambda p: -p[2])[:top]
 
 
+def evidence_slots(report: dict[str, Any]) -> list[str]:
+    """Detectors whose calibrated evidence moved this verdict: only their seconds are highlighted (a raw score of a
+    detector the fusion treats as uninformative marks nothing). None for an AUTHENTIC verdict."""
+    ds = report.get("detector_scores") or {}
+    if report.get("verdict") not in ("FAKE", "SUSPICIOUS"):
+        return []
+    evidence = (ds.get("fusion") or {}).get("evidence") or {}
+    return [slot for slot, e in evidence.items() if e is not None and e >= FINDING_MIN_EVIDENCE]
+
+
 def summary_text(report: dict[str, Any]) -> str:
     ds = report["detector_scores"]
     md = report["model_metadata"]
@@ -70,6 +82,7 @@ def summary_text(report: dict[str, Any]) -> str:
         head += f"   P(fake) {report['fake_probability']:.2f}   confidence {_fmt(report['confidence'], True)}"
     lines.append(head)
     lines.append(f"  {VERDICT_WORDS.get(verdict, '')}" + (f": {report['reason']}" if report.get("reason") else ""))
+    lines += [f"  • {f}" for f in ds.get("findings") or [] if f != report.get("reason")]
     if ds.get("partial"):
         lines.append("  PARTIAL RESULT: detectors this file needed are not available on this installation, so the "
                      "verdict rests on the others:")
@@ -86,12 +99,13 @@ def summary_text(report: dict[str, Any]) -> str:
     lines.append(f"  {'Face quality':<22} {_fmt(ds.get('face_quality')):>8}")
     lines.append("")
     hot = []
-    for slot in SLOT_ORDER:
+    for slot in evidence_slots(report):
         d = ds["detectors"].get(slot)
         if d and d["status"] == "ok":
             for s, e, v in suspicious_seconds(d):
                 hot.append(f"{d['label'].lower()} {s:.0f}–{e:.0f} s ({v:.2f})")
-    lines.append("Most suspicious seconds (raw detector scores): " + (", ".join(hot) if hot else "none above 0.60"))
+    if hot:
+        lines.append("Most suspicious seconds (detectors that moved the verdict): " + ", ".join(hot))
     for t in ds.get("tracks", []):
         tag = " (main)" if t["is_main"] else ""
         spk = {True: ", speaking", False: ", not speaking"}.get(t.get("is_speaker"), "")
@@ -193,6 +207,9 @@ def report_html(report: dict[str, Any]) -> str:
         for m in md.get("models_used", [])
     )
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in (md.get("stage_seconds") or {}).items())
+    found = [f for f in ds.get("findings") or [] if f != report.get("reason")]
+    findings = ('<h2>Why</h2><ul class="findings">' + "".join(f"<li>{e(f)}</li>" for f in found) + "</ul>"
+                if found else "")
     fp = report.get("fake_probability")
     head = f"P(fake) {fp:.2f} · confidence {_fmt(report['confidence'], True)}" if fp is not None else ""
     return f"""<!doctype html>
@@ -214,6 +231,7 @@ overflow:hidden}}
 </style></head><body>
 <div class="verdict"><h1>{e(verdict.replace('_', ' '))}</h1><p>{e(head)}</p>
 <p>{e(VERDICT_WORDS.get(verdict, ''))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p>{partial}</div>
+{findings}
 <h2>Detectors</h2><p class="muted">{ORIENTATION_NOTE}</p>{''.join(rows)}
 <section class="det" data-slot="face_quality"><h3><span class="dot" style="background:{COLOURS['face_quality']}">
 </span>Face quality</h3>{fq_html}</section>

@@ -126,13 +126,15 @@ class MediaSummary:
 
 @dataclass(frozen=True)
 class Fusion:
-    method: str  # "calibrated-logistic" | "seed-fixed-weights" | "attention"
+    method: str  # "evidence-noisy-or" | "calibrated-logistic" | "seed-fixed-weights" | "attention"
     fake_probability: float | None
     confidence: float
     thresholds: tuple[float, float]  # (authentic below, fake above) after face-quality widening
     weights: tuple[tuple[str, float], ...]  # slot -> weight used
     note: str | None = None
     uncalibrated: tuple[str, ...] = ()  # "slot (model)" of detectors fused without a calibration of their own
+    # noisy-OR: slot -> the P(fake) its evidence alone supports (reliability × calibrated score), strongest first
+    evidence: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,11 @@ class Report:
     @property
     def partial(self) -> bool:
         return bool(self.missing)
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """The one to three findings, in plain words, that drove the verdict (shown before any number)."""
+        return findings(self)
 
     # -- convenience ----------------------------------------------------------------------------
     @property
@@ -194,6 +201,7 @@ class Report:
             out["partial"] = True
             out["missing_detectors"] = list(self.missing)
         out["confidence"] = _r(self.fusion.confidence)
+        out["findings"] = list(self.findings)
         out["raw_scores"] = {SEED_KEYS[d.slot]: _r(d.score) for d in self.detectors}
         out["detectors"] = {
             d.slot: {
@@ -238,6 +246,8 @@ class Report:
         }
         if self.fusion.uncalibrated:
             out["fusion"]["uncalibrated"] = list(self.fusion.uncalibrated)
+        if self.fusion.evidence:
+            out["fusion"]["evidence"] = {k: _r(v) for k, v in self.fusion.evidence}
         out["schema_version"] = SCHEMA_VERSION
         return out
 
@@ -274,3 +284,91 @@ class Report:
             "detector_scores": self.detector_scores(),
             "model_metadata": self.model_metadata(),
         }
+
+
+# ----------------------------------------------------------------------------------------------
+# findings: the evidence behind a verdict, in plain words (the only place they are worded)
+# ----------------------------------------------------------------------------------------------
+FINDING_MIN_EVIDENCE = 0.25  # a detector's own evidence (reliability × calibrated P(fake)) needed to be named
+CANNOT_RUN = {
+    AUDIO: "the voice checks could not run",
+    LIP_SYNC: "lips and voice could not be compared",
+    VISUAL: "the face checks could not run",
+    TEMPORAL: "the face-motion check could not run",
+}
+
+
+def _span(d: DetectorResult, duration: float | None) -> str:
+    """Where in the clip a detector's evidence sits: the contiguous seconds around its peak at or above its own
+    clip-level score (and 0.5), or "throughout" when that covers nearly all of it."""
+    pts = [p for p in d.timeline if p.score is not None]
+    if not pts or d.score is None:
+        return ""
+    level = max(0.5, float(d.score))
+    k = max(range(len(pts)), key=lambda i: pts[i].score)
+    if pts[k].score < level:
+        return ""
+    a = b = k
+    while a > 0 and pts[a - 1].score >= level:
+        a -= 1
+    while b < len(pts) - 1 and pts[b + 1].score >= level:
+        b += 1
+    start, end = pts[a].start_s, pts[b].end_s
+    total = duration or (pts[-1].end_s - pts[0].start_s)
+    if total and (end - start) >= 0.9 * total:
+        return " throughout the clip"
+    return f" from {start:.0f} s to {end:.0f} s"
+
+
+def _sentence(slot: str, d: DetectorResult, report: Report) -> str:
+    duration = report.media.duration_s if report.media else None
+    if slot == LIP_SYNC:
+        off = d.extra("offset_s")
+        apart = f" (they are {abs(off):.1f} s apart)" if isinstance(off, int | float) and abs(off) >= 0.1 else ""
+        return "lips and voice do not match" + apart + _span(d, duration)
+    if slot == AUDIO:
+        return "the voice has the marks of synthetic speech" + _span(d, duration)
+    if slot == VISUAL:
+        main = next((t for t in report.tracks if t.is_main), None)
+        if main is not None and main.frame_scores:
+            n = sum(v >= 0.5 for v in main.frame_scores)
+            if n:
+                return f"the face shows forgery traces in {n} of {len(main.frame_scores)} sampled frames"
+        return "the face shows forgery traces"
+    return "the face moves the way generated video does" + _span(d, duration)
+
+
+def _why_not_run(d: DetectorResult) -> str | None:
+    reason = (d.reason or "").lower()
+    if d.status is Status.NOT_APPLICABLE:
+        if d.slot in (AUDIO, LIP_SYNC) and "speech" in reason:
+            return f"no speech, so {CANNOT_RUN[d.slot]}"
+        if d.slot in (AUDIO, LIP_SYNC) and "audio" in reason:
+            return f"no sound, so {CANNOT_RUN[d.slot]}"
+        if "face" in reason:
+            return f"no usable face, so {CANNOT_RUN[d.slot]}"
+        return None  # e.g. an image has no motion: nothing a reader needs to be told
+    if d.status in (Status.UNAVAILABLE, Status.FAILED):
+        return f"{CANNOT_RUN[d.slot]} on this installation ({d.status.value})"
+    return None
+
+
+def findings(report: Report) -> tuple[str, ...]:
+    if report.verdict in (Verdict.NOT_APPLICABLE, Verdict.FAILED):
+        return (report.reason,) if report.reason else ()
+    by_slot = {d.slot: d for d in report.detectors}
+    evidence = list(report.fusion.evidence) or sorted(
+        ((d.slot, d.calibrated if d.calibrated is not None else d.score) for d in report.detectors if d.ran),
+        key=lambda kv: -kv[1])
+    out: list[str] = []
+    if report.verdict in (Verdict.FAKE, Verdict.SUSPICIOUS) and evidence:
+        top = evidence[0][1]
+        out += [_sentence(slot, by_slot[slot], report) for slot, e in evidence[:3]
+                if e >= max(FINDING_MIN_EVIDENCE, 0.5 * top) and slot in by_slot]
+        if not out:
+            out.append("no single check is confident, but together they are not clean enough to call it authentic")
+    elif report.verdict is Verdict.AUTHENTIC:
+        ran = [LABELS[d.slot].lower() for d in report.detectors if d.ran]
+        out.append(f"none of the checks that ran ({', '.join(ran)}) found a sign of manipulation")
+    out += [w for d in report.detectors if (w := _why_not_run(d))]
+    return tuple(dict.fromkeys(out))[:3]

@@ -4,6 +4,7 @@ the property that makes the label certain."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,16 @@ def test_cli_builds_a_set_with_its_card_from_training_reals_only(tmp_path):
     assert all(sides[p] == "train" for p in card["drawn_from"])
     assert not any("pcavs_voxceleb" in p for p in card["drawn_from"])  # a held-out source never feeds a fold
     assert all((out / f"av_shift_0_{k:04d}.mp4").exists() for k in range(2))
+    # the set is scoreable by `make eval`, and each item sits in its source real's group (so LOSO holds it out
+    # with that real)
+    items = read_manifest(tmp_path / "manifest.tsv")
+    dev = {it.path: it for it in read_manifest(DEV_DATA / "manifest.tsv")}
+    assert [it.file.resolve() for it in items] == [Path(m["path"]).resolve() for m in card["items"]]
+    assert all(it.label == "fake" and it.manipulation == "av_shift" for it in items)
+    assert [it.group for it in items] == [dev[m["source"]].group for m in card["items"]]
+    from training.protocol import source_of
+
+    assert {source_of(it.path) for it in items} == {"set"}
 
 
 def test_spectrogram_sheet_draws_one_band_per_row(clips, tmp_path):

@@ -1,7 +1,8 @@
 """``python -m training <command> ...``: everything that fits, calibrates, evaluates or splits.
 
     eval       per-detector and fused AUC/EER/FPR of the shipped pipeline on a labelled manifest (make eval)
-    calibrate  fit calibration + fusion weights + thresholds from eval results (make calibrate)
+    calibrate  fit the evidence (noisy-OR) fusion under leave-one-source-out from eval results (make calibrate)
+    calibrate-logistic  the earlier logistic fusion fitted on the group split's validation side
     split      the committed train/validation group split (--extend keeps listed sides, places new items)
     eval-sync  lip-sync estimators on real clips vs shifted / swapped audio
     synth      label-certain fakes from training-side real footage (av_shift, av_swap, voice_over, voice_resynth)
@@ -22,7 +23,8 @@ from importlib import import_module
 
 COMMANDS = {
     "eval": "training.evaluate",
-    "calibrate": "training.calibrate",
+    "calibrate": "training.evidence_fusion",
+    "calibrate-logistic": "training.calibrate",
     "split": "training.split",
     "eval-sync": "training.eval_sync",
     "synth": "training.synth",

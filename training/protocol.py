@@ -89,16 +89,18 @@ def _score(r, det: str) -> float | None:
 def per_source(results: Sequence, items: Sequence[ManifestItem],
                split_file: str | Path | None = DEFAULT_SPLIT) -> tuple[list[SourceRow], dict]:
     """Per held-out source figures, and a summary (mean/worst fused AUC, reals called FAKE)."""
-    by_path = {r.path: r for r in results}
+    by_path: dict[str, list] = defaultdict(list)  # processed copies of an item share its path
+    for r in results:
+        by_path[r.path].append(r)
     sides = read_split(split_file) if split_file is not None and Path(split_file).is_file() else {}
     reals = defaultdict(list)
     for it in items:
-        if it.label == "real" and it.path in by_path:
-            reals[family_of(it.modality)].append(by_path[it.path])
+        if it.label == "real":
+            reals[family_of(it.modality)].extend(by_path.get(it.path, ()))
     rows = []
     for fold in folds(items):
-        fakes = [by_path[it.path] for it in items
-                 if it.label == "fake" and source_of(it.path) == fold.source and it.path in by_path]
+        fakes = [r for it in items if it.label == "fake" and source_of(it.path) == fold.source
+                 for r in by_path.get(it.path, ())]
         if not fakes:
             continue
         fam = family_of(fakes[0].modality)

@@ -33,6 +33,7 @@ class ManifestItem:
     group: str
     duration_s: float | None
     root: Path
+    origin: str = ""  # a synthetic item: the manifest path of the real clip it was made from
 
     @property
     def file(self) -> Path:
@@ -51,7 +52,8 @@ def read_manifest(path: str | Path) -> list[ManifestItem]:
     for r in rows:
         dur = r.get("duration_s") or ""
         out.append(ManifestItem(r["path"], r["label"], r["modality"], r.get("manipulation", ""), r.get("group", ""),
-                                float(dur) if dur.replace(".", "", 1).isdigit() else None, path.parent))
+                                float(dur) if dur.replace(".", "", 1).isdigit() else None, path.parent,
+                                r.get("source_clip") or ""))
     return out
 
 

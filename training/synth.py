@@ -393,6 +393,30 @@ def build(recipe: str, n: int, reals: list[ManifestItem], out_dir: Path, seed: i
     return made
 
 
+MANIFEST_COLUMNS = ("path", "label", "modality", "manipulation", "group", "duration_s", "source_clip", "notes")
+
+
+def write_manifest(root: Path, reals: dict[str, ManifestItem]) -> Path:
+    """``root/manifest.tsv`` over every recipe folder's card, in the dev manifest's format, so ``make eval`` can
+    score the items. A synthetic item's path is ``<recipe>/<file>`` (its LOSO "source" is the recipe) and its
+    group is the group of the real clip it was made from: a fold that holds that real out holds it out too."""
+    rows = []
+    for card_file in sorted(root.glob("*/card.json")):
+        card = json.loads(card_file.read_text())
+        for it in card["items"]:
+            real = reals.get(it["source"])
+            if real is None:  # a card drawn from another manifest: its reals are not known here
+                continue
+            rel = Path(it["path"]).resolve().relative_to(root.resolve()).as_posix()
+            rows.append((rel, "fake", "video_av", it["recipe"], real.group,
+                         "" if real.duration_s is None else f"{real.duration_s:.2f}", real.path, it["certain"]))
+    path = root / "manifest.tsv"
+    with open(path, "w") as f:
+        f.write("\t".join(MANIFEST_COLUMNS) + "\n")
+        f.writelines("\t".join(str(c).replace("\t", " ") for c in r) + "\n" for r in rows)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.synth", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     reals = fitting_reals(args.manifest, None if args.split == "all" else args.split, tuple(args.exclude_source))
-    made = build(args.recipe, args.n, reals, Path(args.out or f"out/synth/{args.recipe}"), args.seed)
+    out_dir = Path(args.out or f"out/synth/{args.recipe}")
+    made = build(args.recipe, args.n, reals, out_dir, args.seed)
+    write_manifest(out_dir.parent, {it.path: it for it in read_manifest(args.manifest)})
     if args.sheet:
         by_path = {it.path: it for it in reals}
         rows = []

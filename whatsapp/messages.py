@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.render import SLOT_ORDER, VERDICT_WORDS, suspicious_seconds
+from pipeline.render import SLOT_ORDER, VERDICT_WORDS, evidence_slots, suspicious_seconds
 
 VERDICT_HEAD = {
     "AUTHENTIC": "✅ *AUTHENTIC*",
@@ -110,6 +110,9 @@ def verdict_text(report: dict[str, Any]) -> str:
         head = f"{VERDICT_HEAD.get(verdict, verdict)}: {words}" + (f" ({report['reason']})" if report.get("reason")
                                                                   else "")
     lines = [head]
+    found = [f for f in ds.get("findings") or [] if f != report.get("reason")]
+    if found:
+        lines += [f"• {f[0].upper()}{f[1:]}." for f in found]
     if report.get("fake_probability") is not None:
         lines.append(f"Chance it is fake: *{pct(report['fake_probability'])}* "
                      f"(confidence {pct(report.get('confidence'))})")
@@ -121,7 +124,7 @@ def verdict_text(report: dict[str, Any]) -> str:
     lines += [detector_line(slot, dets.get(slot)) for slot in SLOT_ORDER]
     lines.append(face_quality_line(ds.get("face_quality")))
     hot = []
-    for slot in SLOT_ORDER:
+    for slot in evidence_slots(report):
         det = dets.get(slot)
         if det and det.get("status") == "ok":
             hot += [(v, f"{DETECTOR_WORDS[slot][0].lower()} at {_fmt_seconds(s)}–{_fmt_seconds(e)} s")

@@ -232,8 +232,12 @@
     const partial = ds.partial ? h("p", { class: "partial", id: "partial" },
       h("b", {}, "PARTIAL RESULT: "), "detectors this file needed are not available on this server: ",
       (ds.missing_detectors || []).join("; ")) : null;
+    // the findings that drove the verdict come first, in the report's own words
+    const found = (ds.findings || []).filter((f) => f !== row.reason);
+    const findings = found.length && !BUSY.has(row.status)
+      ? h("ul", { class: "findings", id: "findings" }, found.map((f) => h("li", {}, f))) : null;
     return h("section", { class: `verdict ${state}`, id: "verdict", "data-status": row.status },
-      h("h1", {}, title), partial, lines.map((l) => h("p", {}, l)), h("p", {}, words), progress);
+      h("h1", {}, title), partial, h("p", {}, words), findings, lines.map((l) => h("p", {}, l)), progress);
   }
 
   function scoreBar(bar, ds) {

@@ -1,0 +1,152 @@
+"""The evidence (noisy-OR) fusion: one strong reliable detector is enough, missing detectors never vote AUTHENTIC,
+the fit judges each detector on the fakes it can see, and LOSO scores every row without its fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.fusion import Calibrator, FusionModel, fuse, noisy_or
+from pipeline.report import SLOTS, Verdict
+from training import evidence_fusion as ef
+from training.evaluate import ItemResult
+from training.split import ManifestItem
+
+IDS = {"visual": ("mesonet:mesoinception_df", "v"), "temporal": ("lrasd_temporal", "t"),
+       "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s")}
+
+
+def _model(reliability=(0.9, 0.5, 0.9, 0.95), thresholds=(0.3, 0.8)) -> FusionModel:
+    cals = {IDS[s][0]: Calibrator("platt", 1.0, 0.0, slot=s, sha256=IDS[s][1], reliability=r)
+            for s, r in zip(SLOTS, reliability, strict=True)}
+    return FusionModel(cals, 0.0, {s: 0.0 for s in SLOTS}, thresholds=thresholds, combiner="noisy-or", leak=0.02)
+
+
+def test_one_confident_reliable_detector_is_enough():
+    quiet = {"visual": 0.05, "temporal": 0.05, "audio": 0.05}
+    fusion, _, verdict = fuse(quiet | {"lip_sync": 0.05}, _model(), detectors=IDS, applicable=SLOTS)
+    assert verdict is Verdict.AUTHENTIC
+    fusion, _, verdict = fuse(quiet | {"lip_sync": 0.99}, _model(), detectors=IDS, applicable=SLOTS)
+    # a weighted average of four would sit near 0.3; the noisy-OR follows the one that sees the dubbing
+    assert fusion.fake_probability > 0.9 and verdict is Verdict.FAKE
+    assert fusion.method == "evidence-noisy-or" and fusion.evidence[0][0] == "lip_sync"
+    assert fusion.evidence[0][1] == pytest.approx(0.95 * 0.99, abs=1e-6)
+
+
+def test_adding_a_detector_never_lowers_p_fake():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        ev = {s: float(rng.random()) for s in SLOTS}
+        for s in SLOTS:
+            rest = {k: v for k, v in ev.items() if k != s}
+            assert noisy_or(ev, 0.01) >= noisy_or(rest, 0.01) - 1e-12
+
+
+def test_detectors_that_cannot_run_widen_suspicious_instead_of_voting_authentic():
+    scores = {"visual": 0.1, "temporal": 0.1}
+    full, _, v_video = fuse(scores, _model(), detectors=IDS, applicable=("visual", "temporal"))
+    # same scores, but the file had sound the voice and lip-sync checks could not use
+    part, _, v_av = fuse(scores, _model(), detectors=IDS, applicable=SLOTS)
+    assert part.fake_probability == pytest.approx(full.fake_probability)
+    assert part.thresholds[0] < full.thresholds[0] and part.thresholds[1] == full.thresholds[1]
+    assert v_video is Verdict.AUTHENTIC and v_av is Verdict.SUSPICIOUS
+    assert "not run on this input" in part.note
+
+
+def test_noisy_or_calibration_round_trips(tmp_path: Path):
+    m = _model()
+    m.save(tmp_path / "c.json")
+    back = FusionModel.load(tmp_path / "c.json")
+    assert back.combiner == "noisy-or" and back.leak == pytest.approx(0.02)
+    assert back.calibrators["sync:lrasd-head"].reliability == pytest.approx(0.95)
+    raw = {"visual": 0.2, "audio": 0.7, "lip_sync": 0.6}
+    assert fuse(raw, back, detectors=IDS)[0].fake_probability == pytest.approx(
+        fuse(raw, m, detectors=IDS)[0].fake_probability)
+
+
+def test_unknown_combiner_is_refused(tmp_path: Path):
+    d = _model().to_dict()
+    d["fusion"]["combiner"] = "average"
+    with pytest.raises(ValueError, match="combiner"):
+        FusionModel.from_dict(d)
+
+
+def _specialists(n=400, seed=0):
+    """Two detectors that each see one kind of fake and are blind (score ~ reals) to the other."""
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(n), np.ones(n)]
+    kind = np.r_[np.zeros(n), rng.integers(1, 3, n)]
+    x = rng.normal(-2.0, 0.7, (2 * n, 2))
+    x[kind == 1, 0] += 4.0
+    x[kind == 2, 1] += 4.0
+    return x, y
+
+
+def test_fit_trusts_each_specialist_for_the_fakes_it_sees():
+    x, y = _specialists()
+    p = ef.fit(x, np.ones_like(x, bool), y, np.ones(len(y)))
+    assert (p.a > 0.5).all() and (p.r > 0.7).all()  # neither is muted for missing the other's fakes
+    probe = np.array([[2.0, -2.0], [-2.0, 2.0], [-2.0, -2.0]])
+    pred = p.predict(probe, np.ones_like(probe))
+    assert pred[0] > 0.7 and pred[1] > 0.7 and pred[2] < 0.2
+
+
+def test_a_detector_that_fires_on_reals_loses_reliability():
+    x, y = _specialists()
+    rng = np.random.default_rng(1)
+    noisy = rng.normal(0.0, 2.0, len(y))[:, None]  # no information, often confident
+    p = ef.fit(np.c_[x, noisy], np.ones((len(y), 3), bool), y, np.ones(len(y)))
+    assert p.r[2] * (1 / (1 + np.exp(-(p.a[2] * 3 + p.b[2])))) < 0.35  # a confident score from it counts little
+    assert p.r[0] > 0.7 and p.r[1] > 0.7
+
+
+def _item(path, label, group, modality="video_av", origin=""):
+    return ManifestItem(path, label, modality, "m", group, 5.0, Path("/nowhere"), origin)
+
+
+def _result(it: ManifestItem, scores: dict[str, float]) -> ItemResult:
+    return ItemResult(it.path, it.label, it.modality, it.manipulation, it.group, "", None, None,
+                      {s: "ok" for s in scores}, dict(scores), {}, None, 1.0, None,
+                      detectors={s: list(IDS[s]) for s in scores})
+
+
+def test_loso_scores_every_row_without_its_fold_and_its_synthetic_children(monkeypatch):
+    rng = np.random.default_rng(0)
+    items = []
+    for src in ("alpha", "beta", "gamma"):
+        for k in range(6):
+            items.append(_item(f"A_real_av/{src}_real/{k}.mp4", "real", f"id:{src}{k}"))
+            items.append(_item(f"B_fake_av/{src}/{k}.mp4", "fake", f"id:{src}{k}"))
+            items.append(_item(f"av_swap/{src}{k}.mp4", "fake", f"id:{src}{k}",
+                               origin=f"A_real_av/{src}_real/{k}.mp4"))
+    results = [_result(it, {s: float(np.clip(rng.random() * 0.5 + 0.4 * it.is_fake, 0.01, 0.99))
+                            for s in SLOTS}) for it in items]
+    t = ef.build_table(results, items, split_file=Path("/no/split.tsv"))
+    assert set(t.fold) == {"alpha", "beta", "gamma", "alpha_real", "beta_real", "gamma_real"}
+    # a synthetic item goes with the real it was made from
+    assert t.fold[[r.path for r in results].index("av_swap/beta3.mp4")] == "beta_real"
+    seen = []
+    real_fit = ef.fit_table
+    monkeypatch.setattr(ef, "fit_table", lambda tab, rows=None: (seen.append(rows), real_fit(tab, rows))[1])
+    p, models = ef.out_of_fold(t)
+    assert not np.isnan(p).any() and len(seen) == len(models) == 6
+    for fold, rows in zip(sorted(set(t.fold)), seen, strict=True):
+        fitted_paths = {t.results[i].path for i in np.flatnonzero(rows)}
+        assert not fitted_paths & t.held[fold]
+        src = fold.removesuffix("_real")
+        assert not any(src in path for path in fitted_paths)  # its fakes, its reals, and what was made from them
+
+
+def test_in_sample_scores_of_split_trained_detectors_are_left_out_of_the_fit(tmp_path: Path):
+    items = [_item("A_real_av/x/0.mp4", "real", "g0"), _item("A_real_av/x/1.mp4", "real", "g1"),
+             _item("av_shift/a.mp4", "fake", "g0", origin="A_real_av/x/0.mp4")]
+    split = tmp_path / "split.tsv"
+    split.write_text("path\tsplit\nA_real_av/x/0.mp4\ttrain\nA_real_av/x/1.mp4\tval\n")
+    results = [_result(it, {"visual": 0.3, "temporal": 0.4}) for it in items]
+    t = ef.build_table(results, items, split_file=split)
+    vis, tem = SLOTS.index("visual"), SLOTS.index("temporal")
+    assert t.fit_ok[:, vis].all()  # released weights: never fitted on the dev set
+    assert list(t.fit_ok[:, tem]) == [False, True, False]  # the temporal head saw item 0 (and its child) in training
+    assert t.ran[:, tem].all()

@@ -1,0 +1,95 @@
+"""Findings: the evidence behind a verdict in plain words, shown first everywhere, and only from evidence that moved
+the verdict (a detector the fusion treats as uninformative highlights nothing)."""
+
+from __future__ import annotations
+
+from pipeline.render import report_html, summary_text
+from pipeline.report import (
+    SLOTS,
+    DetectorResult,
+    Fusion,
+    MediaSummary,
+    Report,
+    Status,
+    TimelinePoint,
+    TrackResult,
+    Verdict,
+)
+from whatsapp.messages import verdict_text
+
+
+def _timeline(values):
+    return tuple(TimelinePoint(float(s), float(s + 1), v) for s, v in enumerate(values))
+
+
+def _report(verdict: Verdict, dets, evidence=(), p=0.9, tracks=()) -> Report:
+    fusion = Fusion("evidence-noisy-or", p, 0.5, (0.2, 0.8), tuple((s, 0.9) for s in SLOTS), None, (), evidence)
+    return Report(verdict, None, fusion, tuple(dets), tuple(tracks), 0.9,
+                  MediaSummary("video", 10.0, 640, 360, 25.0, True, True, 0, "mp4", "h264", "aac", 1, "ab" * 32),
+                  (), "cpu", (("decode", 0.1),), 10, "clip.mp4", "2026-12-05T00:00:00+00:00")
+
+
+def _dubbed() -> Report:
+    dets = (
+        DetectorResult("visual", "mesonet", Status.OK, score=0.2, calibrated=0.1, timeline=_timeline([1.0] * 10)),
+        DetectorResult("temporal", "lrasd_temporal", Status.OK, score=0.3, calibrated=0.1),
+        DetectorResult("audio", "aasist", Status.OK, score=0.4, calibrated=0.2),
+        DetectorResult("lip_sync", "sync", Status.OK, score=0.8, calibrated=0.95,
+                       timeline=_timeline([0.2, 0.2, 0.2, 0.9, 0.95, 0.9, 0.9, 0.2, 0.2, 0.2]),
+                       extras=(("offset_s", -0.6),)),
+    )
+    return _report(Verdict.FAKE, dets, (("lip_sync", 0.9), ("audio", 0.15), ("visual", 0.05), ("temporal", 0.05)))
+
+
+def test_the_detector_that_drove_a_fake_verdict_is_named_with_its_offset_and_interval():
+    found = _dubbed().findings
+    assert found == ("lips and voice do not match (they are 0.6 s apart) from 3 s to 7 s",)
+    assert _dubbed().detector_scores()["findings"] == list(found)
+
+
+def test_findings_come_first_on_every_surface():
+    d = _dubbed().to_dict()
+    text = summary_text(d)
+    assert text.index("lips and voice do not match") < text.index("detector")
+    html = report_html(d)
+    assert html.index("lips and voice do not match") < html.index("<h2>Detectors</h2>")
+    wa = verdict_text(d)
+    assert wa.splitlines()[1].startswith("• Lips and voice do not match")
+
+
+def test_raw_seconds_of_a_detector_that_did_not_move_the_verdict_are_not_highlighted():
+    text = summary_text(_dubbed().to_dict())
+    hot = next(line for line in text.splitlines() if line.startswith("Most suspicious seconds"))
+    assert "lip sync" in hot and "visual" not in hot  # visual's raw timeline is all 1.0, its evidence 0.05
+    dets = (DetectorResult("visual", "mesonet", Status.OK, score=1.0, calibrated=0.05, timeline=_timeline([1.0] * 4)),)
+    clean = _report(Verdict.AUTHENTIC, dets, (("visual", 0.04),), p=0.05).to_dict()
+    assert "Most suspicious" not in summary_text(clean) and "Most suspicious" not in verdict_text(clean)
+
+
+def test_authentic_says_what_ran_and_what_could_not():
+    dets = (
+        DetectorResult("visual", "mesonet", Status.OK, score=0.1, calibrated=0.05),
+        DetectorResult("temporal", "lrasd_temporal", Status.OK, score=0.1, calibrated=0.05),
+        DetectorResult("audio", "aasist", Status.NOT_APPLICABLE, reason="no speech detected in the audio"),
+        DetectorResult("lip_sync", "sync", Status.NOT_APPLICABLE, reason="no speech to compare the lips with"),
+    )
+    found = _report(Verdict.AUTHENTIC, dets, (("visual", 0.04), ("temporal", 0.04)), p=0.08).findings
+    assert found[0] == ("none of the checks that ran (visual artifacts, temporal consistency) "
+                        "found a sign of manipulation")
+    assert "no speech, so the voice checks could not run" in found
+    assert "no speech, so lips and voice could not be compared" in found
+
+
+def test_visual_finding_counts_suspicious_frames_of_the_main_face():
+    track = TrackResult(0, True, True, 16, 0.0, 9.0, 120.0, 0.9, 0.8,
+                        frame_scores=tuple([0.9] * 12 + [0.1] * 4))
+    dets = (DetectorResult("visual", "mesonet", Status.OK, score=0.8, calibrated=0.9),)
+    found = _report(Verdict.FAKE, dets, (("visual", 0.85),), tracks=(track,)).findings
+    assert found == ("the face shows forgery traces in 12 of 16 sampled frames",)
+
+
+def test_several_weak_signals_are_described_as_such():
+    dets = (DetectorResult("visual", "mesonet", Status.OK, score=0.5, calibrated=0.2),
+            DetectorResult("audio", "aasist", Status.OK, score=0.5, calibrated=0.2))
+    found = _report(Verdict.SUSPICIOUS, dets, (("visual", 0.18), ("audio", 0.17)), p=0.4).findings
+    assert found[0].startswith("no single check is confident")

@@ -1,0 +1,342 @@
+"""Fit the evidence (noisy-OR) fusion under leave-one-source-out, and pick its thresholds with a false-FAKE budget.
+
+    python -m training calibrate --results out/eval/all/results.jsonl out/eval/synth/results.jsonl \\
+        --manifest ../shared/data/dev/manifest.tsv out/synth/manifest.tsv [--out pipeline/calibration.json]
+
+Inputs are ``make eval`` results (per item, every detector's raw score): the dev set, optionally processed copies
+of its reals (``--reencode``) and scored synthetic sets (``python -m training.synth`` writes a manifest that
+``make eval`` reads). Nothing is re-run: a fit takes well under a second, so every fold is refitted.
+
+The model (see ``pipeline.fusion``): per detector a Platt calibrator (a, b) and a reliability r, and a leak,
+fitted jointly by weighted maximum likelihood of P(fake) = 1 - (1 - leak) prod_d (1 - r_d sigmoid(a_d z_d + b_d)).
+A fake that one detector explains costs the others nothing, so a detector is judged on the fakes it can see and on
+the reals it must not flag, which is what lets lip sync count for dubbing although talking heads are in sync.
+
+Protocol:
+  * folds: one per source (a real source too), closed under the manifest's group links; a synthetic item belongs
+    to the fold of the real clip it was made from. Each item is scored by the model fitted without its fold;
+  * a detector fitted on the train side of the committed split (the temporal head, AASIST-ft, the sync head) has
+    its scores on train-side items (and on synthetic items made from them) left out of every fit: they are
+    in-sample for it and would buy it a reliability it does not have on unseen items;
+  * thresholds: FAKE at the lowest P(fake) that calls at most ``--max-fake-on-real`` of the out-of-fold real
+    scores (originals and processed copies) FAKE; AUTHENTIC below the P(fake) that leaves at most
+    ``--max-flagged-real`` of reals SUSPICIOUS or worse. Per-fold verdicts use thresholds picked without the fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.fusion import DEFAULT_CALIBRATION, Calibrator, FusionModel, decide, logit, narrowed_authentic
+from pipeline.report import SLOTS
+from training.evaluate import ItemResult
+from training.metrics import auc
+from training.protocol import family_of, source_of
+from training.split import DEFAULT_SPLIT, ManifestItem, _components, read_manifest, read_split
+
+logger = logging.getLogger(__name__)
+
+# detectors whose weights were fitted on the train side of the committed split: their scores there are in-sample
+FITTED_ON_TRAIN_SIDE = frozenset({"lrasd_temporal", "aasist:aasist_ft", "sync:lrasd-head", "mesonet:mesoinception_ft"})
+# total weight per (family, label, synthetic?) group in the likelihood: each family's reals and fakes count alike,
+# whatever their number of files, and synthetic fakes never outweigh real generators' fakes
+GROUP_MASS = {("video", 0, False): 1.0, ("video", 1, False): 0.5, ("video", 1, True): 0.5,
+              ("audio", 0, False): 1.0, ("audio", 1, False): 1.0,
+              ("image", 0, False): 0.5, ("image", 1, False): 0.5}
+APPLICABLE = {"video_av": SLOTS, "video": ("visual", "temporal"), "audio": ("audio",), "image": ("visual",)}
+
+
+@dataclass(frozen=True)
+class Params:
+    a: np.ndarray  # (S,) calibration slope on the raw log-odds (>= 0: a detector is never read upside down)
+    b: np.ndarray  # (S,) calibration intercept
+    r: np.ndarray  # (S,) reliability in [0, 1]
+    leak: float
+
+    def predict(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """P(fake) per row of raw log-odds ``x`` where mask ``m`` says the detector ran."""
+        q = 1.0 / (1.0 + np.exp(-(self.a * x + self.b))) * m
+        return 1.0 - (1.0 - self.leak) * np.prod(1.0 - self.r * q, axis=1)
+
+
+@dataclass
+class Table:
+    results: list[ItemResult]
+    x: np.ndarray  # (n, S) raw log-odds (0 where the detector did not run)
+    ran: np.ndarray  # (n, S) bool
+    fit_ok: np.ndarray  # (n, S) bool: usable for fitting (ran, and not in-sample for a detector fitted on the item)
+    y: np.ndarray
+    family: np.ndarray
+    synthetic: np.ndarray
+    fold: np.ndarray  # fold name per row
+    held: dict[str, frozenset[str]]  # fold -> paths held out with it
+    identities: dict[str, tuple[str, str]]  # slot -> (model name, sha256)
+
+    @property
+    def weights(self) -> np.ndarray:
+        w = np.zeros(len(self.y))
+        keys = list(zip(self.family, self.y, self.synthetic, strict=True))
+        count: dict = defaultdict(int)
+        for k in keys:
+            count[k] += 1
+        for i, k in enumerate(keys):
+            w[i] = GROUP_MASS.get(k, 0.5) / count[k]
+        return w * len(w) / max(w.sum(), 1e-9)
+
+
+def _ran(r: ItemResult, s: str) -> bool:
+    v = r.raw.get(s)
+    return r.status.get(s) == "ok" and v is not None and math.isfinite(v)
+
+
+def build_table(results: list[ItemResult], items: list[ManifestItem], split_file: Path = DEFAULT_SPLIT) -> Table:
+    by_path = {it.path: it for it in items}
+    results = [r for r in results if r.path in by_path]
+    sides = read_split(split_file) if Path(split_file).is_file() else {}
+    comp_of: dict[str, str] = {}
+    members: dict[str, list[ManifestItem]] = {}
+    for key, comp in _components(items).items():
+        members[key] = comp
+        for it in comp:
+            comp_of[it.path] = key
+    by_source: dict[str, list[ManifestItem]] = defaultdict(list)
+    for it in items:
+        if not it.origin:
+            by_source[source_of(it.path)].append(it)
+    held = {src: frozenset(m.path for it in its for m in members[comp_of[it.path]]) for src, its in by_source.items()}
+
+    def fold_of(it: ManifestItem) -> str:
+        return source_of(it.origin if it.origin else it.path)
+
+    identities: dict[str, tuple[str, str]] = {}
+    for r in results:
+        for s, (name, sha) in (r.detectors or {}).items():
+            identities.setdefault(s, (name, sha))
+    n, S = len(results), len(SLOTS)
+    x, ran, ok = np.zeros((n, S)), np.zeros((n, S), bool), np.zeros((n, S), bool)
+    for i, r in enumerate(results):
+        it = by_path[r.path]
+        side = sides.get(it.origin or it.path)
+        for j, s in enumerate(SLOTS):
+            if _ran(r, s):
+                x[i, j] = float(logit(r.raw[s]))
+                ran[i, j] = True
+                ok[i, j] = not (identities.get(s, ("", ""))[0] in FITTED_ON_TRAIN_SIDE and side == "train")
+    return Table(results, x, ran, ok, np.array([r.y for r in results]),
+                 np.array([family_of(r.modality) for r in results]),
+                 np.array([bool(by_path[r.path].origin) for r in results]),
+                 np.array([fold_of(by_path[r.path]) for r in results]), held, identities)
+
+
+def fit(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1e-2, iters: int = 200) -> Params:
+    """Weighted maximum likelihood of the noisy-OR, with a mild pull towards slope 1, intercept 0, r = 0.88."""
+    import torch
+
+    S = x.shape[1]
+    X, M = torch.tensor(x, dtype=torch.float64), torch.tensor(m, dtype=torch.float64)
+    Y, W = torch.tensor(y, dtype=torch.float64), torch.tensor(w / max(w.sum(), 1e-9), dtype=torch.float64)
+    alpha0, rho0 = math.log(math.e - 1.0), 2.0
+    alpha = torch.full((S,), alpha0, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(S, dtype=torch.float64, requires_grad=True)
+    rho = torch.full((S,), rho0, dtype=torch.float64, requires_grad=True)
+    lam = torch.tensor(-3.0, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([alpha, b, rho, lam], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def loss_fn():
+        opt.zero_grad()
+        q = torch.sigmoid(torch.nn.functional.softplus(alpha) * X + b) * M
+        log_keep = torch.nn.functional.logsigmoid(-lam) + torch.log1p(
+            -(torch.sigmoid(rho) * q).clamp(max=1 - 1e-9)).sum(1)
+        log_fake = torch.log(-torch.expm1(log_keep).clamp(max=-1e-12))
+        nll = -(W * (Y * log_fake + (1 - Y) * log_keep)).sum()
+        loss = nll + l2 * (((alpha - alpha0) ** 2).sum() + (b ** 2).sum() / 4 + ((rho - rho0) ** 2).sum() / 4)
+        loss.backward()
+        return loss
+
+    opt.step(loss_fn)
+    with torch.no_grad():
+        return Params(torch.nn.functional.softplus(alpha).numpy().copy(), b.numpy().copy(),
+                      torch.sigmoid(rho).numpy().copy(), float(torch.sigmoid(lam)))
+
+
+def fit_table(t: Table, rows: np.ndarray | None = None) -> Params:
+    rows = np.ones(len(t.y), bool) if rows is None else rows
+    return fit(t.x[rows], t.fit_ok[rows], t.y[rows], t.weights[rows])
+
+
+def coverage(p: Params, t: Table) -> np.ndarray:
+    """Per row: the share of the reliability its input calls for that actually ran (narrows AUTHENTIC)."""
+    want = np.array([[s in APPLICABLE.get(r.modality, SLOTS) for s in SLOTS] for r in t.results])
+    total = (want * p.r).sum(1)
+    return np.where(total > 0, (t.ran * want * p.r).sum(1) / np.maximum(total, 1e-9), 1.0)
+
+
+def out_of_fold(t: Table) -> tuple[np.ndarray, dict[str, Params]]:
+    """P(fake) per row, each from the model fitted without the row's fold."""
+    from tqdm import tqdm
+
+    p = np.full(len(t.y), np.nan)
+    models = {}
+    for fold in tqdm(sorted(set(t.fold)), desc="LOSO folds", unit="fold"):
+        rows = t.fold == fold
+        train = np.array([r.path not in t.held.get(fold, ()) for r in t.results]) & ~rows
+        models[fold] = fit_table(t, train)
+        p[rows] = models[fold].predict(t.x[rows], t.ran[rows])
+    return p, models
+
+
+def pick_thresholds(p: np.ndarray, y: np.ndarray, max_fake_on_real: float, max_flagged_real: float
+                    ) -> tuple[float, float]:
+    real = np.sort(p[(y == 0) & ~np.isnan(p)])
+    if not len(real):
+        return 0.35, 0.65
+    k = int(np.floor(max_fake_on_real * len(real)))
+    hi = float(np.clip(real[len(real) - 1 - k] + 1e-6, 0.5, 0.99))
+    k = int(np.floor(max_flagged_real * len(real)))
+    lo = float(np.clip(real[len(real) - 1 - k] + 1e-6, 0.01, hi))
+    return lo, hi
+
+
+def verdicts(p: np.ndarray, cov: np.ndarray, thresholds: tuple[float, float]) -> list[str]:
+    return [decide(pi, narrowed_authentic(thresholds, ci)).value for pi, ci in zip(p, cov, strict=True)]
+
+
+def to_model(params: Params, t: Table, thresholds, metrics: dict, fitted_on: str) -> FusionModel:
+    cals = {}
+    for j, s in enumerate(SLOTS):
+        if s not in t.identities or not t.fit_ok[:, j].any():
+            continue
+        name, sha = t.identities[s]
+        cals[name] = Calibrator("platt", float(params.a[j]), float(params.b[j]), slot=s, sha256=sha,
+                                reliability=float(params.r[j]))
+    return FusionModel(cals, 0.0, {s: 0.0 for s in SLOTS}, thresholds=thresholds, metrics=metrics,
+                       fitted_on=fitted_on, combiner="noisy-or", leak=params.leak)
+
+
+def logistic_out_of_fold(t: Table) -> np.ndarray:
+    """The earlier calibrated-logistic fusion, refitted per fold on the same rows: the comparison that lost."""
+    from training.calibrate import _fused, fit_fusion
+
+    p = np.full(len(t.y), np.nan)
+    for fold in sorted(set(t.fold)):
+        rows = t.fold == fold
+        train = [i for i, r in enumerate(t.results) if r.path not in t.held.get(fold, ()) and not rows[i]]
+        masked = [_masked(t, i) for i in train]
+        cal, wts, b = fit_fusion(masked)
+        m = FusionModel(cal, b, wts)
+        for i in np.flatnonzero(rows):
+            p[i] = _fused(m, t.results[i])
+    return p
+
+
+def _masked(t: Table, i: int) -> ItemResult:
+    r = t.results[i]
+    return replace(r, status={s: (st if t.fit_ok[i, j] or st != "ok" else "in_sample")
+                              for j, s in enumerate(SLOTS) for st in [r.status.get(s, "")]})
+
+
+def report(t: Table, p: np.ndarray, fold_verdicts: list[str], items: list[ManifestItem]) -> tuple[list, dict]:
+    from training.protocol import per_source
+
+    scored = [replace(r, fake_probability=float(pi), verdict=v)
+              for r, pi, v in zip(t.results, p, fold_verdicts, strict=True)]
+    return per_source(scored, items)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.calibrate import _read_results
+    from training.protocol import format_rows, write_csv
+
+    ap = argparse.ArgumentParser(prog="python -m training calibrate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
+    ap.add_argument("--manifest", nargs="+", required=True, help="the manifests those items come from")
+    ap.add_argument("--out", default=str(DEFAULT_CALIBRATION), help="calibration file to write ('' = none)")
+    ap.add_argument("--report", default="out/eval/loso", help="folder for the per-source table")
+    ap.add_argument("--max-fake-on-real", type=float, default=0.02)
+    ap.add_argument("--max-flagged-real", type=float, default=0.15)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    items = [it for m in args.manifest for it in read_manifest(m)]
+    results = [r for f in args.results for r in _read_results(Path(f))]
+    t = build_table(results, items)
+    logger.info("%d scored rows (%d real, %d fake, %d synthetic) in %d folds", len(t.y), (t.y == 0).sum(),
+                t.y.sum(), t.synthetic.sum(), len(set(t.fold)))
+    p, models = out_of_fold(t)
+    # the false-FAKE budget is spent on reals; per fold, thresholds are picked on the other folds' reals
+    fold_verdicts = ["" for _ in p]
+    for fold in set(t.fold):
+        rows = t.fold == fold
+        th = pick_thresholds(p[~rows], t.y[~rows], args.max_fake_on_real, args.max_flagged_real)
+        cov = coverage(models[fold], t)
+        for i, v in zip(np.flatnonzero(rows), verdicts(p[rows], cov[rows], th), strict=True):
+            fold_verdicts[i] = v
+    rows, summary = report(t, p, fold_verdicts, items)
+    p_log = logistic_out_of_fold(t)
+    rows_log, summary_log = report(t, p_log, fold_verdicts, items)
+    log_auc = {r.source: r.auc["fused"] for r in rows_log}
+    out = Path(args.report)
+    out.mkdir(parents=True, exist_ok=True)
+    text = format_rows(rows, summary)
+    (out / "per_source.txt").write_text(text + "\n")
+    write_csv(rows, out / "per_source.csv")
+    print(text)
+    print(f"\nlogistic fusion refitted per fold instead: mean {summary_log['fused_auc_mean']:.3f}, "
+          f"worst {summary_log['fused_auc_worst']:.3f} ({summary_log['worst_source']})")
+
+    final = fit_table(t)
+    thresholds = pick_thresholds(p, t.y, args.max_fake_on_real, args.max_flagged_real)
+    fam_auc = {f: auc(t.y[(t.family == f)], p[(t.family == f)]) for f in sorted(set(t.family))
+               if len(set(t.y[t.family == f])) == 2}
+    real = t.y == 0
+    caught = float((p[t.y == 1] >= thresholds[1]).mean())
+    metrics = {
+        "protocol": "leave-one-source-out, every score out of fold",
+        "loso": {k: v for k, v in summary.items() if k != "real_called_fake_by_source"},
+        "loso_logistic_refit": {k: summary_log[k] for k in ("fused_auc_mean", "fused_auc_worst", "worst_source")},
+        "auc_by_family": fam_auc,
+        "real_called_fake": float((p[real] >= thresholds[1]).mean()),
+        "fakes_called_fake": caught,
+        "per_source": {r.source: {"auc": r.auc["fused"], "auc_logistic_refit": log_auc.get(r.source),
+                                  "fake_authentic": r.fake_authentic, "fake_called_fake": r.fake_called_fake}
+                       for r in rows},
+    }
+    (out / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"\nthresholds {thresholds[0]:.3f} / {thresholds[1]:.3f}: reals called FAKE "
+          f"{metrics['real_called_fake']:.3f}, fakes called FAKE {caught:.3f}; AUC by family {fam_auc}")
+    print("reliability " + ", ".join(f"{s} {final.r[j]:.2f}" for j, s in enumerate(SLOTS)) + f", leak {final.leak:.3f}")
+    if args.out:
+        copies = sorted({r.reencode or "as-is" for r in t.results})
+        model = to_model(final, t, thresholds, metrics,
+                         f"{len(t.y)} scored items ({int(t.y.sum())} fake, {int(t.synthetic.sum())} synthetic; "
+                         f"copies: {', '.join(copies)}), leave-one-source-out")
+        model = _merged(model, Path(args.out))
+        model.save(args.out)
+        logger.info("calibration written to %s", args.out)
+    return 0
+
+
+def _merged(model: FusionModel, existing: Path) -> FusionModel:
+    """Keep an existing file's calibrators for detectors not scored here (e.g. the production B7's)."""
+    if not existing.is_file():
+        return model
+    try:
+        old = FusionModel.from_dict(json.loads(existing.read_text()))
+    except (KeyError, ValueError, TypeError):
+        return model
+    keep = {k: v for k, v in old.calibrators.items() if k not in model.calibrators and old.combiner == model.combiner}
+    return replace(model, calibrators=keep | dict(model.calibrators))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
