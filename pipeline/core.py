@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline import media, stages
 from pipeline.faces import FaceAnalysis, FaceTrack, track_crops
-from pipeline.fusion import FusionModel, fuse
+from pipeline.fusion import FusionModel, applicable, fuse
 from pipeline.report import (
     AUDIO,
     LIP_SYNC,
@@ -300,10 +300,11 @@ class Pipeline:
         det = self.c.face.detector or self.c.visual.detector or self.c.audio.detector
         return str(getattr(det, "device", self.settings.device))
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, with_fusion: bool = True) -> str:
         """Identity of everything that decides a report: the detectors that loaded (name + weights sha256), the
         fusion (calibration file content) and the analysis settings. Results computed under another fingerprint
-        are never mixed in (an eval once resumed items scored without face weights)."""
+        are never mixed in (an eval once resumed items scored without face weights). ``with_fusion=False``: the
+        identity of the detector scores alone (a new calibration re-fuses them; it does not change them)."""
         import json
 
         fm = self.c.fusion_model
@@ -311,10 +312,11 @@ class Pipeline:
         state = {
             "detectors": {s.slot: [s.model_name, s.available, self.identities[s.slot].sha256 if s.slot in
                                    self.identities else None] for s in self.c.slots()},
-            "fusion": fm.to_dict() if fm is not None else None,
-            "learned_fusion": getattr(self.c.learned_fusion, "source", None),
             "settings": analysis,
         }
+        if with_fusion:
+            state |= {"fusion": fm.to_dict() if fm is not None else None,
+                      "learned_fusion": getattr(self.c.learned_fusion, "source", None)}
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def status(self) -> dict[str, dict[str, str | bool | None]]:
@@ -647,9 +649,7 @@ class Pipeline:
 
 def applicable_slots(info) -> tuple[str, ...]:
     """The detectors a file like this calls for, by its streams (what it holds, not what could be analysed)."""
-    slots = (VISUAL, TEMPORAL) if info.has_video else ()
-    slots += (AUDIO,) if info.has_audio else ()
-    return slots + ((LIP_SYNC,) if info.has_video and info.has_audio else ())
+    return applicable(info.kind, info.has_video, info.has_audio)
 
 
 def _max_timeline(times: np.ndarray, probs: np.ndarray, duration: float) -> tuple[TimelinePoint, ...]:

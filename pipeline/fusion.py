@@ -185,6 +185,15 @@ class FusionModel:
         return float(sigmoid(z))
 
 
+def applicable(kind: str, has_video: bool, has_audio: bool) -> tuple[str, ...]:
+    """The detector slots a file of this kind with these streams calls for (an image has no motion to check)."""
+    if kind == "image":
+        return ("visual",)
+    slots = ("visual", "temporal") if has_video else ()
+    slots += ("audio",) if has_audio else ()
+    return slots + (("lip_sync",) if has_video and has_audio else ())
+
+
 def noisy_or(evidence: dict[str, float], leak: float = 0.0) -> float:
     """P(fake) when each detector's evidence is an independent cause of "fake" (and ``leak`` the rest)."""
     keep = 1.0 - float(leak)

@@ -33,3 +33,44 @@ def test_results_of_another_configuration_are_never_resumed(tmp_path: Path):
     assert other.calls == 3 and {r.pipeline_id for r in results} == {"config-b"}
     lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {x["pipeline_id"] for x in lines} == {"config-b"} and len(lines) == 3
+
+
+class Calibrated(Fingerprinted):
+    """Same detectors, its own calibration: fingerprint differs, detector identity does not."""
+
+    def __init__(self, calibration_tag: str, fusion_model):
+        super().__init__(f"detectors-x+{calibration_tag}")
+        from types import SimpleNamespace
+
+        self.c = SimpleNamespace(fusion_model=fusion_model, learned_fusion=None)
+        self.identities = {s: SimpleNamespace(name=f"fake:{s}", sha256="") for s in ("visual", "audio")}
+
+    def fingerprint(self, with_fusion: bool = True) -> str:
+        return self._fp if with_fusion else "detectors-x"
+
+
+def test_a_new_calibration_re_fuses_stored_scores_instead_of_rescoring(tmp_path: Path):
+    from pipeline.fusion import Calibrator, FusionModel, fuse
+    from training.evaluate import applicable_for
+
+    items = [it for it in read_manifest(DEV_DATA / "manifest.tsv") if it.modality == "audio"][:3]
+    first = Calibrated("cal-1", None)
+    stored = run_items(items, tmp_path, None, first)
+    assert first.calls == 3 and all(r.detectors_id == "detectors-x" for r in stored)
+    model = FusionModel({"fake:audio": Calibrator("platt", 2.0, 1.0, reliability=0.7)}, 0.0, {},
+                        thresholds=(0.2, 0.6), combiner="noisy-or", leak=0.01)
+    second = Calibrated("cal-2", model)
+    again = run_items(items, tmp_path, None, second)
+    assert second.calls == 0  # nothing rescored
+    for old, new in zip(stored, again, strict=True):
+        raw = {s: v for s, v in old.raw.items() if old.status.get(s) == "ok" and v is not None}
+        ids = {s: tuple(v) for s, v in (old.detectors or {}).items()}
+        fusion, _, verdict = fuse(raw, model, old.face_quality, ids, applicable_for(old.modality))
+        assert new.raw == old.raw and new.pipeline_id == "detectors-x+cal-2"
+        if verdict is not None:
+            assert new.fake_probability == fusion.fake_probability and new.verdict == verdict.value
+    assert any(new.fake_probability != old.fake_probability for old, new in zip(stored, again, strict=True))
+    assert all(new.calibrated["audio"] == model.calibrators["fake:audio"](old.raw["audio"])
+               for old, new in zip(stored, again, strict=True) if old.status.get("audio") == "ok")
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {x["pipeline_id"] for x in lines} == {"detectors-x+cal-2"}

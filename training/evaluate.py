@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class ItemResult:
     timeline: dict[str, list[list[float]]] | None = None  # slot -> [[start_s, end_s, P(fake)], ...]
     detectors: dict[str, list[str]] | None = None  # slot -> [model name, weights sha256] that scored it
     pipeline_id: str | None = None  # Pipeline.fingerprint() of the run that scored it
+    detectors_id: str | None = None  # Pipeline.fingerprint(with_fusion=False): the detector scores' identity
 
     @property
     def y(self) -> int:
@@ -68,21 +69,35 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
     results_file = out / "results.jsonl"
     p = pipeline_obj or pipeline.build()
     fingerprint = p.fingerprint()
+    detectors_id = _fingerprint(p, with_fusion=False)
+    refuse = _refuser(p)
     done: dict[str, ItemResult] = {}
-    stale = 0
+    stale = refused = 0
+    backfilled = False
     if results_file.exists():
         kept = []
         for line in results_file.read_text().splitlines():
-            if line.strip():
-                r = ItemResult(**json.loads(line))
-                if r.pipeline_id != fingerprint:  # scored by another configuration: never mixed in
+            if not line.strip():
+                continue
+            r = ItemResult(**json.loads(line))
+            if r.pipeline_id == fingerprint and r.detectors_id is None and detectors_id is not None:
+                r = replace(r, detectors_id=detectors_id)  # written before scores carried their own identity
+                backfilled = True
+            if r.pipeline_id != fingerprint:
+                # the same detectors under another calibration: their scores stand, only the fusion is redone
+                if refuse is not None and r.detectors_id is not None and r.detectors_id == detectors_id:
+                    r = refuse(r, fingerprint)
+                    refused += 1
+                else:  # scored by another configuration: never mixed in
                     stale += 1
                     continue
-                done[r.path] = r
-                kept.append(line)
-        if stale:
-            logger.warning("%s: %d result(s) from another pipeline configuration dropped (now %s)", results_file,
-                           stale, fingerprint)
+            done[r.path] = r
+            kept.append(json.dumps(asdict(r)))
+        if backfilled and not (stale or refused):
+            results_file.write_text("".join(line + "\n" for line in kept))
+        if stale or refused:
+            logger.warning("%s: %d result(s) from another pipeline configuration dropped, %d re-fused with the "
+                           "current calibration (now %s)", results_file, stale, refused, fingerprint)
             results_file.write_text("".join(line + "\n" for line in kept))
     todo = [it for it in items if it.path not in done]
     if todo:
@@ -99,7 +114,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
                         continue
                 t0 = time.perf_counter()
                 rep = p.run(src, source_name=Path(it.path).name)
-                res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities, fingerprint)
+                res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities, fingerprint, detectors_id)
                 f.write(json.dumps(asdict(res)) + "\n")
                 f.flush()
                 done[it.path] = res
@@ -110,8 +125,47 @@ def _kind(modality: str) -> str:
     return {"video_av": "video", "video": "video", "audio": "audio", "image": "image"}[modality]
 
 
+def _fingerprint(p, with_fusion: bool) -> str | None:
+    try:
+        return p.fingerprint(with_fusion=with_fusion)
+    except TypeError:  # a test double without the detector-only identity
+        return None
+
+
+# manifest modality -> the streams such a file holds (the fusion decides which detectors that calls for)
+STREAMS = {"video_av": ("video", True, True), "video": ("video", True, False), "audio": ("audio", False, True),
+           "image": ("image", True, False)}
+
+
+def applicable_for(modality: str) -> tuple[str, ...]:
+    from pipeline.fusion import applicable
+
+    return applicable(*STREAMS.get(modality, ("video", True, True)))
+
+
+def _refuser(p):
+    """A function that redoes an item's fusion from its stored detector scores with ``p``'s calibration, or None
+    when that is not possible (a learned fusion needs per-second tokens the results do not keep)."""
+    from pipeline.fusion import fuse
+
+    c = getattr(p, "c", None)
+    if c is None or getattr(c, "learned_fusion", None) is not None:
+        return None
+
+    def refuse(r: ItemResult, fingerprint: str) -> ItemResult:
+        raw = {s: v for s, v in r.raw.items() if r.status.get(s) == "ok" and v is not None}
+        ids = {s: (v[0], v[1]) for s, v in (r.detectors or {}).items()}
+        fusion, calibrated, verdict = fuse(raw, c.fusion_model, r.face_quality, ids, applicable_for(r.modality))
+        if verdict is None:  # nothing ran: the stored NOT_APPLICABLE / FAILED stands
+            return replace(r, pipeline_id=fingerprint)
+        return replace(r, verdict=verdict.value, fake_probability=fusion.fake_probability,
+                       calibrated={s: calibrated.get(s) for s in r.calibrated}, pipeline_id=fingerprint)
+
+    return refuse
+
+
 def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identities=None,
-            pipeline_id: str | None = None) -> ItemResult:
+            pipeline_id: str | None = None, detectors_id: str | None = None) -> ItemResult:
     return ItemResult(
         path=it.path, label=it.label, modality=it.modality, manipulation=it.manipulation, group=it.group,
         verdict=rep.verdict.value, fake_probability=rep.fake_probability, reason=rep.reason,
@@ -122,6 +176,7 @@ def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identit
         timeline={d.slot: [[p.start_s, p.end_s, round(p.score, 5)] for p in d.timeline] for d in rep.detectors},
         detectors={s: [i.name, i.sha256] for s, i in (identities or {}).items() if s in SLOTS},
         pipeline_id=pipeline_id,
+        detectors_id=detectors_id,
     )
 
 

@@ -36,9 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fusion import DEFAULT_CALIBRATION, Calibrator, FusionModel, decide, logit, narrowed_authentic
+from pipeline.fusion import (
+    DEFAULT_CALIBRATION,
+    Calibrator,
+    FusionModel,
+    decide,
+    logit,
+    narrowed_authentic,
+)
 from pipeline.report import SLOTS
-from training.evaluate import ItemResult
+from training.evaluate import ItemResult, applicable_for
 from training.metrics import auc
 from training.protocol import family_of, source_of
 from training.split import DEFAULT_SPLIT, ManifestItem, _components, read_manifest, read_split
@@ -52,9 +59,6 @@ FITTED_ON_TRAIN_SIDE = frozenset({"lrasd_temporal", "aasist:aasist_ft", "sync:lr
 GROUP_MASS = {("video", 0, False): 1.0, ("video", 1, False): 0.5, ("video", 1, True): 0.5,
               ("audio", 0, False): 1.0, ("audio", 1, False): 1.0,
               ("image", 0, False): 0.5, ("image", 1, False): 0.5}
-APPLICABLE = {"video_av": SLOTS, "video": ("visual", "temporal"), "audio": ("audio",), "image": ("visual",)}
-
-
 @dataclass(frozen=True)
 class Params:
     a: np.ndarray  # (S,) calibration slope on the raw log-odds (>= 0: a detector is never read upside down)
@@ -175,7 +179,7 @@ def fit_table(t: Table, rows: np.ndarray | None = None) -> Params:
 
 def coverage(p: Params, t: Table) -> np.ndarray:
     """Per row: the share of the reliability its input calls for that actually ran (narrows AUTHENTIC)."""
-    want = np.array([[s in APPLICABLE.get(r.modality, SLOTS) for s in SLOTS] for r in t.results])
+    want = np.array([[s in applicable_for(r.modality) for s in SLOTS] for r in t.results])
     total = (want * p.r).sum(1)
     return np.where(total > 0, (t.ran * want * p.r).sum(1) / np.maximum(total, 1e-9), 1.0)
 
