@@ -139,14 +139,22 @@ def test_loso_scores_every_row_without_its_fold_and_its_synthetic_children(monke
         assert not any(src in path for path in fitted_paths)  # its fakes, its reals, and what was made from them
 
 
-def test_in_sample_scores_of_split_trained_detectors_are_left_out_of_the_fit(tmp_path: Path):
-    items = [_item("A_real_av/x/0.mp4", "real", "g0"), _item("A_real_av/x/1.mp4", "real", "g1"),
-             _item("av_shift/a.mp4", "fake", "g0", origin="A_real_av/x/0.mp4")]
-    split = tmp_path / "split.tsv"
-    split.write_text("path\tsplit\nA_real_av/x/0.mp4\ttrain\nA_real_av/x/1.mp4\tval\n")
+def test_scores_of_a_dev_fitted_detector_on_sources_it_trained_on_are_left_out_of_the_fit(tmp_path: Path):
+    items = [_item("A_real_av/grid_lipnet/0.mp4", "real", "g0"),  # a real collection the temporal head trained on
+             _item("A_real_av/ghost_inputs/1.mp4", "real", "g1"),  # added to the dev set after it was trained
+             _item("av_shift/a.mp4", "fake", "g0", origin="A_real_av/grid_lipnet/0.mp4"),
+             _item("B_fake_av/sadtalker/2.mp4", "fake", "g2"),  # a generator it trained on
+             _item("B_fake_av/dreamtalk/3.mp4", "fake", "g3")]  # one it never saw
     results = [_result(it, {"visual": 0.3, "temporal": 0.4}) for it in items]
-    t = ef.build_table(results, items, split_file=split)
+    t = ef.build_table(results, items, split_file=tmp_path / "none.tsv")
     vis, tem = SLOTS.index("visual"), SLOTS.index("temporal")
     assert t.fit_ok[:, vis].all()  # released weights: never fitted on the dev set
-    assert list(t.fit_ok[:, tem]) == [False, True, False]  # the temporal head saw item 0 (and its child) in training
-    assert t.ran[:, tem].all()
+    assert list(t.fit_ok[:, tem]) == [False, True, False, False, True]
+    assert t.ran[:, tem].all()  # still scored: only the fit leaves them out
+
+
+def test_without_a_file_list_the_split_train_side_counts_as_seen(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(ef.FITTED_ON_DEV, "lrasd_temporal", "missing.pt")
+    split = tmp_path / "split.tsv"
+    split.write_text("path\tsplit\nA_real_av/x/0.mp4\ttrain\nA_real_av/y/1.mp4\tval\n")
+    assert ef.trained_sources("lrasd_temporal", {"A_real_av/x/0.mp4": "train", "A_real_av/y/1.mp4": "val"}) == {"x"}

@@ -15,9 +15,10 @@ the reals it must not flag, which is what lets lip sync count for dubbing althou
 Protocol:
   * folds: one per source (a real source too), closed under the manifest's group links; a synthetic item belongs
     to the fold of the real clip it was made from. Each item is scored by the model fitted without its fold;
-  * a detector fitted on the train side of the committed split (the temporal head, AASIST-ft, the sync head) has
-    its scores on train-side items (and on synthetic items made from them) left out of every fit: they are
-    in-sample for it and would buy it a reliability it does not have on unseen items;
+  * a detector fitted on dev items (the temporal head, AASIST-ft, the sync head) has its scores on every source it
+    saw in training (the file list in its checkpoint) left out of every fit, and on synthetic items made from
+    those sources' reals: they are in-sample for it and would buy it a reliability it does not have on generators
+    it never saw. Its reliability is measured on the sources added after it was trained and on synthetic fakes;
   * thresholds: FAKE at the lowest P(fake) that calls at most ``--max-fake-on-real`` of the out-of-fold real
     scores (originals and processed copies) FAKE; AUTHENTIC below the P(fake) that leaves at most
     ``--max-flagged-real`` of reals SUSPICIOUS or worse. Per-fold verdicts use thresholds picked without the fold.
@@ -52,8 +53,10 @@ from training.split import DEFAULT_SPLIT, ManifestItem, _components, read_manife
 
 logger = logging.getLogger(__name__)
 
-# detectors whose weights were fitted on the train side of the committed split: their scores there are in-sample
-FITTED_ON_TRAIN_SIDE = frozenset({"lrasd_temporal", "aasist:aasist_ft", "sync:lrasd-head", "mesonet:mesoinception_ft"})
+# detectors whose weights were fitted on dev items, and their checkpoints (whose metadata lists the files)
+FITTED_ON_DEV = {"lrasd_temporal": "lrasd_temporal.pt", "aasist:aasist_ft": "aasist_ft.pt",
+                 "sync:lrasd-head": "sync_head.pt", "mesonet:mesoinception_ft": "mesoinception_ft.pt"}
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
 # total weight per (family, label, synthetic?) group in the likelihood: each family's reals and fakes count alike,
 # whatever their number of files, and synthetic fakes never outweigh real generators' fakes
 GROUP_MASS = {("video", 0, False): 1.0, ("video", 1, False): 0.5, ("video", 1, True): 0.5,
@@ -69,7 +72,8 @@ class Params:
     def predict(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         """P(fake) per row of raw log-odds ``x`` where mask ``m`` says the detector ran."""
         q = 1.0 / (1.0 + np.exp(-(self.a * x + self.b))) * m
-        return 1.0 - (1.0 - self.leak) * np.prod(1.0 - self.r * q, axis=1)
+        p = 1.0 - (1.0 - self.leak) * np.prod(1.0 - self.r * q, axis=1)
+        return np.where(np.asarray(m).any(1), p, np.nan)  # nothing ran: NOT_APPLICABLE, never a score
 
 
 @dataclass
@@ -95,6 +99,25 @@ class Table:
         for i, k in enumerate(keys):
             w[i] = GROUP_MASS.get(k, 0.5) / count[k]
         return w * len(w) / max(w.sum(), 1e-9)
+
+
+def trained_sources(name: str, sides: dict[str, str]) -> frozenset[str]:
+    """The sources (generators and real collections) a dev-fitted detector saw in training: from the file list its
+    checkpoint records, else every source with items on the train side of the committed split."""
+    import ast
+
+    import torch
+
+    paths: list[str] = []
+    ckpt = CHECKPOINTS / FITTED_ON_DEV[name]
+    if ckpt.is_file():
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        meta = blob.get("metadata") or blob.get("meta") or {}
+        listed = meta.get("train_files") or meta.get("train_paths") or []
+        paths = ast.literal_eval(listed) if isinstance(listed, str) else list(listed)
+    if not paths:
+        paths = [p for p, side in sides.items() if side == "train"]
+    return frozenset(source_of(p) for p in paths)
 
 
 def _ran(r: ItemResult, s: str) -> bool:
@@ -125,16 +148,18 @@ def build_table(results: list[ItemResult], items: list[ManifestItem], split_file
     for r in results:
         for s, (name, sha) in (r.detectors or {}).items():
             identities.setdefault(s, (name, sha))
+    seen = {s: trained_sources(name, sides) for s, (name, _) in identities.items() if name in FITTED_ON_DEV}
     n, S = len(results), len(SLOTS)
     x, ran, ok = np.zeros((n, S)), np.zeros((n, S), bool), np.zeros((n, S), bool)
     for i, r in enumerate(results):
         it = by_path[r.path]
-        side = sides.get(it.origin or it.path)
+        # a synthetic item is new to every detector as a fake, but its frames and voice are its real clip's
+        src = source_of(it.origin or it.path)
         for j, s in enumerate(SLOTS):
             if _ran(r, s):
                 x[i, j] = float(logit(r.raw[s]))
                 ran[i, j] = True
-                ok[i, j] = not (identities.get(s, ("", ""))[0] in FITTED_ON_TRAIN_SIDE and side == "train")
+                ok[i, j] = src not in seen.get(s, ())
     return Table(results, x, ran, ok, np.array([r.y for r in results]),
                  np.array([family_of(r.modality) for r in results]),
                  np.array([bool(by_path[r.path].origin) for r in results]),
@@ -174,6 +199,7 @@ def fit(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 
 
 def fit_table(t: Table, rows: np.ndarray | None = None) -> Params:
     rows = np.ones(len(t.y), bool) if rows is None else rows
+    rows = rows & t.fit_ok.any(1)  # a row no usable detector scored says nothing about any of them
     return fit(t.x[rows], t.fit_ok[rows], t.y[rows], t.weights[rows])
 
 
@@ -211,7 +237,8 @@ def pick_thresholds(p: np.ndarray, y: np.ndarray, max_fake_on_real: float, max_f
 
 
 def verdicts(p: np.ndarray, cov: np.ndarray, thresholds: tuple[float, float]) -> list[str]:
-    return [decide(pi, narrowed_authentic(thresholds, ci)).value for pi, ci in zip(p, cov, strict=True)]
+    return ["NOT_APPLICABLE" if np.isnan(pi) else decide(pi, narrowed_authentic(thresholds, ci)).value
+            for pi, ci in zip(p, cov, strict=True)]
 
 
 def to_model(params: Params, t: Table, thresholds, metrics: dict, fitted_on: str) -> FusionModel:
@@ -251,7 +278,7 @@ def _masked(t: Table, i: int) -> ItemResult:
 def report(t: Table, p: np.ndarray, fold_verdicts: list[str], items: list[ManifestItem]) -> tuple[list, dict]:
     from training.protocol import per_source
 
-    scored = [replace(r, fake_probability=float(pi), verdict=v)
+    scored = [replace(r, fake_probability=None if np.isnan(pi) else float(pi), verdict=v)
               for r, pi, v in zip(t.results, p, fold_verdicts, strict=True)]
     return per_source(scored, items)
 
@@ -300,10 +327,11 @@ def main(argv: list[str] | None = None) -> int:
 
     final = fit_table(t)
     thresholds = pick_thresholds(p, t.y, args.max_fake_on_real, args.max_flagged_real)
-    fam_auc = {f: auc(t.y[(t.family == f)], p[(t.family == f)]) for f in sorted(set(t.family))
-               if len(set(t.y[t.family == f])) == 2}
-    real = t.y == 0
-    caught = float((p[t.y == 1] >= thresholds[1]).mean())
+    scored = ~np.isnan(p)
+    fam_auc = {str(f): auc(t.y[(t.family == f) & scored], p[(t.family == f) & scored]) for f in sorted(set(t.family))
+               if len(set(t.y[(t.family == f) & scored])) == 2}
+    real = (t.y == 0) & scored
+    caught = float((p[(t.y == 1) & scored] >= thresholds[1]).mean())
     metrics = {
         "protocol": "leave-one-source-out, every score out of fold",
         "loso": {k: v for k, v in summary.items() if k != "real_called_fake_by_source"},
