@@ -9,7 +9,7 @@ VIDEO ?=
 OUT ?= out
 MANIFEST ?= ../shared/data/dev/manifest.tsv
 
-.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve calibrate train clean
+.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve synth calibrate train clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,11 +66,24 @@ PORT ?= 8000
 serve: ## local API + web UI on SQLite: make serve [HOST=0.0.0.0] [PORT=8000]
 	$(PY) -m uvicorn web.server:create_app --factory --host "$(HOST)" --port "$(PORT)"
 
-calibrate: ## fit calibration + fusion weights on the validation split, as-is and WhatsApp-re-encoded
-	$(PY) -m training eval --manifest "$(MANIFEST)" --split val --out $(OUT)/eval/val
-	$(PY) -m training eval --manifest "$(MANIFEST)" --split val --reencode whatsapp --out $(OUT)/eval/val-whatsapp
-	$(PY) -m training calibrate --manifest "$(MANIFEST)" --split val \
-	  --results $(OUT)/eval/val/results.jsonl $(OUT)/eval/val-whatsapp/results.jsonl
+SYNTH ?= $(OUT)/synth
+SYNTH_N ?= 40
+RECIPES ?= av_shift av_swap voice_over voice_resynth face_blend mouth_swap gen_upsample
+REAL_PROCESSINGS ?= whatsapp telephone opus16k portrait_crop panel
+
+synth: ## label-certain fakes from the dev reals, every recipe: make synth [SYNTH_N=40] [RECIPES="av_swap ..."]
+	@for r in $(RECIPES); do \
+	  $(PY) -m training synth --recipe $$r --n $(SYNTH_N) --split all --seed 1 --out $(SYNTH)/$$r || exit 1; done
+
+calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source-out (scoring is resumable)
+	$(PY) -m training eval --manifest "$(MANIFEST)" --out $(OUT)/eval/all
+	@test -f $(SYNTH)/manifest.tsv || $(MAKE) synth
+	$(PY) -m training eval --manifest $(SYNTH)/manifest.tsv --out $(OUT)/eval/synth
+	@for p in $(REAL_PROCESSINGS); do \
+	  $(PY) -m training eval --manifest "$(MANIFEST)" --reals-only --reencode $$p --out $(OUT)/eval/real-$$p || exit 1; done
+	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso \
+	  --results $(OUT)/eval/all/results.jsonl $(OUT)/eval/synth/results.jsonl \
+	  $(foreach p,$(REAL_PROCESSINGS),$(OUT)/eval/real-$(p)/results.jsonl)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache out

@@ -405,7 +405,8 @@ class Pipeline:
             raw = {slot: r.score for slot, r in results.items() if r.ran}
             ids = {slot: (self.identities[slot].name, self.identities[slot].sha256)
                    for slot in raw if slot in self.identities}
-            fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality, ids, applicable_slots(info))
+            fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality, ids, applicable_slots(info),
+                                               info.kind)
             if self.c.learned_fusion is not None and raw:
                 fusion, verdict = self._learned(raw, results, info, fusion, face_quality)
             for slot, p in calibrated.items():

@@ -116,6 +116,11 @@ class FusionModel:
     source: str = ""
     combiner: str = "logistic"  # "logistic" (weights + intercept) | "noisy-or" (calibrator reliabilities + leak)
     leak: float = 0.0  # noisy-OR: P(fake) when no detector sees anything
+    # per media kind ("video", "audio", "image"): reals of each kind spend the false-FAKE budget on their own
+    kind_thresholds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def thresholds_for(self, kind: str | None) -> tuple[float, float]:
+        return self.kind_thresholds.get(kind or "", self.thresholds)
 
     # -- persistence ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -125,7 +130,9 @@ class FusionModel:
             "calibrators": {k: c.to_dict() for k, c in self.calibrators.items()},
             "fusion": {"combiner": self.combiner, "intercept": self.intercept, "weights": self.weights,
                        "leak": self.leak},
-            "thresholds": {"authentic_below": self.thresholds[0], "fake_above": self.thresholds[1]},
+            "thresholds": {"authentic_below": self.thresholds[0], "fake_above": self.thresholds[1]} | (
+                {"by_kind": {k: {"authentic_below": lo, "fake_above": hi}
+                             for k, (lo, hi) in self.kind_thresholds.items()}} if self.kind_thresholds else {}),
             "quality_widen": self.quality_widen,
             "metrics": self.metrics,
         }
@@ -154,6 +161,8 @@ class FusionModel:
             source=source,
             combiner=combiner,
             leak=float(d["fusion"].get("leak", 0.0)),
+            kind_thresholds={k: (float(v["authentic_below"]), float(v["fake_above"]))
+                             for k, v in th.get("by_kind", {}).items()},
         )
 
     @classmethod
@@ -238,6 +247,7 @@ def fuse(
     face_quality: float | None = None,
     detectors: dict[str, tuple[str, str]] | None = None,
     applicable: tuple[str, ...] | None = None,
+    kind: str | None = None,
 ) -> tuple[Fusion, dict[str, float], Verdict | None]:
     """Fuse the raw P(fake) of the detectors that ran.
 
@@ -245,12 +255,13 @@ def fuse(
     is looked up by that identity (a slot without one is uncalibrated). Returns the ``Fusion`` summary, the
     calibrated score per slot, and the verdict (``None`` when no detector ran: the caller reports NOT_APPLICABLE,
     never AUTHENTIC). ``applicable``: the slots this input calls for (e.g. all four for a talking-face video with
-    sound); under the noisy-OR, those that did not run narrow the AUTHENTIC band.
+    sound); under the noisy-OR, those that did not run narrow the AUTHENTIC band. ``kind``: the media kind
+    ("video" | "audio" | "image"), whose own thresholds apply when the calibration has them.
     """
     ran = {s: float(v) for s, v in raw.items() if v is not None and math.isfinite(v)}
     detectors = detectors or {}
     if model is not None and model.combiner == "noisy-or":
-        return _fuse_noisy_or(ran, model, face_quality, detectors, applicable)
+        return _fuse_noisy_or(ran, model, face_quality, detectors, applicable, kind)
     if model is not None:
         calibrated, missing = {}, []
         for s, v in ran.items():
@@ -261,7 +272,7 @@ def fuse(
             calibrated[s] = cal(v) if cal is not None else uncalibrated(v)
         total = sum(abs(model.weights.get(s, 0.0)) for s in SLOTS) or 1.0
         weights = tuple((s, model.weights.get(s, 0.0)) for s in SLOTS)
-        thresholds = widened(model.thresholds, face_quality, model.quality_widen)
+        thresholds = widened(model.thresholds_for(kind), face_quality, model.quality_widen)
         method = "calibrated-logistic"
         notes = [f"calibration fitted on {model.fitted_on}"] if model.fitted_on else []
         if missing:
@@ -285,8 +296,8 @@ def fuse(
 
 
 def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: float | None,
-                   detectors: dict[str, tuple[str, str]], applicable: tuple[str, ...] | None
-                   ) -> tuple[Fusion, dict[str, float], Verdict | None]:
+                   detectors: dict[str, tuple[str, str]], applicable: tuple[str, ...] | None,
+                   kind: str | None = None) -> tuple[Fusion, dict[str, float], Verdict | None]:
     calibrated, reliability, missing = {}, {}, []
     for s, v in ran.items():
         name, sha = detectors.get(s, (s, ""))
@@ -307,7 +318,7 @@ def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: floa
     total = sum(reliability.get(s, float(np.mean(known))) for s in wanted)
     coverage = (sum(reliability[s] for s in ran if s in wanted) / total) if total > 0 else 1.0
     not_run = [s for s in wanted if s not in ran]
-    thresholds = widened(narrowed_authentic(model.thresholds, coverage), face_quality, model.quality_widen)
+    thresholds = widened(narrowed_authentic(model.thresholds_for(kind), coverage), face_quality, model.quality_widen)
     if not_run and ran:
         notes.append(f"not run on this input, so AUTHENTIC needs stronger evidence: {', '.join(not_run)}")
     note = "; ".join(notes) or None

@@ -158,3 +158,26 @@ def test_without_a_file_list_the_split_train_side_counts_as_seen(tmp_path: Path,
     split = tmp_path / "split.tsv"
     split.write_text("path\tsplit\nA_real_av/x/0.mp4\ttrain\nA_real_av/y/1.mp4\tval\n")
     assert ef.trained_sources("lrasd_temporal", {"A_real_av/x/0.mp4": "train", "A_real_av/y/1.mp4": "val"}) == {"x"}
+
+
+def test_each_media_kind_has_its_own_thresholds(tmp_path: Path):
+    m = FusionModel(_model().calibrators, 0.0, {}, thresholds=(0.3, 0.8), combiner="noisy-or", leak=0.02,
+                    kind_thresholds={"audio": (0.5, 0.95), "video": (0.3, 0.8)})
+    m.save(tmp_path / "c.json")
+    m = FusionModel.load(tmp_path / "c.json")
+    raw = {"audio": 0.9}
+    _, _, as_audio = fuse(raw, m, detectors=IDS, applicable=("audio",), kind="audio")
+    _, _, as_video = fuse(raw, m, detectors=IDS, applicable=("audio",), kind="video")
+    assert as_audio is Verdict.SUSPICIOUS and as_video is Verdict.FAKE  # P(fake) = 0.02 + 0.98 * 0.81 ≈ 0.81
+
+
+def test_thresholds_spend_the_false_fake_budget_per_kind():
+    rng = np.random.default_rng(0)
+    p = np.r_[rng.uniform(0, 0.5, 500), rng.uniform(0.3, 0.9, 50)]  # many quiet audio reals, few loud video reals
+    kind = np.array(["audio"] * 500 + ["video"] * 50)
+    y = np.zeros(550)
+    th = ef.kind_thresholds(p, y, kind, 0.02, 0.15)
+    for k in ("audio", "video"):
+        assert (p[kind == k] >= th[k][1]).mean() <= 0.02
+    pooled = ef.pick_thresholds(p, y, 0.02, 0.15)
+    assert (p[kind == "video"] >= pooled[1]).mean() > 0.02  # one pooled line would flag the video reals

@@ -155,7 +155,8 @@ def _refuser(p):
     def refuse(r: ItemResult, fingerprint: str) -> ItemResult:
         raw = {s: v for s, v in r.raw.items() if r.status.get(s) == "ok" and v is not None}
         ids = {s: (v[0], v[1]) for s, v in (r.detectors or {}).items()}
-        fusion, calibrated, verdict = fuse(raw, c.fusion_model, r.face_quality, ids, applicable_for(r.modality))
+        fusion, calibrated, verdict = fuse(raw, c.fusion_model, r.face_quality, ids, applicable_for(r.modality),
+                                           STREAMS.get(r.modality, ("video",))[0])
         if verdict is None:  # nothing ran: the stored NOT_APPLICABLE / FAILED stands
             return replace(r, pipeline_id=fingerprint)
         return replace(r, verdict=verdict.value, fake_probability=fusion.fake_probability,
