@@ -122,6 +122,12 @@ class FusionModel:
     def thresholds_for(self, kind: str | None) -> tuple[float, float]:
         return self.kind_thresholds.get(kind or "", self.thresholds)
 
+    def measured(self, kind: str | None) -> dict[str, float]:
+        """This fusion's held-out (leave-one-source-out) verdict rates on media of ``kind``, when it was measured."""
+        rates = (self.metrics.get("by_kind") or {}).get(kind or "video") or {}
+        keys = ("real_called_fake", "real_called_authentic", "fake_called_fake", "fake_called_authentic")
+        return {k: float(rates[k]) for k in keys if isinstance(rates.get(k), int | float)}
+
     # -- persistence ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
@@ -325,6 +331,25 @@ def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: floa
     if not ran:
         return (Fusion("evidence-noisy-or", None, 0.0, thresholds, weights, note, tuple(missing)), calibrated, None)
     p = noisy_or(dict(evidence), model.leak)
-    confidence = float(abs(p - 0.5) * 2.0 * coverage)
-    fusion = Fusion("evidence-noisy-or", p, confidence, thresholds, weights, note, tuple(missing), evidence)
-    return fusion, calibrated, decide(p, thresholds)
+    verdict = decide(p, thresholds)
+    measured = model.measured(kind)
+    confidence = min(float(abs(p - 0.5) * 2.0 * coverage), verdict_precision(verdict, measured))
+    fusion = Fusion("evidence-noisy-or", p, confidence, thresholds, weights, note, tuple(missing), evidence,
+                    tuple(sorted(measured.items())))
+    return fusion, calibrated, verdict
+
+
+def verdict_precision(verdict: Verdict, measured: dict[str, float]) -> float:
+    """How often this kind of verdict was right on the held-out benchmark (reals and fakes weighted alike): the
+    most confidence it can honestly carry. 1.0 when nothing was measured; 0.5 for SUSPICIOUS (an abstention)."""
+    if verdict is Verdict.SUSPICIOUS:
+        return 0.5
+    if not measured:
+        return 1.0
+    if verdict is Verdict.FAKE:
+        right, wrong = measured.get("fake_called_fake"), measured.get("real_called_fake")
+    else:
+        right, wrong = measured.get("real_called_authentic"), measured.get("fake_called_authentic")
+    if right is None or wrong is None or right + wrong <= 0:
+        return 1.0
+    return float(right / (right + wrong))

@@ -83,6 +83,8 @@ def summary_text(report: dict[str, Any]) -> str:
     lines.append(head)
     lines.append(f"  {VERDICT_WORDS.get(verdict, '')}" + (f": {report['reason']}" if report.get("reason") else ""))
     lines += [f"  • {f}" for f in ds.get("findings") or [] if f != report.get("reason")]
+    if (ds.get("benchmark") or {}).get("sentence"):
+        lines.append(f"  {ds['benchmark']['sentence']}")
     if ds.get("partial"):
         lines.append("  PARTIAL RESULT: detectors this file needed are not available on this installation, so the "
                      "verdict rests on the others:")
@@ -210,6 +212,8 @@ def report_html(report: dict[str, Any]) -> str:
     found = [f for f in ds.get("findings") or [] if f != report.get("reason")]
     findings = ('<h2>Why</h2><ul class="findings">' + "".join(f"<li>{e(f)}</li>" for f in found) + "</ul>"
                 if found else "")
+    if (ds.get("benchmark") or {}).get("sentence"):
+        findings += f'<p class="benchmark">{e(ds["benchmark"]["sentence"])}</p>'
     fp = report.get("fake_probability")
     head = f"P(fake) {fp:.2f} · confidence {_fmt(report['confidence'], True)}" if fp is not None else ""
     return f"""<!doctype html>

@@ -3,6 +3,8 @@ the verdict (a detector the fusion treats as uninformative highlights nothing)."
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline.render import report_html, summary_text
 from pipeline.report import (
     SLOTS,
@@ -93,3 +95,24 @@ def test_several_weak_signals_are_described_as_such():
             DetectorResult("audio", "aasist", Status.OK, score=0.5, calibrated=0.2))
     found = _report(Verdict.SUSPICIOUS, dets, (("visual", 0.18), ("audio", 0.17)), p=0.4).findings
     assert found[0].startswith("no single check is confident")
+
+
+def test_confidence_is_capped_by_the_measured_rates_and_the_rates_are_shown():
+    from pipeline.fusion import Calibrator, FusionModel, fuse
+
+    ids = {"lip_sync": ("sync", "s")}
+    metrics = {"by_kind": {"video": {"real_called_fake": 0.02, "real_called_authentic": 0.8,
+                                     "fake_called_fake": 0.3, "fake_called_authentic": 0.4}}}
+    model = FusionModel({"sync": Calibrator("platt", 1.0, 0.0, reliability=0.99)}, 0.0, {}, thresholds=(0.2, 0.8),
+                        metrics=metrics, combiner="noisy-or")
+    fake, _, v = fuse({"lip_sync": 0.999}, model, detectors=ids, applicable=("lip_sync",), kind="video")
+    assert v is Verdict.FAKE and fake.confidence == pytest.approx(0.3 / 0.32)  # not "100 %"
+    clean, _, v = fuse({"lip_sync": 0.001}, model, detectors=ids, applicable=("lip_sync",), kind="video")
+    assert v is Verdict.AUTHENTIC and clean.confidence == pytest.approx(0.8 / 1.2)
+    dets = (DetectorResult("lip_sync", "sync", Status.OK, score=0.001, calibrated=0.001),)
+    report = _report(Verdict.AUTHENTIC, dets, clean.evidence, p=clean.fake_probability)
+    report = Report(**{**report.__dict__, "fusion": clean})
+    d = report.to_dict()
+    sentence = d["detector_scores"]["benchmark"]["sentence"]
+    assert "2% of real videos were wrongly called FAKE" in sentence and "40% of fake videos passed" in sentence
+    assert sentence in summary_text(d) and sentence in verdict_text(d) and sentence in report_html(d)

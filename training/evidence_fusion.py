@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "real_called_fake": float((verdict[real] == "FAKE").mean()) if real.any() else None,
             "real_suspicious_or_fake": float(np.isin(verdict[real], ["FAKE", "SUSPICIOUS"]).mean())
             if real.any() else None,
+            "real_called_authentic": float((verdict[real] == "AUTHENTIC").mean()) if real.any() else None,
             "fake_called_fake": float((verdict[fake] == "FAKE").mean()) if fake.any() else None,
             "fake_called_authentic": float((verdict[fake] == "AUTHENTIC").mean()) if fake.any() else None,
             "thresholds": thresholds.get(str(k)),

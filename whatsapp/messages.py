@@ -113,6 +113,8 @@ def verdict_text(report: dict[str, Any]) -> str:
     found = [f for f in ds.get("findings") or [] if f != report.get("reason")]
     if found:
         lines += [f"• {f[0].upper()}{f[1:]}." for f in found]
+    if (ds.get("benchmark") or {}).get("sentence"):
+        lines.append(f"_{ds['benchmark']['sentence']}_")
     if report.get("fake_probability") is not None:
         lines.append(f"Chance it is fake: *{pct(report['fake_probability'])}* "
                      f"(confidence {pct(report.get('confidence'))})")

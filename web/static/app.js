@@ -236,8 +236,10 @@
     const found = (ds.findings || []).filter((f) => f !== row.reason);
     const findings = found.length && !BUSY.has(row.status)
       ? h("ul", { class: "findings", id: "findings" }, found.map((f) => h("li", {}, f))) : null;
+    const bench = ds.benchmark && ds.benchmark.sentence && !BUSY.has(row.status)
+      ? h("p", { class: "benchmark", id: "benchmark" }, ds.benchmark.sentence) : null;
     return h("section", { class: `verdict ${state}`, id: "verdict", "data-status": row.status },
-      h("h1", {}, title), partial, h("p", {}, words), findings, lines.map((l) => h("p", {}, l)), progress);
+      h("h1", {}, title), partial, h("p", {}, words), findings, bench, lines.map((l) => h("p", {}, l)), progress);
   }
 
   function scoreBar(bar, ds) {
