@@ -6,7 +6,8 @@ Every recipe draws only from the real talking-face videos of the chosen side of 
 ``--exclude-source``), is deterministic by ``--seed``, and writes the videos plus a dataset card (``card.json``,
 one entry per item with its source clip, parameters and the property that makes its label certain).
 
-Audio-visual recipes (this module; the face recipes come next):
+Audio-visual recipes (this module; the face recipes ``face_blend``, ``mouth_swap``, ``gen_upsample`` are in
+``training.synth_faces``):
   av_shift       the soundtrack moved by ±0.1–1.0 s: baked into the samples, only in the stream start time, or a
                  slow drift; the offset is recoverable from the file (tests check it)
   av_swap        the speech replaced by another real clip's speech, whole or a spliced interval (recorded)
@@ -459,8 +460,20 @@ def main(argv: list[str] | None = None) -> int:
     reals = fitting_reals(args.manifest, None if args.split == "all" else args.split, tuple(args.exclude_source))
     out_dir = Path(args.out or f"out/synth/{args.recipe}")
     made = build(args.recipe, args.n, reals, out_dir, args.seed)
-    write_manifest(out_dir.parent, {it.path: it for it in read_manifest(args.manifest)})
-    if args.sheet:
+    reals_by_path = {it.path: it for it in read_manifest(args.manifest)}
+    write_manifest(out_dir.parent, reals_by_path)
+    if args.sheet and args.recipe in FACE_RECIPES:
+        from training import synth_faces
+
+        rows = []
+        for m in made[:3]:
+            real = synth_faces.load_face_clip(Path(reals_by_path[m.source].file), max_seconds=2.0)
+            fake = media.decode_dense(m.path, [0.0], len(real.frames), fps=synth_faces.FPS)[0].frames
+            t = min(len(real.frames), len(fake)) - 1
+            rows.append((f"{m.recipe}: {Path(m.source).name[:48]} (real | recipe | |diff| x4)", real.frames[t],
+                         fake[t], real.landmarks[t]))
+        synth_faces.contact_sheet(rows, Path(args.sheet))
+    elif args.sheet:
         by_path = {it.path: it for it in reals}
         rows = []
         for m in made[:3]:
