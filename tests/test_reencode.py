@@ -14,6 +14,15 @@ CLIP = DEV_DATA / "A_real_av" / "pcavs_voxceleb" / "misc__Audio_Source__00086.mp
 VOICE = DEV_DATA / "C_audio" / "tortoise_real_voices" / "tortoise__voices__daniel__2.flac"
 
 
+# name -> (gain of the whole track in dB, what was added beside the speech, in dB relative to it)
+AUGMENTATIONS = {
+    "noise": lambda gain, added: -35 < added < -8,
+    "music": lambda gain, added: -35 < added < -8,
+    "loud": lambda gain, added: gain > 6,
+    "quiet": lambda gain, added: -22 < gain < -18,
+}
+
+
 @pytest.fixture(scope="module")
 def source():
     return media.probe(CLIP)
@@ -41,7 +50,18 @@ def test_each_processing_keeps_a_readable_clip_with_its_property(name, source, t
         "whatsapp": lambda: min(w, h) <= 480,
         "whatsapp_low": lambda: min(w, h) <= 360,
     }
-    if name == "telephone":  # nothing above the 3.4 kHz telephone band survives
+    if name in AUGMENTATIONS:
+        before = media.load_audio(CLIP, source, 16000).samples
+        after = media.load_audio(out, info, 16000).samples
+        n = min(len(before), len(after))
+        before, after = before[:n], after[:n]
+        gain_db = 20 * np.log10(np.sqrt(np.mean(after ** 2)) / np.sqrt(np.mean(before ** 2)))
+        residual_db = 10 * np.log10(np.mean((after - before * np.dot(after, before) / np.dot(before, before)) ** 2)
+                                    / np.mean(before ** 2))
+        assert info.video_codec == source.video_codec  # the picture is the real clip's
+        assert np.corrcoef(before, after)[0, 1] > 0.5  # the same speech, at the same time
+        assert AUGMENTATIONS[name](gain_db, residual_db), (name, gain_db, residual_db)
+    elif name == "telephone":  # nothing above the 3.4 kHz telephone band survives
         audio = media.load_audio(out, info, 16000).samples
         spec = np.abs(np.fft.rfft(audio)) ** 2
         freqs = np.fft.rfftfreq(len(audio), 1 / 16000)
@@ -54,4 +74,6 @@ def test_audio_files_get_the_audio_processings_only(tmp_path):
     out = process(VOICE, tmp_path, "opus16k")
     assert media.probe(out).audio_codec == "opus"
     assert process(VOICE, tmp_path, "up2x") == VOICE  # a picture processing leaves a voice note alone
+    noisy = process(VOICE, tmp_path, "noise")
+    assert media.probe(noisy).kind == "audio" and noisy != VOICE
     assert set(PROCESSINGS) <= set(ALL)

@@ -7,7 +7,8 @@ at most 1600 px.
 
 Other processings (``PROCESSINGS``, videos; the audio ones also apply to audio files): H.265 and VP9 re-encodes,
 a 360p downscale, a 2× upscale, a 9:16 portrait crop, a letterbox into 16:9, a side-by-side panel, frame-rate
-conversion to 30 and 60 fps, narrow-band telephone audio and Opus at 16 kbit/s.
+conversion to 30 and 60 fps, narrow-band telephone audio and Opus at 16 kbit/s; and real-side audio
+augmentation: pink noise (about 20 dB below speech), a music bed, +12 dB into a limiter, and -20 dB.
 """
 
 from __future__ import annotations
@@ -72,7 +73,24 @@ PROCESSINGS = {
                              "-ac", "1")),
     "opus16k": Processing("opus16k", ("-c:v", "copy"), ("-c:a", "libopus", "-b:a", "16k", "-ac", "1"), "mkv"),
 }
-AUDIO_PROCESSINGS = ("telephone", "opus16k", "messenger_vlow")
+_AAC = ("-c:a", "aac", "-b:a", "96k")
+# a quiet "music bed": an A-minor chord, slowly pulsing, under the speech
+_MUSIC = ("sine=frequency=220:sample_rate=48000[s1];sine=frequency=261.63:sample_rate=48000[s2];"
+          "sine=frequency=329.63:sample_rate=48000[s3];[s1][s2][s3]amix=inputs=3,volume=0.06,tremolo=f=1.5:d=0.6[m];"
+          "[0:a][m]amix=inputs=2:duration=first:normalize=0[a]")
+_KEEP_VIDEO = ("-map", "0:v:0", "-c:v", "copy")
+PROCESSINGS |= {
+    # real-side audio augmentation: the room, a soundtrack and the recording level change, the speech does not
+    "noise": Processing("noise", _KEEP_VIDEO, ("-filter_complex", "anoisesrc=color=pink:amplitude=0.03:seed=7[n];"
+                                                                  "[0:a][n]amix=inputs=2:duration=first:normalize=0[a]",
+                                               "-map", "[a]", *_AAC)),
+    "music": Processing("music", _KEEP_VIDEO, ("-filter_complex", _MUSIC, "-map", "[a]", *_AAC)),
+    "loud": Processing("loud", _KEEP_VIDEO, ("-filter_complex",
+                                             "[0:a]volume=12dB,alimiter=limit=0.9:level=0:latency=1[a]",
+                                             "-map", "[a]", *_AAC)),
+    "quiet": Processing("quiet", _KEEP_VIDEO, ("-filter_complex", "[0:a]volume=-20dB[a]", "-map", "[a]", *_AAC)),
+}
+AUDIO_PROCESSINGS = ("telephone", "opus16k", "messenger_vlow", "noise", "music", "loud", "quiet")
 ALL = (*PROFILES, *PROCESSINGS)
 
 
