@@ -53,7 +53,10 @@ def evidence_slots(report: dict[str, Any]) -> list[str]:
     ds = report.get("detector_scores") or {}
     if report.get("verdict") not in ("FAKE", "SUSPICIOUS"):
         return []
-    evidence = (ds.get("fusion") or {}).get("evidence") or {}
+    evidence = (ds.get("fusion") or {}).get("evidence")
+    if evidence is None:  # a fusion without per-detector evidence (the uncalibrated seed weights): its scores
+        evidence = {slot: d.get("calibrated") if d.get("calibrated") is not None else d.get("score")
+                    for slot, d in (ds.get("detectors") or {}).items() if d.get("status") == "ok"}
     return [slot for slot, e in evidence.items() if e is not None and e >= FINDING_MIN_EVIDENCE]
 
 

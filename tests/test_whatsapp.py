@@ -374,6 +374,11 @@ def test_verdict_text_in_plain_words_with_reasons():
     text = messages.verdict_text(report.to_dict())
     lines = text.splitlines()
     assert lines[0] == "🚩 *LIKELY FAKE*: strong signs of manipulation"
+    # the findings behind the verdict come first, then the numbers
+    assert lines[1:4] == ["• The face shows forgery traces.",
+                          "• The face moves the way generated video does throughout the clip.",
+                          "• No speech, so lips and voice could not be compared."]
+    lines = lines[:1] + lines[4:]
     assert lines[1] == "Chance it is fake: *75 %* (confidence 50 %)" and lines[2] == "Checked: video, 6.0 s, with sound"
     assert lines[5:10] == [
         "• Visual artifacts: *100 %* fake, strong visual artifacts",
