@@ -181,3 +181,12 @@ def test_thresholds_spend_the_false_fake_budget_per_kind():
         assert (p[kind == k] >= th[k][1]).mean() <= 0.02
     pooled = ef.pick_thresholds(p, y, 0.02, 0.15)
     assert (p[kind == "video"] >= pooled[1]).mean() > 0.02  # one pooled line would flag the video reals
+
+
+def test_a_checkpoint_without_a_file_list_uses_its_model_cards_sources():
+    card = (Path(ef.__file__).parent.parent / "models" / "checkpoints" / "sync_head.md").read_text()
+    sources = ef.trained_sources("sync:lrasd-head", {"A_real_av/ghost_inputs/x.mp4": "train"})
+    assert "ghost_inputs" not in sources  # the split's train side today is not what the head was fitted on
+    for token in ("PC-AVS", "GRID", "HyperLips", "EDTalk", "DFDC"):
+        assert token in card  # the card's training table names each source listed here
+    assert sources == {"pcavs_voxceleb", "grid_lipnet", "hyperlips", "edtalk", "dfdc"}
