@@ -32,7 +32,7 @@ EXAMPLE_REPORT: dict[str, Any] = {
         "frames_analyzed": 24,
         "video_duration_seconds": 12.0,
         "device": "cuda",
-        "fusion_method": "calibrated-logistic",
+        "fusion_method": "evidence-noisy-or",
         "schema_version": "1.0",
     },
 }

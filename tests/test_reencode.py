@@ -76,4 +76,7 @@ def test_audio_files_get_the_audio_processings_only(tmp_path):
     assert process(VOICE, tmp_path, "up2x") == VOICE  # a picture processing leaves a voice note alone
     noisy = process(VOICE, tmp_path, "noise")
     assert media.probe(noisy).kind == "audio" and noisy != VOICE
+    silent = DEV_DATA / "A_real_av" / "dpe_inputs" / "data__s.mp4"
+    assert not media.probe(silent).has_audio
+    assert process(silent, tmp_path, "music") == silent  # no sound to put a music bed under
     assert set(PROCESSINGS) <= set(ALL)

@@ -90,7 +90,8 @@ PROCESSINGS |= {
                                              "-map", "[a]", *_AAC)),
     "quiet": Processing("quiet", _KEEP_VIDEO, ("-filter_complex", "[0:a]volume=-20dB[a]", "-map", "[a]", *_AAC)),
 }
-AUDIO_PROCESSINGS = ("telephone", "opus16k", "messenger_vlow", "noise", "music", "loud", "quiet")
+AUDIO_AUGMENTATIONS = ("noise", "music", "loud", "quiet")
+AUDIO_PROCESSINGS = ("telephone", "opus16k", "messenger_vlow", *AUDIO_AUGMENTATIONS)
 ALL = (*PROFILES, *PROCESSINGS)
 
 
@@ -113,6 +114,11 @@ def process(src: str | Path, out_dir: str | Path, name: str, kind: str | None = 
     elif kind == "image":
         return src
     else:
+        if name in AUDIO_AUGMENTATIONS:
+            from pipeline import media
+
+            if not media.probe(src).has_audio:
+                return src  # a silent video has no sound to add noise or music under
         out = out_dir / f"{src.stem}.{name}.{proc.container}"
         maps = [] if "-map" in proc.video else ["-map", "0:v:0", "-map", "0:a?"]
         args = ["-i", str(src), *maps, *proc.video, *proc.audio, str(out)]
