@@ -190,3 +190,13 @@ def test_a_checkpoint_without_a_file_list_uses_its_model_cards_sources():
     for token in ("PC-AVS", "GRID", "HyperLips", "EDTalk", "DFDC"):
         assert token in card  # the card's training table names each source listed here
     assert sources == {"pcavs_voxceleb", "grid_lipnet", "hyperlips", "edtalk", "dfdc"}
+
+
+def test_a_kind_the_fusion_cannot_separate_is_never_called_fake():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0, 1, 400)
+    y = (rng.random(400) < 0.5).astype(float)  # scores carry no information about the label
+    th = ef.kind_thresholds(p, y, np.array(["image"] * 400), 0.02, 0.15)
+    assert th["image"][1] == 1.0  # FAKE is out of reach: SUSPICIOUS at most
+    y_sep = (p > 0.5).astype(float)
+    assert ef.kind_thresholds(p, y_sep, np.array(["image"] * 400), 0.02, 0.15)["image"][1] < 1.0

@@ -240,12 +240,24 @@ def pick_thresholds(p: np.ndarray, y: np.ndarray, max_fake_on_real: float, max_f
     return lo, hi
 
 
+MIN_AUC_FOR_FAKE = 0.6  # a kind whose held-out AUC is below this never gets a FAKE verdict (SUSPICIOUS at most)
+
+
 def kind_thresholds(p: np.ndarray, y: np.ndarray, kind: np.ndarray, max_fake_on_real: float,
                     max_flagged_real: float) -> dict[str, tuple[float, float]]:
     """Thresholds per media kind: the reals of each kind (video, audio, image) spend the budget on their own, so the
-    many audio reals cannot buy the few video reals a looser FAKE line."""
-    return {str(k): pick_thresholds(p[kind == k], y[kind == k], max_fake_on_real, max_flagged_real)
-            for k in np.unique(kind) if ((y[kind == k] == 0) & ~np.isnan(p[kind == k])).any()}
+    many audio reals cannot buy the few video reals a looser FAKE line. A kind the fusion cannot tell apart out of
+    fold (AUC below ``MIN_AUC_FOR_FAKE``, or no fakes to tell) is never called FAKE: a chance-level score must not
+    accuse anyone."""
+    out = {}
+    for k in np.unique(kind):
+        m = (kind == k) & ~np.isnan(p)
+        if not (y[m] == 0).any():
+            continue
+        lo, hi = pick_thresholds(p[m], y[m], max_fake_on_real, max_flagged_real)
+        separable = len(set(y[m])) == 2 and (y[m] == 1).sum() >= 5 and auc(y[m], p[m]) >= MIN_AUC_FOR_FAKE
+        out[str(k)] = (lo, hi) if separable else (lo, 1.0)
+    return out
 
 
 def verdicts(p: np.ndarray, cov: np.ndarray, kind: np.ndarray, thresholds: dict[str, tuple[float, float]]
