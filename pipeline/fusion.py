@@ -118,6 +118,12 @@ class FusionModel:
     leak: float = 0.0  # noisy-OR: P(fake) when no detector sees anything
     # per media kind ("video", "audio", "image"): reals of each kind spend the false-FAKE budget on their own
     kind_thresholds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # noisy-OR: a monotone map of its output to a probability (the leak keeps the raw output above ~0.3 even for a
+    # clean clip); verdicts do not change, since the thresholds are stored on the mapped scale
+    output: Calibrator | None = None
+
+    def mapped(self, p: float) -> float:
+        return self.output(p) if self.output is not None else float(p)
 
     def thresholds_for(self, kind: str | None) -> tuple[float, float]:
         return self.kind_thresholds.get(kind or "", self.thresholds)
@@ -135,7 +141,7 @@ class FusionModel:
             "fitted_on": self.fitted_on,
             "calibrators": {k: c.to_dict() for k, c in self.calibrators.items()},
             "fusion": {"combiner": self.combiner, "intercept": self.intercept, "weights": self.weights,
-                       "leak": self.leak},
+                       "leak": self.leak} | ({"output": self.output.to_dict()} if self.output else {}),
             "thresholds": {"authentic_below": self.thresholds[0], "fake_above": self.thresholds[1]} | (
                 {"by_kind": {k: {"authentic_below": lo, "fake_above": hi}
                              for k, (lo, hi) in self.kind_thresholds.items()}} if self.kind_thresholds else {}),
@@ -169,6 +175,7 @@ class FusionModel:
             leak=float(d["fusion"].get("leak", 0.0)),
             kind_thresholds={k: (float(v["authentic_below"]), float(v["fake_above"]))
                              for k, v in th.get("by_kind", {}).items()},
+            output=Calibrator.from_dict(d["fusion"]["output"]) if d["fusion"].get("output") else None,
         )
 
     @classmethod
@@ -195,7 +202,8 @@ class FusionModel:
 
     def combine(self, calibrated: dict[str, float], reliability: dict[str, float] | None = None) -> float:
         if self.combiner == "noisy-or":
-            return noisy_or({s: (reliability or {}).get(s, 1.0) * p for s, p in calibrated.items()}, self.leak)
+            return self.mapped(noisy_or({s: (reliability or {}).get(s, 1.0) * p for s, p in calibrated.items()},
+                                        self.leak))
         z = self.intercept + sum(self.weights.get(s, 0.0) * float(logit(p)) for s, p in calibrated.items())
         return float(sigmoid(z))
 
@@ -330,7 +338,7 @@ def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: floa
     note = "; ".join(notes) or None
     if not ran:
         return (Fusion("evidence-noisy-or", None, 0.0, thresholds, weights, note, tuple(missing)), calibrated, None)
-    p = noisy_or(dict(evidence), model.leak)
+    p = model.mapped(noisy_or(dict(evidence), model.leak))
     verdict = decide(p, thresholds)
     measured = model.measured(kind)
     confidence = min(float(abs(p - 0.5) * 2.0 * coverage), verdict_precision(verdict, measured))

@@ -200,3 +200,21 @@ def test_a_kind_the_fusion_cannot_separate_is_never_called_fake():
     assert th["image"][1] == 1.0  # FAKE is out of reach: SUSPICIOUS at most
     y_sep = (p > 0.5).astype(float)
     assert ef.kind_thresholds(p, y_sep, np.array(["image"] * 400), 0.02, 0.15)["image"][1] < 1.0
+
+
+def test_the_output_map_is_monotone_and_travels_with_the_calibration(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    y = np.r_[np.zeros(300), np.ones(300)]
+    raw = np.clip(0.3 + 0.4 * y * rng.random(600) + 0.2 * rng.random(600), 0.3, 0.99)  # the leak floors it at 0.3
+    out = ef.fit_output(raw, y, np.ones(600))
+    mapped = np.array([out(x) for x in raw])
+    assert np.all(np.diff(mapped[np.argsort(raw)]) >= -1e-12)  # monotone: AUC and verdict order unchanged
+    assert mapped[y == 0].mean() < 0.45 < 0.55 < mapped[y == 1].mean()  # a clean clip no longer reads as 0.3+
+    m = FusionModel(_model().calibrators, 0.0, {}, combiner="noisy-or", leak=0.3, output=out)
+    m.save(tmp_path / "c.json")
+    back = FusionModel.load(tmp_path / "c.json")
+    raw_scores = {"audio": 0.4, "lip_sync": 0.9}
+    fused = fuse(raw_scores, back, detectors=IDS)[0].fake_probability
+    unmapped = noisy_or({s: back.calibrators[IDS[s][0]].reliability * back.calibrators[IDS[s][0]](v)
+                         for s, v in raw_scores.items()}, 0.3)
+    assert fused == pytest.approx(out(unmapped))

@@ -114,8 +114,8 @@ def test_missing_weights_are_one_exception_with_a_reason(tmp_path, monkeypatch):
 
 
 def test_b7_is_not_calibrated_by_mesonets_calibrator(dev_data):
-    """A production B7 in the visual slot: its score must not go through MesoNet's Platt calibrator (slope 0.017
-    would make it a constant), and the report must name it as uncalibrated."""
+    """A production B7 in the visual slot: its score must not go through MesoNet's Platt calibrator (fitted on
+    another model's score distribution), and the report must name it as uncalibrated."""
     embedded = pipeline.build(Settings(device="cpu"))
     c = embedded.c
     assert embedded.identities["visual"].name == "mesonet:mesoinception_df"
@@ -139,9 +139,8 @@ def test_b7_is_not_calibrated_by_mesonets_calibrator(dev_data):
         # the documented fallback (raw log-odds at half strength), not MesoNet's calibrator
         assert vis.calibrated == pytest.approx(pipeline.fusion.uncalibrated(vis.score))
         assert abs(vis.calibrated - meso_cal(vis.score)) > 0.05
-    # so B7's evidence moves the verdict, where MesoNet's calibrator would have flattened it to a constant
+    # so B7's evidence moves the verdict through the documented fallback
     assert high.detector(VISUAL).calibrated - low.detector(VISUAL).calibrated > 0.5
-    assert meso_cal(high.detector(VISUAL).score) - meso_cal(low.detector(VISUAL).score) < 0.05
     assert high.fake_probability > low.fake_probability
     # the embedded model keeps its own calibration and is not listed as uncalibrated
     rep = embedded.run(dev_data / TALKING)

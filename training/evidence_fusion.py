@@ -267,8 +267,17 @@ def verdicts(p: np.ndarray, cov: np.ndarray, kind: np.ndarray, thresholds: dict[
             for pi, ci, k in zip(p, cov, kind, strict=True)]
 
 
-def to_model(params: Params, t: Table, thresholds: dict[str, tuple[float, float]], metrics: dict, fitted_on: str
-             ) -> FusionModel:
+def fit_output(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
+    """Platt map of the noisy-OR output to P(fake), fitted on out-of-fold scores with the table's weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    ok = ~np.isnan(p)
+    lr = LogisticRegression(C=10.0).fit(np.asarray(logit(p[ok])).reshape(-1, 1), y[ok], sample_weight=w[ok])
+    return Calibrator("platt", float(max(lr.coef_[0, 0], 1e-3)), float(lr.intercept_[0]))
+
+
+def to_model(params: Params, t: Table, thresholds: dict[str, tuple[float, float]], metrics: dict, fitted_on: str,
+             output: Calibrator | None = None) -> FusionModel:
     cals = {}
     for j, s in enumerate(SLOTS):
         if s not in t.identities or not t.fit_ok[:, j].any():
@@ -278,7 +287,8 @@ def to_model(params: Params, t: Table, thresholds: dict[str, tuple[float, float]
                                 reliability=float(params.r[j]))
     default = thresholds.get("video") or next(iter(thresholds.values()))
     return FusionModel(cals, 0.0, {s: 0.0 for s in SLOTS}, thresholds=default, metrics=metrics,
-                       fitted_on=fitted_on, combiner="noisy-or", leak=params.leak, kind_thresholds=dict(thresholds))
+                       fitted_on=fitted_on, combiner="noisy-or", leak=params.leak, kind_thresholds=dict(thresholds),
+                       output=output)
 
 
 def logistic_out_of_fold(t: Table) -> np.ndarray:
@@ -331,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     t = build_table(results, items)
     logger.info("%d scored rows (%d real, %d fake, %d synthetic) in %d folds", len(t.y), (t.y == 0).sum(),
                 t.y.sum(), t.synthetic.sum(), len(set(t.fold)))
-    p, models = out_of_fold(t)
+    raw_p, models = out_of_fold(t)
+    # P(fake) as a probability on a benchmark where each kind's reals and fakes weigh alike (monotone: the AUCs and,
+    # since thresholds are picked on this scale, the verdicts are those of the raw noisy-OR output)
+    output = fit_output(raw_p, t.y, t.weights)
+    p = np.array([np.nan if np.isnan(x) else output(x) for x in raw_p])
     # the false-FAKE budget is spent on reals; per fold, thresholds are picked on the other folds' reals
     fold_verdicts = ["" for _ in p]
     for fold in set(t.fold):
@@ -399,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         copies = sorted({r.reencode or "as-is" for r in t.results})
         model = to_model(final, t, thresholds, metrics,
                          f"{len(t.y)} scored items ({int(t.y.sum())} fake, {int(t.synthetic.sum())} synthetic; "
-                         f"copies: {', '.join(copies)}), leave-one-source-out")
+                         f"copies: {', '.join(copies)}), leave-one-source-out", output)
         model = _merged(model, Path(args.out))
         model.save(args.out)
         logger.info("calibration written to %s", args.out)
