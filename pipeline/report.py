@@ -372,8 +372,15 @@ def findings(report: Report) -> tuple[str, ...]:
         if not out:
             out.append("no single check is confident, but together they are not clean enough to call it authentic")
     elif report.verdict is Verdict.AUTHENTIC:
-        ran = [LABELS[d.slot].lower() for d in report.detectors if d.ran]
-        out.append(f"none of the checks that ran ({', '.join(ran)}) found a sign of manipulation")
+        weak = [slot for slot, e in evidence if e >= FINDING_MIN_EVIDENCE and slot in by_slot]
+        clean = [LABELS[d.slot].lower() for d in report.detectors if d.ran and d.slot not in weak]
+        if clean and not weak:
+            out.append(f"none of the checks that ran ({', '.join(clean)}) found a sign of manipulation")
+        elif clean:
+            names = clean[0] if len(clean) == 1 else ", ".join(clean[:-1]) + " and " + clean[-1]
+            out.append(f"the {names} check{'s' if len(clean) > 1 else ''} found no sign of manipulation")
+        out += [f"{_sentence(slot, by_slot[slot], report)}, but not strongly enough to doubt the clip"
+                for slot in weak[:1]]
     out += [w for d in report.detectors if (w := _why_not_run(d))]
     return tuple(dict.fromkeys(out))[:3]
 

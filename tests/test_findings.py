@@ -116,3 +116,13 @@ def test_confidence_is_capped_by_the_measured_rates_and_the_rates_are_shown():
     sentence = d["detector_scores"]["benchmark"]["sentence"]
     assert "2% of real videos were wrongly called FAKE" in sentence and "40% of fake videos passed" in sentence
     assert sentence in summary_text(d) and sentence in verdict_text(d) and sentence in report_html(d)
+
+
+def test_an_authentic_verdict_does_not_hide_a_detector_that_leaned_fake():
+    dets = (DetectorResult("visual", "mesonet", Status.OK, score=0.1, calibrated=0.05),
+            DetectorResult("audio", "aasist", Status.OK, score=0.8, calibrated=0.7,
+                           timeline=_timeline([0.9, 0.9, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])))
+    found = _report(Verdict.AUTHENTIC, dets, (("audio", 0.6), ("visual", 0.03)), p=0.6).findings
+    assert found[0] == "the visual artifacts check found no sign of manipulation"
+    assert found[1] == ("the voice has the marks of synthetic speech from 0 s to 2 s, but not strongly enough to "
+                        "doubt the clip")
