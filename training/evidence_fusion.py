@@ -331,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", nargs="+", required=True, help="the manifests those items come from")
     ap.add_argument("--out", default=str(DEFAULT_CALIBRATION), help="calibration file to write ('' = none)")
     ap.add_argument("--report", default="out/eval/loso", help="folder for the per-source table")
-    ap.add_argument("--max-fake-on-real", type=float, default=0.02)
+    ap.add_argument("--max-fake-on-real", type=float, default=0.01,
+                    help="false-FAKE budget on the pooled out-of-fold reals of each kind (1 %% keeps "
+                         "held-out folds near 2 %%)")
     ap.add_argument("--max-flagged-real", type=float, default=0.15)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
