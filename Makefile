@@ -68,7 +68,7 @@ serve: ## local API + web UI on SQLite: make serve [HOST=0.0.0.0] [PORT=8000]
 
 SYNTH ?= $(OUT)/synth
 SYNTH_N ?= 40
-RECIPES ?= av_shift av_swap voice_over voice_resynth face_blend mouth_swap gen_upsample
+RECIPES ?= av_shift av_swap voice_over voice_resynth face_blend face_swap mouth_swap gen_upsample
 REAL_PROCESSINGS ?= whatsapp telephone portrait_crop noise
 
 synth: ## label-certain fakes from the dev reals, every recipe: make synth [SYNTH_N=40] [RECIPES="av_swap ..."]

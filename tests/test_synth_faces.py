@@ -82,3 +82,13 @@ def test_face_recipe_builds_a_set_with_video_sound_and_card(tmp_path):
     assert item["recipe"] == "face_blend" and "mask covers" in item["certain"]
     info = media.probe(item["path"])
     assert info.has_video and info.has_audio and info.fps == pytest.approx(25.0, abs=0.1)
+
+
+def test_face_swap_puts_another_identity_inside_the_face_oval_only(face_clip):
+    donor = synth_faces.load_face_clip(DEV_DATA / "A_real_av/edtalk/test_data__uncrop_Obama.mp4", max_seconds=0.5)
+    assert donor is not None
+    frames, masks = synth_faces.swap_faces(face_clip, donor.frames[0], donor.landmarks[0])
+    assert synth_faces.mask_coverage(masks, face_clip.landmarks, synth_faces.FACE_OVAL) > 0.9
+    diff = np.abs(frames.astype(np.int16) - face_clip.frames).mean(-1)
+    assert diff[_outside(masks)].max() <= 1  # Poisson blending stays inside the mask
+    assert diff[masks > 0.9].mean() > 8.0  # another face, not a touched-up copy of this one

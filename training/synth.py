@@ -319,7 +319,7 @@ def _face_recipe(name: str) -> Callable:
     return recipe
 
 
-FACE_RECIPES = ("face_blend", "mouth_swap", "gen_upsample")
+FACE_RECIPES = ("face_blend", "face_swap", "mouth_swap", "gen_upsample")
 RECIPES: dict[str, Callable] = {"av_shift": av_shift, "av_swap": av_swap, "voice_over": voice_over,
                                 "voice_resynth": voice_resynth} | {n: _face_recipe(n) for n in FACE_RECIPES}
 
@@ -396,7 +396,7 @@ def build(recipe: str, n: int, reals: list[ManifestItem], out_dir: Path, seed: i
                 raise ValueError(f"{recipe}: no clip with a face the landmarks can follow")
             clip = pool[int(rng.integers(len(pool)))]
             kwargs = {}
-            if recipe in ("av_swap", "mouth_swap"):
+            if recipe in ("av_swap", "mouth_swap", "face_swap"):
                 others = [c for c in clips if c.item.group != clip.item.group] or [c for c in clips if c is not clip]
                 kwargs["other"] = others[int(rng.integers(len(others)))]
             try:

@@ -2,6 +2,8 @@
 
     python -m training.synth --recipe face_blend --n 20 --split train
 
+  face_swap    another real identity's face (one donor frame) warped onto every frame's landmarks by Delaunay
+               triangles and Poisson-blended (``seamlessClone``): the same swapped identity all through the clip
   face_blend   self-blended faces (the SBI recipe, Shiohara & Yamasaki, CVPR 2022): the face is blended with a
                colour-, sharpness- and scale-jittered copy of itself through its landmark hull, with the same
                parameters over the whole clip. The blend boundary and the colour/frequency mismatch are the
@@ -327,6 +329,73 @@ def regenerate_faces(clip: FaceClip, kind: str, rng: np.random.Generator, first_
 
 
 # ----------------------------------------------------------------------------------------------
+# face_swap: another identity's face warped onto the landmarks, Poisson-blended
+# ----------------------------------------------------------------------------------------------
+# every 6th mesh point plus the face oval: enough triangles to follow the face, few enough for a CPU
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+SWAP_POINTS = tuple(sorted(set(range(0, 468, 6)) | set(FACE_OVAL) | set(LIPS)))
+
+
+def _triangles(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles (index triples) of ``points``, computed once on the donor face."""
+    x1, y1 = points.min(0) - 2
+    x2, y2 = points.max(0) + 2
+    sub = cv2.Subdiv2D((int(x1), int(y1), int(x2 - x1) + 2, int(y2 - y1) + 2))
+    for x, y in points:
+        sub.insert((float(x), float(y)))
+    out = []
+    for t in sub.getTriangleList().reshape(-1, 3, 2):
+        idx = [int(np.argmin(((points - v) ** 2).sum(1))) for v in t]
+        if len(set(idx)) == 3:
+            out.append(idx)
+    return np.array(out, np.int32)
+
+
+def warp_face(donor: np.ndarray, donor_pts: np.ndarray, target_shape: tuple[int, int], target_pts: np.ndarray,
+              triangles: np.ndarray) -> np.ndarray:
+    """The donor face piecewise-affinely warped onto the target landmarks (zeros outside the triangles)."""
+    out = np.zeros((*target_shape, 3), np.float32)
+    for tri in triangles:
+        src, dst = donor_pts[tri].astype(np.float32), target_pts[tri].astype(np.float32)
+        x, y, w, h = cv2.boundingRect(dst)
+        if w <= 0 or h <= 0:
+            continue
+        m = cv2.getAffineTransform(src, dst - np.float32([x, y]))
+        patch = cv2.warpAffine(donor, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        mask = np.zeros((h, w), np.float32)
+        cv2.fillConvexPoly(mask, np.int32(dst - [x, y]), 1.0, lineType=cv2.LINE_AA)
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + h, target_shape[0]), min(x + w, target_shape[1])
+        if y1 <= y0 or x1 <= x0:
+            continue
+        ps, ms = patch[y0 - y:y1 - y, x0 - x:x1 - x], mask[y0 - y:y1 - y, x0 - x:x1 - x, None]
+        out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - ms) + ps * ms
+    return out
+
+
+def swap_faces(target: FaceClip, donor_frame: np.ndarray, donor_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every target frame's face replaced by one donor face (the same identity all through), warped to the frame's
+    landmarks and Poisson-blended (OpenCV ``seamlessClone``): (frames, masks)."""
+    idx = list(SWAP_POINTS)
+    tris = _triangles(donor_pts[idx])
+    out, masks = np.empty_like(target.frames), np.zeros(target.frames.shape[:3], np.float32)
+    for t, (frame, pts) in enumerate(zip(target.frames, target.landmarks, strict=True)):
+        warped = warp_face(donor_frame.astype(np.float32), donor_pts[idx], frame.shape[:2], pts[idx], tris)
+        hull = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(pts[list(FACE_OVAL)].astype(np.int32)), 255)
+        hull = cv2.erode(hull, np.ones((5, 5), np.uint8))
+        x, y, w, h = cv2.boundingRect(cv2.findNonZero(hull))
+        centre = (int(x + w / 2), int(y + h / 2))
+        masks[t] = hull.astype(np.float32) / 255.0  # before cloning: seamlessClone may write into its mask
+        cloned = cv2.seamlessClone(np.clip(warped, 0, 255).astype(np.uint8), frame, hull.copy(), centre,
+                                   cv2.NORMAL_CLONE)
+        # the solver also touches pixels of the mask's bounding box: only the face oval may change
+        out[t] = np.where(hull[..., None] > 0, cloned, frame)
+    return out, masks
+
+
+# ----------------------------------------------------------------------------------------------
 # recipes (the synth.RECIPES signature: clip, rng, out path, ... -> SynthItem)
 # ----------------------------------------------------------------------------------------------
 class NoFaceError(ValueError):
@@ -416,3 +485,21 @@ def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pa
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+def face_swap(clip, rng: np.random.Generator, out: Path, other=None):
+    from training.synth import SynthItem
+
+    if other is None:
+        raise ValueError("face_swap needs another real clip (another identity) to take the face from")
+    fc = _face_clip(clip)
+    donor = load_face_clip(other.path, max_seconds=2.0)
+    if donor is None:
+        raise NoFaceError(f"{other.item.path}: no donor face to follow")
+    k = int(rng.integers(len(donor.frames)))
+    frames, masks = swap_faces(fc, donor.frames[k], donor.landmarks[k])
+    write_video(frames, clip.audio, out)
+    cover = mask_coverage(masks, fc.landmarks, FACE_OVAL)
+    return SynthItem(str(out), "face_swap", "fake", clip.item.path, {"donor": other.item.path, "donor_frame": k},
+                     f"face of {other.item.path} (frame {k}) warped onto every frame and Poisson-blended (mask "
+                     f"covers {cover:.0%} of the face oval)")
