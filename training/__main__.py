@@ -5,7 +5,8 @@
     calibrate-logistic  the earlier logistic fusion fitted on the group split's validation side
     split      the committed train/validation group split (--extend keeps listed sides, places new items)
     eval-sync  lip-sync estimators on real clips vs shifted / swapped audio
-    synth      label-certain fakes from training-side real footage (av_shift, av_swap, voice_over, voice_resynth)
+    synth      label-certain fakes from real footage (av_shift, av_swap, voice_over, voice_resynth, face_blend,
+               face_swap, mouth_swap, gen_upsample)
     temporal   temporal detector: LR-ASD visual front-end + temporal head (default), or VideoMAE (--arch videomae)
     sync       lip-sync head on frozen LR-ASD audio/visual embeddings
     audio      AASIST fine-tuned on real vs synthetic speech with codec augmentation
