@@ -277,13 +277,7 @@ def fuse(
     if model is not None and model.combiner == "noisy-or":
         return _fuse_noisy_or(ran, model, face_quality, detectors, applicable, kind)
     if model is not None:
-        calibrated, missing = {}, []
-        for s, v in ran.items():
-            name, sha = detectors.get(s, (s, ""))
-            cal = model.calibrator_for(name, sha)
-            if cal is None:
-                missing.append(f"{s} ({name})")
-            calibrated[s] = cal(v) if cal is not None else uncalibrated(v)
+        calibrated, _, missing = _calibrate_all(ran, model, detectors)
         total = sum(abs(model.weights.get(s, 0.0)) for s in SLOTS) or 1.0
         weights = tuple((s, model.weights.get(s, 0.0)) for s in SLOTS)
         thresholds = widened(model.thresholds_for(kind), face_quality, model.quality_widen)
@@ -309,9 +303,10 @@ def fuse(
     return fusion, calibrated, decide(p, thresholds)
 
 
-def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: float | None,
-                   detectors: dict[str, tuple[str, str]], applicable: tuple[str, ...] | None,
-                   kind: str | None = None) -> tuple[Fusion, dict[str, float], Verdict | None]:
+def _calibrate_all(ran: dict[str, float], model: FusionModel, detectors: dict[str, tuple[str, str]]
+                   ) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """Each slot's score through the calibrator of the detector that produced it: (calibrated, reliability,
+    "slot (model)" of those without one, which get the documented fallbacks)."""
     calibrated, reliability, missing = {}, {}, []
     for s, v in ran.items():
         name, sha = detectors.get(s, (s, ""))
@@ -320,6 +315,13 @@ def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: floa
             missing.append(f"{s} ({name})")
         calibrated[s] = cal(v) if cal is not None else uncalibrated(v)
         reliability[s] = cal.reliability if cal is not None else UNCALIBRATED_RELIABILITY
+    return calibrated, reliability, missing
+
+
+def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: float | None,
+                   detectors: dict[str, tuple[str, str]], applicable: tuple[str, ...] | None,
+                   kind: str | None = None) -> tuple[Fusion, dict[str, float], Verdict | None]:
+    calibrated, reliability, missing = _calibrate_all(ran, model, detectors)
     evidence = tuple(sorted(((s, reliability[s] * calibrated[s]) for s in ran), key=lambda kv: -kv[1]))
     weights = tuple((s, reliability.get(s, 0.0)) for s in SLOTS)
     notes = [f"calibration fitted on {model.fitted_on}"] if model.fitted_on else []

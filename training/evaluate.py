@@ -93,12 +93,11 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
                     continue
             done[r.path] = r
             kept.append(json.dumps(asdict(r)))
-        if backfilled and not (stale or refused):
+        if backfilled or stale or refused:
             results_file.write_text("".join(line + "\n" for line in kept))
         if stale or refused:
             logger.warning("%s: %d result(s) from another pipeline configuration dropped, %d re-fused with the "
                            "current calibration (now %s)", results_file, stale, refused, fingerprint)
-            results_file.write_text("".join(line + "\n" for line in kept))
     todo = [it for it in items if it.path not in done]
     if todo:
         with open(results_file, "a") as f, tempfile.TemporaryDirectory() as tmp, \
@@ -122,7 +121,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
 
 
 def _kind(modality: str) -> str:
-    return {"video_av": "video", "video": "video", "audio": "audio", "image": "image"}[modality]
+    return STREAMS[modality][0]
 
 
 def _fingerprint(p, with_fusion: bool) -> str | None:
