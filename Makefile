@@ -57,8 +57,8 @@ weights: ## download every checkpoint of a real deployment (needs internet)
 eval: ## per-detector and fused AUC on a labelled manifest: make eval [MANIFEST=...] [ARGS="--reencode whatsapp"]
 	$(PY) -m training eval --manifest "$(MANIFEST)" $(ARGS)
 
-bench: ## per-stage speed on one clip: make bench [VIDEO=...]
-	$(PY) -m pipeline bench $(if $(VIDEO),"$(VIDEO)",)
+bench: ## speed + peak memory on 30 s / 3 min / 10 min phone clips (or one: make bench VIDEO=...)
+	$(PY) -m pipeline bench $(if $(VIDEO),"$(VIDEO)",) $(ARGS)
 
 HOST ?= 127.0.0.1
 PORT ?= 8000

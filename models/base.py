@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from models.errors import DetectorUnavailable
 from models.weights import sha256_of
@@ -105,6 +106,19 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval BatchNorm2d that directly follows a Conv2d inside an ``nn.Sequential`` into that conv (in
+    place; the BN becomes Identity). Inference only: the same function to ~1e-6, one pass over memory fewer."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
+    return model
 
 
 def batched(n: int, batch_size: int) -> Iterator[slice]:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import timm
 import torch
 from scipy.special import expit
 from torch import nn
@@ -56,6 +55,8 @@ class DeepFakeClassifier(nn.Module):
     def __init__(self, encoder_name: str = DEFAULT_ENCODER, dropout_rate: float = 0.0, **encoder_kwargs) -> None:
         super().__init__()
         self.encoder_name = encoder_name
+        import timm  # here, not at the top: importing it costs ~160 MB RSS, wasted when the B7 weights are absent
+
         self.encoder = timm.create_model(timm_name(encoder_name), pretrained=False, **encoder_kwargs)
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout_rate)

@@ -38,6 +38,7 @@ DEMO_DURATIONS_S = (1, 2, 3, 4, 5, 6)  # the original's duration "list" is a Pyt
 FACE_INPUT_SIZE = 112
 CROP_SIZE = 224
 CROP_PAD_VALUE = 110
+EMBED_DIM = 128  # per-frame size of both encoders' outputs
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -382,10 +383,17 @@ def demo_crop(frame: np.ndarray, cx: float, cy: float, s: float, cs: float = 0.4
     """
     img = np.asarray(frame)
     p = int(s * (1 + 2 * cs))
-    pad = ((p, p), (p, p)) + ((0, 0),) * (img.ndim - 2)
-    padded = np.pad(img, pad, mode="constant", constant_values=CROP_PAD_VALUE)
     my, mx = cy + p, cx + p
-    face = padded[int(my - s) : int(my + s * (1 + 2 * cs)), int(mx - s * (1 + cs)) : int(mx + s * (1 + cs))]
+    # rows/cols of the padded frame, clipped to it as numpy slicing would; only the crop is padded (padding the
+    # whole frame cost ~1 ms per frame and gives the same pixels)
+    h, w = img.shape[0] + 2 * p, img.shape[1] + 2 * p
+    (y0, y1), (x0, x1) = (slice(int(my - s), int(my + s * (1 + 2 * cs))).indices(h)[:2],
+                          slice(int(mx - s * (1 + cs)), int(mx + s * (1 + cs))).indices(w)[:2])
+    face = np.full((max(0, y1 - y0), max(0, x1 - x0), *img.shape[2:]), CROP_PAD_VALUE, img.dtype)
+    sy0, sy1 = max(y0 - p, 0), min(y1 - p, img.shape[0])
+    sx0, sx1 = max(x0 - p, 0), min(x1 - p, img.shape[1])
+    if sy1 > sy0 and sx1 > sx0 and face.size:
+        face[sy0 + p - y0 : sy1 + p - y0, sx0 + p - x0 : sx1 + p - x0] = img[sy0:sy1, sx0:sx1]
     if face.size == 0:
         raise ValueError(f"empty face crop for cx={cx}, cy={cy}, s={s} in a frame of shape {img.shape}")
     return cv2.resize(face, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR)
@@ -464,6 +472,18 @@ def _span_pieces(s: int, e: int, n_frames: int, radius: int, max_len: int, share
     if e < n_frames:
         pieces.append((e - 2 * radius, e, hi, e))
     return pieces
+
+
+def clip_faces(clip) -> np.ndarray:
+    """LR-ASD crops (T, 112, 112) of a dense face clip, made once per clip (temporal head and sync share them)."""
+    return clip.memo("lrasd_faces", lambda: faces_from_track(clip.frames, clip.boxes, rgb=True))
+
+
+def clip_embeddings(front, clip) -> tuple[np.ndarray, np.ndarray]:
+    """``front.visual_embeddings`` of a dense clip's crops, (zero-edged, held-edged), encoded once per clip and
+    front-end: the temporal head reads the first, the sync head the second."""
+    return clip.memo(("lrasd_visual", id(front)), lambda: front.visual_embeddings(clip_faces(clip)))
+
 
 
 class LRASDDetector:
@@ -587,6 +607,40 @@ class LRASDDetector:
         with inference(self.device, fp16=False):
             audio, visual = self._embed(at, vt)
         return audio.float().cpu().numpy(), visual.float().cpu().numpy()
+
+    def visual_embeddings(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frozen visual-encoder outputs (T, 128) float32 of one crop sequence (T, 112, 112), in both edge
+        conventions the heads were trained on, from one whole pass:
+
+        * ``zero``: the sequence encoded alone, the encoder's own zero padding at its ends (temporal head);
+        * ``held``: its first and last crop repeated ``radius`` times beyond the ends (sync head), because
+          zero-padded edges look like nothing a face does.
+
+        The two differ only within ``radius`` frames of each end, so ``held`` re-encodes just those from
+        3·radius-frame pieces instead of running a second whole pass (the output at a frame sees ±radius
+        input frames, so each piece's middle third is free of its own edges)."""
+        faces = np.asarray(faces)
+        t, r = len(faces), self.radius
+        if t == 0:
+            empty = np.zeros((0, EMBED_DIM), np.float32)
+            return empty, empty
+
+        def encode(batch: np.ndarray) -> torch.Tensor:
+            vt = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).float()
+            return self._encode_items(self.model.embed_visual, vt, 1)
+
+        def hold(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([np.repeat(x[:1], r, 0), x, np.repeat(x[-1:], r, 0)])
+
+        with inference(self.device, fp16=False):
+            zero = encode(faces[None])[0]
+            if t < 2 * r:  # too short for pieces: encode the held sequence whole
+                held = encode(hold(faces)[None])[0, r : r + t]
+            else:
+                ends = encode(np.stack([hold(faces[: 2 * r])[: 3 * r], hold(faces[-2 * r :])[r:]]))
+                held = zero.clone()
+                held[:r], held[t - r :] = ends[0, r : 2 * r], ends[1, r : 2 * r]
+        return zero.float().cpu().numpy(), held.float().cpu().numpy()
 
     def demo_scores_per_duration(
         self,

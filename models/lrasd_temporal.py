@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import Scores, WeightsInfo, resolve_device
+from models.lrasd import EMBED_DIM, clip_embeddings
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "lrasd_temporal/1"
-EMBED_DIM = 128
 
 
 @dataclass(frozen=True)
@@ -261,12 +261,10 @@ class LRASDTemporalDetector:
         Clips shorter than one window contribute nothing. All windows of all clips go through the head as
         one batch; the front-end runs once per clip (batched by clip length).
         """
-        from models.lrasd import faces_from_track
-
         usable = [c for c in clips if len(c) >= self.cfg.window]
         if not usable:
             return np.zeros(0), np.zeros(0), np.zeros(0)
-        embs = embed_faces(self.front, [faces_from_track(c.frames, c.boxes, rgb=True) for c in usable])
+        embs = [clip_embeddings(self.front, c)[0] for c in usable]
         wins, starts, ends = [], [], []
         for c, emb in zip(usable, embs, strict=True):
             w, idx = sequence_windows(emb, self.cfg)

@@ -19,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import WeightsInfo, batched, configure_torch_numerics, inference, load_torch_state_dict, resolve_device
+from models.base import (
+    WeightsInfo,
+    batched,
+    configure_torch_numerics,
+    fold_batchnorm,
+    inference,
+    load_torch_state_dict,
+    resolve_device,
+)
 from models.weights import resolve
 
 logger = logging.getLogger(__name__)
@@ -390,7 +398,8 @@ class RetinaFaceDetector:
         # NHWC on CPU: oneDNN's depthwise/1x1 convs run ~2x faster than NCHW here (heads differ by ~1e-5, within
         # the golden tolerance); the RGB frames are NHWC already, so the input needs no extra copy either.
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        # BN folded into the convs: ~25 % of CPU time went to separate batch-norm passes (boxes move < 1e-3 px)
+        self.model = fold_batchnorm(model.eval()).to(self.device, memory_format=self.memory_format)
         self.weights_info = weights_info or WeightsInfo.in_memory(f"retinaface_{self.cfg.name}")
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
         self._mean = torch.tensor(self.cfg.mean_bgr, dtype=torch.float32, device=self.device)

@@ -146,66 +146,25 @@ def cmd_scan(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------
 # bench
 # ----------------------------------------------------------------------------------------------
-DEFAULT_BENCH_CLIP = Path(__file__).resolve().parent.parent.parent / "shared/data/dev/A_real_av/sadtalker_hdtf" / (
-    "examples__ref_video__WDA_AlexandriaOcasioCortez_000.mp4")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    import resource
+    from pipeline import bench
 
-    import numpy as np
-    import torch
-
-    import pipeline
-    from pipeline import media
-    from pipeline.settings import get_settings
-
-    video = Path(args.video) if args.video else DEFAULT_BENCH_CLIP
-    if not video.exists():
-        logger.error("bench clip %s not found; pass one: make bench VIDEO=clip.mp4", video)
+    if args.video:  # one clip, in this process
+        video = Path(args.video)
+        if not video.exists():
+            logger.error("bench clip %s not found", video)
+            return 2
+        m = bench.measure(video, args.repeat)
+        if args.json:
+            print(json.dumps(m))
+        else:
+            bench.print_one(m)
+        return 0
+    try:
+        return bench.suite(args.lengths, Path(args.out), args.repeat, Path(args.source))
+    except (FileNotFoundError, RuntimeError) as exc:
+        logger.error("%s", exc)
         return 2
-    s = get_settings()
-    t0 = time.perf_counter()
-    p = pipeline.build(s)
-    cold = time.perf_counter() - t0
-    # decode floor: the same decoding the pipeline does, without any model
-    t0 = time.perf_counter()
-    info = media.probe(video)
-    if info.has_video:
-        media.sample_frames(video, info, fps=s.sample_fps, max_frames=s.max_sampled_frames, max_side=s.max_decode_side)
-    if info.has_audio:
-        media.load_audio(video, info)
-    if info.kind == "video":
-        media.decode_dense(video, [0.0], int(min(s.dense_window_s, info.video_duration_s) * s.dense_fps),
-                           fps=s.dense_fps, info=info)
-    decode_floor = time.perf_counter() - t0
-    runs = []
-    for _ in range(args.repeat):
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        rep = p.run(video)
-        runs.append((time.perf_counter() - t0, rep))
-    totals = np.array([t for t, _ in runs])
-    stages: dict[str, list[float]] = {}
-    for _, rep in runs:
-        for k, v in rep.stage_seconds:
-            stages.setdefault(k, []).append(v)
-    rep = runs[-1][1]
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"clip: {video.name} ({info.duration_s:.1f} s, {info.width}x{info.height}, {info.fps:.0f} fps)")
-    print(f"device: {p.device}  torch threads: {torch.get_num_threads()}  verdict: {rep.verdict.value}")
-    print(f"cold start (build, models loaded once): {cold:.2f} s")
-    print(f"decode only (floor):                    {decode_floor:.2f} s")
-    print(f"full run, median of {args.repeat}:                 {np.median(totals):.2f} s "
-          f"(min {totals.min():.2f})  = {info.duration_s / np.median(totals):.2f}x real time")
-    print(f"frames analysed: {rep.frames_analyzed}  -> {rep.frames_analyzed / np.median(totals):.1f} frames/s")
-    print(f"peak memory: {peak_rss:.0f} MiB RSS" + (
-        f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB GPU" if torch.cuda.is_available() else ""))
-    print(f"{'stage':<10} {'median s':>9} {'share':>6}")
-    for k, v in stages.items():
-        print(f"{k:<10} {np.median(v):>9.3f} {np.median(v) / np.median(totals):>6.1%}")
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,9 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     s.set_defaults(func=cmd_scan)
 
-    b = sub.add_parser("bench", help="per-stage speed, frames/s and peak memory on one clip")
-    b.add_argument("video", nargs="?", default=None)
-    b.add_argument("--repeat", type=int, default=3)
+    from pipeline.bench import DEFAULT_LENGTHS_S, SOURCE_CLIP
+
+    b = sub.add_parser("bench", help="speed, peak memory and the decode floor on phone clips of several lengths")
+    b.add_argument("video", nargs="?", default=None,
+                   help="one clip; without it the suite builds 720x1280 phone clips of --lengths seconds")
+    b.add_argument("--repeat", type=int, default=3, help="full runs per clip up to 60 s (longer clips run once)")
+    b.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS_S))
+    b.add_argument("--out", default="out/bench", help="where the built clips are cached")
+    b.add_argument("--source", default=str(SOURCE_CLIP), help="the real clip the bench clips are made from")
+    b.add_argument("--json", action="store_true", help="with a clip: one JSON line instead of the table")
     b.set_defaults(func=cmd_bench)
 
     w = sub.add_parser("weights", help="download every checkpoint of a real deployment (needs internet)")

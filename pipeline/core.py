@@ -395,10 +395,11 @@ class Pipeline:
         with run.stage("temporal"):
             dense = self._dense_windows(source, info, analysis, run)
             results[TEMPORAL] = self._temporal(info, analysis, dense)
+        speech = None
         with run.stage("audio"):
-            results[AUDIO] = self._audio(info, audio)
+            results[AUDIO], speech = self._audio(info, audio)
         with run.stage("lip_sync"):
-            results[LIP_SYNC], speaking = self._lip_sync(info, analysis, dense, audio, results[AUDIO])
+            results[LIP_SYNC], speaking = self._lip_sync(info, analysis, dense, audio, results[AUDIO], speech)
 
         face_quality = analysis.main_track.quality if analysis is not None and analysis.main_track else None
         with run.stage("fusion"):
@@ -565,19 +566,23 @@ class Pipeline:
 
         return self._guard(TEMPORAL, go)
 
-    def _audio(self, info, audio) -> DetectorResult:
-        from pipeline.audio import NotApplicable, score_audio
+    def _audio(self, info, audio):
+        """The audio detector's result, and the speech found in the whole track (the lip-sync stage reuses it
+        rather than running the VAD again)."""
+        from pipeline.audio import NotApplicable, detect_speech, score_audio
 
         slot = self.c.audio
         if audio is None:
             return DetectorResult(AUDIO, slot.model_name, Status.NOT_APPLICABLE,
-                                  "no audio track" if info.kind != "image" else "a still image has no audio")
+                                  "no audio track" if info.kind != "image" else "a still image has no audio"), None
         if not slot.available:
-            return DetectorResult(AUDIO, slot.model_name, Status.UNAVAILABLE, slot.reason)
+            return DetectorResult(AUDIO, slot.model_name, Status.UNAVAILABLE, slot.reason), None
+        speech = []
 
         def go() -> DetectorResult:
+            speech.append(detect_speech(audio.samples, audio.sample_rate))
             res = score_audio(slot.detector, audio.samples, audio.sample_rate, min_speech_s=self.settings.min_speech_s,
-                              max_windows=self.settings.max_audio_windows)
+                              max_windows=self.settings.max_audio_windows, activity=speech[0])
             if isinstance(res, NotApplicable):
                 return DetectorResult(AUDIO, slot.model_name, Status.NOT_APPLICABLE, res.reason,
                                       extras=(("speech_seconds", float(res.speech_seconds)),))
@@ -588,9 +593,10 @@ class Pipeline:
             return DetectorResult(AUDIO, slot.model_name, Status.OK, None, float(res.clip_fake_prob), None, timeline,
                                   extras)
 
-        return self._guard(AUDIO, go)
+        result = self._guard(AUDIO, go)
+        return result, (speech[0] if speech else None)
 
-    def _lip_sync(self, info, analysis, dense, audio, audio_result: DetectorResult):
+    def _lip_sync(self, info, analysis, dense, audio, audio_result: DetectorResult, speech=None):
         slot = self.c.sync
         speaking: dict[int, float] = {}
 
@@ -611,7 +617,7 @@ class Pipeline:
             return na(f"no speech to compare the lips with ({audio_result.reason})")
 
         def go() -> DetectorResult:
-            res = slot.detector.analyse(dense, audio, main_track_id=analysis.main_track_id)
+            res = slot.detector.analyse(dense, audio, main_track_id=analysis.main_track_id, speech=speech)
             speaking.update(res.speaking_by_track if hasattr(res, "speaking_by_track") else {})
             if not hasattr(res, "lip_sync_error"):  # SyncNotApplicable
                 return DetectorResult(LIP_SYNC, slot.model_name, Status.NOT_APPLICABLE, res.reason)

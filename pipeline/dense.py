@@ -9,7 +9,9 @@ to the interpolated landmarks and are flagged ``detected=False``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,9 +31,18 @@ class DenseFaceClip:
     detected: np.ndarray  # (T,) bool: True where the detector found the face on that very frame
     fps: float
     track_id: int
+    # features derived from this very window (crops, embeddings), so stages that share an extractor compute it
+    # once; keyed by the extractor and the model instance. Not an init field, so `dataclasses.replace` (new
+    # frames) starts empty
+    features: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+    def memo(self, key, compute: Callable[[], Any]) -> Any:
+        if key not in self.features:
+            self.features[key] = compute()
+        return self.features[key]
 
     @property
     def start_s(self) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import math
 import os
@@ -591,18 +592,22 @@ def sample_frames(
     if times_s is None:
         times_s = sample_times(info.video_duration_s, fps, max_frames)
     targets = np.asarray(times_s, float)
-    frames: list[np.ndarray] = []
+    frames: np.ndarray | None = None  # filled in place: a list then np.stack held every frame twice
     stamps: list[float] = []
     seen: set[tuple[float, int | None]] = set()
     for t, frame in _nearest(source, info, targets, limits):
         if (t, frame.pts) in seen:
             continue  # two targets landed on one frame (sparse or variable frame rate): keep it once
         seen.add((t, frame.pts))
-        frames.append(_to_rgb(frame, width, height, info.rotation))
+        img = _to_rgb(frame, width, height, info.rotation)
+        if frames is None:
+            frames = np.empty((targets.size, *img.shape), np.uint8)
+        frames[len(stamps)] = img
         stamps.append(t)
-    if not frames:
+    if frames is None:
         raise CorruptMediaError(f"no frame of {_name(source)} could be decoded.")
-    return SampledFrames(np.stack(frames), np.asarray(stamps, dtype=np.float64), scale)
+    frames = frames if len(stamps) == targets.size else frames[: len(stamps)].copy()
+    return SampledFrames(frames, np.asarray(stamps, dtype=np.float64), scale)
 
 
 def _nearest(source, info: MediaInfo, ticks: np.ndarray, limits: Limits, seek_gap_s: float = 2.0):
@@ -689,26 +694,31 @@ def decode_dense(
             windows.append(ticks)
     if not windows:
         return []
-    all_ticks = np.concatenate(windows)
-    picked = list(_nearest(source, info, all_ticks, limits, seek_gap_s=max(2.0, 4.0 / fps)))
-    converted: dict[tuple[float, int | None], np.ndarray] = {}
+    # Frames are converted as they stream into each window's preallocated array: holding the decoder's frames
+    # until the end kept ~1.4 MB per 720p tick alive (550 MB for two 8 s windows).
+    picked = _nearest(source, info, np.concatenate(windows), limits, seek_gap_s=max(2.0, 4.0 / fps))
+    last: tuple[tuple[float, int | None], np.ndarray] | None = None  # a source frame repeated on the next tick
     clips: list[DenseClip] = []
-    pos = 0
-    for ticks in windows:
-        part = picked[pos : pos + ticks.size]
-        pos += ticks.size
-        if not part:
-            break
-        frames = []
-        for ft, frame in part:
-            key = (ft, frame.pts)
-            if key not in converted:
-                converted[key] = _to_rgb(frame, width, height, info.rotation)
-            frames.append(converted[key])
-        clips.append(
-            DenseClip(np.stack(frames), ticks[: len(part)], np.asarray([ft for ft, _ in part]), fps, scale)
-        )
-        converted = {k: img for k, img in converted.items() if k[0] >= part[-1][0]}  # keep only overlap
+    try:
+        for ticks in windows:
+            frames: np.ndarray | None = None
+            times = np.empty(ticks.size)
+            n = 0
+            for ft, frame in itertools.islice(picked, ticks.size):
+                key = (ft, frame.pts)
+                if last is None or last[0] != key:
+                    last = (key, _to_rgb(frame, width, height, info.rotation))
+                if frames is None:
+                    frames = np.empty((ticks.size, *last[1].shape), np.uint8)
+                frames[n], times[n] = last[1], ft
+                n += 1
+            if frames is None:
+                break
+            clips.append(DenseClip(frames[:n], ticks[:n], times[:n], fps, scale))
+            if n < ticks.size:  # the stream ended inside this window
+                break
+    finally:
+        picked.close()  # closes the container now, not whenever the generator is collected
     return clips
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.signal
 from scipy.ndimage import uniform_filter1d
 
+from pipeline.audio import SpeechActivity
 from pipeline.dense import DenseFaceClip
 from pipeline.media import AudioTrack
 
@@ -135,13 +136,15 @@ class TrackWindow:
                            self.mouth[start:stop], cut(self.faces), cut(self.visual))
 
 
-def prepare_window(clip: DenseFaceClip, with_faces: bool = True) -> TrackWindow:
-    """Crops of one dense clip: the aligned face for the baseline and, with LR-ASD, its demo crops."""
-    from models.lrasd import faces_from_track
+def prepare_window(clip: DenseFaceClip, with_faces: bool = True, lrasd=None) -> TrackWindow:
+    """Crops of one dense clip: the aligned face for the baseline and, with LR-ASD, its demo crops; given the
+    LR-ASD front-end also their visual embeddings over the whole window (shared with the temporal head)."""
+    from models.lrasd import clip_embeddings, clip_faces
 
-    faces = faces_from_track(clip.frames, clip.boxes, rgb=True) if with_faces and len(clip) else None
+    faces = clip_faces(clip) if (with_faces or lrasd is not None) and len(clip) else None
+    visual = clip_embeddings(lrasd, clip)[1] if lrasd is not None and len(clip) else None
     return TrackWindow(clip.track_id, np.asarray(clip.timestamps_s, np.float64), np.asarray(clip.detected, bool),
-                       clip.aligned_gray(MOUTH_SIZE, MOUTH_MARGIN), faces)
+                       clip.aligned_gray(MOUTH_SIZE, MOUTH_MARGIN), faces, visual)
 
 
 def audio_frames(audio: AudioTrack, start_s: float, n_frames: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,10 +178,7 @@ def visual_embeddings(lrasd, faces: np.ndarray) -> np.ndarray:
     The window is padded with copies of its first and last face for the encoder's temporal reach: its own
     zero padding makes edge frames look like nothing a face does, and such artefacts line up with audio
     edges at one particular offset. The audio input is a dummy; the encoders are separate."""
-    r = int(getattr(lrasd, "radius", 9))
-    padded = np.concatenate([np.repeat(faces[:1], r, 0), faces, np.repeat(faces[-1:], r, 0)])
-    dummy = np.zeros((1, MFCC_PER_FRAME * len(padded), 13), np.float32)
-    return lrasd.embeddings(dummy, padded[None])[1][0, r : r + len(faces)]
+    return lrasd.visual_embeddings(faces)[1]
 
 
 def audio_embeddings(lrasd, samples: np.ndarray) -> np.ndarray:
@@ -298,13 +298,14 @@ class SyncEstimator:
         return tuple(getattr(self.models, "weights_infos", ()))
 
     # -- public ------------------------------------------------------------------------------------
-    def analyse(self, clips: list[DenseFaceClip], audio: AudioTrack | None,
-                main_track_id: int | None) -> SyncResult | SyncNotApplicable:
-        windows = [prepare_window(c, with_faces=self.lrasd is not None) for c in clips if len(c)]
-        return self.analyse_windows(windows, audio, main_track_id)
+    def analyse(self, clips: list[DenseFaceClip], audio: AudioTrack | None, main_track_id: int | None,
+                speech: SpeechActivity | None = None) -> SyncResult | SyncNotApplicable:
+        """``speech``: the speech already found in the whole of ``audio`` (the audio stage's VAD), if any."""
+        windows = [prepare_window(c, lrasd=self.lrasd) for c in clips if len(c)]
+        return self.analyse_windows(windows, audio, main_track_id, speech)
 
-    def analyse_windows(self, windows: list[TrackWindow], audio: AudioTrack | None,
-                        main_track_id: int | None) -> SyncResult | SyncNotApplicable:
+    def analyse_windows(self, windows: list[TrackWindow], audio: AudioTrack | None, main_track_id: int | None,
+                        speech: SpeechActivity | None = None) -> SyncResult | SyncNotApplicable:
         if audio is None or audio.samples.size == 0:
             return SyncNotApplicable("no audio track")
         if not windows:
@@ -314,7 +315,7 @@ class SyncEstimator:
             key = main_track_id if main_track_id in reasons else next(iter(reasons))
             return SyncNotApplicable(reasons[key])
 
-        speech_s = self._speech_seconds([p for ps in by_track.values() for p in ps], audio)
+        speech_s = self._speech_seconds([p for ps in by_track.values() for p in ps], audio, speech)
         if speech_s < MIN_SPEECH_S:
             return SyncNotApplicable(f"no speech to compare the lips with: {speech_s:.1f} s of speech in the "
                                      "analysed video windows")
@@ -386,14 +387,20 @@ class SyncEstimator:
         return [], (f"the face is visible with sound for only {frames / FPS:.1f} s; a lip-sync check needs "
                     f"{MIN_FRAMES / FPS:.0f} s")
 
-    def _speech_seconds(self, prepared: list[PreparedWindow], audio: AudioTrack) -> float:
-        """Seconds of speech inside the analysed windows (silero VAD, energy fallback)."""
+    def _speech_seconds(self, prepared: list[PreparedWindow], audio: AudioTrack,
+                        speech: SpeechActivity | None = None) -> float:
+        """Seconds of speech inside the analysed windows: from ``speech`` (the whole track's) when given, else
+        by running the VAD (silero, energy fallback) on the windows' audio."""
         from pipeline.audio import detect_speech
 
         lo = min(p.window.start_s for p in prepared)
         hi = max(p.window.start_s + len(p.window) / FPS for p in prepared)
-        samples, _ = audio_frames(audio, lo, int(np.ceil((hi - lo) * FPS)), 0)
-        activity = detect_speech(samples, SAMPLE_RATE)
+        if speech is not None:  # the same timeline as the audio samples: shift it to the windows' start
+            segs = [(s - lo, e - lo) for s, e in speech.segments if e > lo and s < hi]
+            activity = SpeechActivity(segs, sum(e - s for s, e in segs), speech.method)
+        else:
+            samples, _ = audio_frames(audio, lo, int(np.ceil((hi - lo) * FPS)), 0)
+            activity = detect_speech(samples, SAMPLE_RATE)
         inside = np.zeros(int(np.ceil((hi - lo) * FPS)), bool)
         for p in prepared:
             k = int(round((p.window.start_s - lo) * FPS))

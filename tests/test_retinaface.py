@@ -259,8 +259,14 @@ def test_resnet50_variant_loads_production_layout(tmp_path: Path, resnet_state, 
     torch.save(state, path)
     det = RetinaFaceDetector.load(path, device="cpu", variant="resnet50")
     assert det.cfg is CFG_RESNET50 and det.weights_info.name == "retinaface_resnet50"
-    for k, v in det.model.state_dict().items():
-        torch.testing.assert_close(v, resnet_state[k], rtol=0, atol=0)
+    # the detector folds BN into its convs, so compare what the network computes with a strict plain load
+    reference = RetinaFace(CFG_RESNET50)
+    reference.load_state_dict(resnet_state, strict=True)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        for got, want in zip(det.model(x.contiguous(memory_format=torch.channels_last)), reference.eval()(x),
+                             strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 72, 100, 3), dtype=np.uint8)
     out = det.detect(frames, threshold=0.0)
@@ -294,3 +300,22 @@ def test_missing_weights_raise_helpful_error(tmp_path: Path, monkeypatch: pytest
         RetinaFaceDetector.load(variant="mnet025")
     with pytest.raises(ValueError, match="variant"):
         RetinaFaceDetector.load(variant="vgg")
+
+
+def test_fold_batchnorm_keeps_the_function_and_removes_the_bn_passes() -> None:
+    from models.base import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = RetinaFace(CFG_MNET025).eval()
+    for m in net.modules():  # non-trivial running statistics, or folding would be a no-op
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 96, 128)
+    with torch.inference_mode():
+        want = net(x)
+        folded = fold_batchnorm(net)
+        got = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)

@@ -70,12 +70,7 @@ def dense_clips(source: media.MediaSource, face_detector, settings=None):
 
 def extract(source: media.MediaSource, face_detector, lrasd) -> ClipFeatures:
     _, audio, clips, main_id = dense_clips(source, face_detector)
-    windows = []
-    for clip in clips:
-        w = sync.prepare_window(clip, with_faces=True)
-        windows.append(sync.TrackWindow(w.track_id, w.timestamps_s, w.detected, w.mouth, w.faces,
-                                        sync.visual_embeddings(lrasd, w.faces)))
-    return ClipFeatures(audio, tuple(windows), main_id)
+    return ClipFeatures(audio, tuple(sync.prepare_window(clip, lrasd=lrasd) for clip in clips), main_id)
 
 
 def save_features(feat: ClipFeatures, path: Path) -> None:
