@@ -309,7 +309,7 @@ class MesoNetDetector:
         model: nn.Module,
         device: str | torch.device | None = "cpu",
         weights_info: WeightsInfo | None = None,
-        batch_size: int = 64,
+        batch_size: int = 16,  # 64 crops at once peaked 300 MB higher on CPU and ran no faster
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

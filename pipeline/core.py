@@ -390,6 +390,12 @@ class Pipeline:
         track_scores: dict[int, tuple[float, np.ndarray]] = {}
         with run.stage("visual"):
             results[VISUAL], track_scores = self._visual(info, sampled, analysis)
+        with run.stage("report"):
+            thumbnails = {t.track_id: _thumbnail(sampled.frames, t) for t in analysis.tracks} if analysis else {}
+        n_sampled = len(sampled) if sampled is not None else 0
+        # Nothing needs the sparse frames past here (240 frames of 720p are 660 MB): let them go before the dense
+        # windows and the audio model are in memory.
+        sampled = decoded = None
         dense = []
         speaking: dict[int, float] = {}
         with run.stage("temporal"):
@@ -423,8 +429,8 @@ class Pipeline:
         if missing:
             run.warnings.append("PARTIAL RESULT: " + "; ".join(missing))
         with run.stage("report"):
-            tracks = self._track_results(sampled, analysis, track_scores, speaking)
-        frames_analyzed = (len(sampled) if sampled is not None else 0) + sum(len(d) for d in dense)
+            tracks = self._track_results(thumbnails, analysis, track_scores, speaking)
+        frames_analyzed = n_sampled + sum(len(d) for d in dense)
         return Report(
             verdict=verdict,
             reason=reason,
@@ -628,7 +634,7 @@ class Pipeline:
 
         return self._guard(LIP_SYNC, go), speaking
 
-    def _track_results(self, sampled, analysis, track_scores, speaking) -> tuple[TrackResult, ...]:
+    def _track_results(self, thumbnails: dict[int, str], analysis, track_scores, speaking) -> tuple[TrackResult, ...]:
         if analysis is None:
             return ()
         inv = 1.0 / analysis.scale
@@ -649,7 +655,7 @@ class Pipeline:
                 frame_times_s=tuple(float(x) for x in t.timestamps_s),
                 frame_scores=tuple(float(x) for x in probs),
                 box=tuple(float(v) for v in box),
-                thumbnail_jpeg_b64=_thumbnail(sampled.frames, t),
+                thumbnail_jpeg_b64=thumbnails[t.track_id],
             ))
         return tuple(out)
 

@@ -92,6 +92,34 @@ def test_long_video_is_sampled_by_seeking_and_capped(tmp_path):
     assert np.all(np.diff(s.timestamps_s) > 4.0)
 
 
+def test_a_seek_that_would_land_on_an_already_decoded_keyframe_is_skipped(tmp_path, monkeypatch):
+    # 30 s at 10 fps, keyframes ~3 s apart, sampled every 2.5 s: seeking to every sample lands on the keyframe the
+    # decoder has just passed about half the time; knowing where the keyframes are, it goes straight on instead
+    path = write_video(tmp_path / "long_gop.mp4", n_frames=300, fps=10, gop=80, frame_fn=lambda i: level_frame(i))
+    info = media.probe(path)
+    times = np.arange(12) * 2.5 + 1.0
+    frame_time = media._frame_time
+
+    def run():
+        decoded = []
+        monkeypatch.setattr(media, "_frame_time", lambda f, st: decoded.append(1) or frame_time(f, st))
+        return media.sample_frames(path, info, times_s=times), len(decoded)
+
+    s, n_decoded = run()
+    levels = np.array([_level(f) for f in s.frames])
+    assert np.abs(levels - [(int(round(t * 10)) * 8) % 256 for t in times]).max() <= 2  # frames 8 levels apart
+    keyframe_times = media._keyframe_times
+    monkeypatch.setattr(media, "_keyframe_times", lambda c, st: None)  # seek on every long gap, as before
+    seeking, n_seeking = run()
+    assert np.array_equal(seeking.frames, s.frames) and np.array_equal(seeking.timestamps_s, s.timestamps_s)
+    assert n_decoded < n_seeking
+    monkeypatch.setattr(media, "_keyframe_times", keyframe_times)
+    with av.open(str(path)) as c:  # the keyframe list matches what decoding says, and the container is rewound
+        listed = media._keyframe_times(c, c.streams.video[0])
+        decoded_keys = [float(f.time) for f in c.decode(video=0) if f.key_frame]
+    assert len(decoded_keys) > 3 and np.allclose(listed, decoded_keys)
+
+
 def test_variable_frame_rate_timestamps(tmp_path):
     # frames at irregular instants: 0, 40, 80 ms ... then a 1 s freeze, then 25 fps again
     pts = [i * 40 for i in range(25)] + [2000 + i * 40 for i in range(25)]
@@ -270,6 +298,17 @@ def test_default_duration_limit_is_ten_minutes(tmp_path):
     ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=16x16:r=1", "-t", "660", "-c:v", "libx264", str(p))
     with pytest.raises(media.TooLongError, match="660 s; the limit is 600 s"):
         media.probe(p, Limits())
+
+
+def test_a_recording_of_exactly_the_limit_is_accepted(tmp_path):
+    # ten minutes from a phone: the container says 600.1 s (AAC priming, last frame's duration)
+    p = tmp_path / "ten_minutes.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=16x16:r=30", "-f", "lavfi", "-i", "sine=r=44100", "-t", "600",
+           "-c:v", "libx264", "-c:a", "aac", str(p))
+    info = media.probe(p, Limits())
+    assert 600.0 <= info.duration_s < 600.0 + media.DURATION_SLACK_S
+    with pytest.raises(media.TooLongError):
+        media.probe(p, Limits(max_duration_s=599.0))
 
 
 def test_file_size_limit(av_clip):
