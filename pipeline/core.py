@@ -50,7 +50,8 @@ ProgressFn = Callable[[str, float], None]
 ANALYSIS_SETTINGS = {
     "sample_fps", "max_sampled_frames", "dense_fps", "max_decode_side", "face_threshold", "face_detect_side",
     "face_min_size", "visual_crop_margin", "visual_aggregation", "dense_window_s", "max_dense_windows",
-    "dense_detect_side", "min_speech_s", "max_audio_windows", "max_duration_s", "max_dimension",
+    "dense_detect_side", "min_speech_s", "max_audio_windows", "audio_window_overlap", "max_duration_s",
+    "max_dimension",
 }
 # Rough share of run time per stage on CPU, so the progress fraction moves evenly.
 STAGE_WEIGHTS = {
@@ -588,7 +589,8 @@ class Pipeline:
         def go() -> DetectorResult:
             speech.append(detect_speech(audio.samples, audio.sample_rate))
             res = score_audio(slot.detector, audio.samples, audio.sample_rate, min_speech_s=self.settings.min_speech_s,
-                              max_windows=self.settings.max_audio_windows, activity=speech[0])
+                              max_windows=self.settings.max_audio_windows, activity=speech[0],
+                              hop=round(slot.detector.window_samples * (1 - self.settings.audio_window_overlap)))
             if isinstance(res, NotApplicable):
                 return DetectorResult(AUDIO, slot.model_name, Status.NOT_APPLICABLE, res.reason,
                                       extras=(("speech_seconds", float(res.speech_seconds)),))

@@ -99,6 +99,15 @@ def test_audio_only_file_runs_only_the_audio_detector(pipe, dev_data):
     assert rep.verdict in (Verdict.AUTHENTIC, Verdict.SUSPICIOUS, Verdict.FAKE)
 
 
+def test_audio_window_overlap_setting_scores_fewer_windows(pipe, dev_data):
+    base = pipe.run(dev_data / SPEECH).detector(AUDIO)
+    lean = pipeline.build(Settings(device="cpu", audio_window_overlap=0.0), pipe.c).run(dev_data / SPEECH)
+    lean = lean.detector(AUDIO)
+    n_base, n_lean = dict(base.extras)["windows"], dict(lean.extras)["windows"]
+    assert n_base >= 3 and n_lean < n_base and abs(lean.score - base.score) < 0.2
+    assert pipeline.build(Settings(device="cpu", audio_window_overlap=0.0), pipe.c).fingerprint() != pipe.fingerprint()
+
+
 def test_image_runs_only_the_spatial_detector(pipe, dev_data):
     rep = pipe.run(dev_data / FACE_IMAGE)
     assert rep.media.kind == "image"
