@@ -357,23 +357,22 @@ def postprocess(
     loc_t, conf_t, lm_t = t(loc), t(conf), t(landms)
     pri = torch.as_tensor(priors, dtype=torch.float32).to(loc_t.device)
     scores = (conf_t.softmax(-1) if conf_is_logits else conf_t)[..., 1]
-    # Scale like the reference: multiply by the input size, then divide by the resize factor, all float32.
-    boxes = decode_boxes(loc_t, pri, variance) * loc_t.new_tensor([w, h, w, h]) / resize
-    lms = decode_landmarks(lm_t, pri, variance) * loc_t.new_tensor([w, h] * 5) / resize
-    boxes_np, scores_np, lms_np = (a.detach().cpu().numpy() for a in (boxes, scores, lms))
-    results = [
-        _select(
-            boxes_np[i],
-            scores_np[i],
-            lms_np[i],
-            conf_threshold=conf_threshold,
-            top_k=top_k,
-            nms_iou=nms_iou,
-            keep_top_k=keep_top_k,
-            threshold=threshold,
-        )
-        for i in range(boxes_np.shape[0])
-    ]
+    # Only priors that can survive the score cuts are decoded (a few of ~10k per 640 px frame): every step below
+    # is per prior, so the kept rows are the same as decoding all of them.
+    # a little below the cuts: this only has to keep a superset, ``_select`` applies the exact ones
+    floor = (conf_threshold if threshold is None else max(conf_threshold, threshold)) - 1e-6
+    scale_box = loc_t.new_tensor([w, h, w, h])
+    scale_lm = loc_t.new_tensor([w, h] * 5)
+    results = []
+    for i in range(loc_t.shape[0]):
+        cand = torch.nonzero(scores[i] >= floor).flatten()
+        # Scale like the reference: multiply by the input size, then divide by the resize factor, all float32.
+        boxes = decode_boxes(loc_t[i, cand], pri[cand], variance) * scale_box / resize
+        lms = decode_landmarks(lm_t[i, cand], pri[cand], variance) * scale_lm / resize
+        boxes_np, scores_np, lms_np = (a.detach().cpu().numpy() for a in (boxes, scores[i, cand], lms))
+        dets, idx = _select(boxes_np, scores_np, lms_np, conf_threshold=conf_threshold, top_k=top_k,
+                            nms_iou=nms_iou, keep_top_k=keep_top_k, threshold=threshold)
+        results.append((dets, cand.cpu().numpy()[idx]))
     return results if return_index else [d for d, _ in results]
 
 

@@ -9,6 +9,8 @@ a crash → ``failed`` with the reason. Only bad media fails the whole run (verd
 from __future__ import annotations
 
 import base64
+import ctypes
+import functools
 import hashlib
 import logging
 import math
@@ -23,7 +25,7 @@ import cv2
 import numpy as np
 
 from pipeline import media, stages
-from pipeline.faces import FaceAnalysis, FaceTrack, track_crops
+from pipeline.faces import FaceAnalysis, FaceTrack, align_face
 from pipeline.fusion import FusionModel, applicable, fuse
 from pipeline.report import (
     AUDIO,
@@ -230,18 +232,17 @@ def timeline_from_windows(
     return tuple(out)
 
 
-def _thumbnail(frames: np.ndarray, track: FaceTrack, size: int = 96) -> str:
-    """The sharpest confident face of the track, as a small JPEG."""
+THUMBNAIL = "thumbnail"
+THUMBNAIL_SIZE = 96
+
+
+def _thumbnail(track: FaceTrack, crops: np.ndarray | None) -> str:
+    """The sharpest confident face of the track (of its ``THUMBNAIL`` crops), as a small JPEG."""
+    if crops is None or not len(crops):
+        return ""
     k = int(np.argmax(track.scores * np.log1p(track.blur)))
-    crop = track_crops(frames, _single(track, k), size, 0.3)[0]
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crops[k], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return base64.b64encode(buf.tobytes()).decode() if ok else ""
-
-
-def _single(track: FaceTrack, k: int) -> FaceTrack:
-    sl = slice(k, k + 1)
-    return FaceTrack(track.track_id, track.frame_indices[sl], track.timestamps_s[sl], track.boxes[sl],
-                     track.landmarks[sl], track.scores[sl], track.blur[sl])
 
 
 def _sha256(source: media.MediaSource) -> str:
@@ -268,6 +269,22 @@ class _Run:
         return _StageTimer(self, name)
 
 
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps memory a stage freed for reuse instead of returning it; trimming between stages keeps one
+    stage's peak from adding to the next one's RSS (~60-100 MB on a 3 min clip, a few ms)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 class _StageTimer:
     def __init__(self, run: _Run, name: str):
         self.run, self.name = run, name
@@ -279,6 +296,7 @@ class _StageTimer:
         return self
 
     def __exit__(self, *exc):
+        _return_freed_memory()
         self.run.stage_seconds[self.name] = self.run.stage_seconds.get(self.name, 0.0) + time.perf_counter() - self.t0
         self.run.done = min(1.0, self.run.done + STAGE_WEIGHTS.get(self.name, 0.0))
         return False
@@ -377,36 +395,49 @@ class Pipeline:
         if info.missing_tail_s > 0.04:  # more than a frame: say so, a file cut short is never analysed silently
             run.warnings.append(f"the file is slightly truncated: its last {info.missing_tail_s:.2f} s are missing")
         with run.stage("decode"):
-            decoded = stages.decode(source, s, info=info)
-            sampled, audio = decoded.sampled, decoded.audio
+            audio = media.load_audio(source, info, s.audio_sample_rate, limits) if info.has_audio else None
 
         analysis = None
+        n_sampled = 0
         with run.stage("faces"):
-            if sampled is not None and self.c.face.available:
-                analysis = stages.track_faces(sampled, self.c.face.detector, s)
-            elif sampled is not None:
+            decoding = [0.0]  # the sparse frames are decoded chunk by chunk inside this stage
+            if info.has_video and self.c.face.available:
+                # each face keeps its crops, never its frame: 240 frames of 720p would hold 660 MB
+                analysis = stages.track_faces_streamed(source, info, self.c.face.detector, s, self._face_crops(),
+                                                       on_decode=lambda dt: decoding.__setitem__(0, decoding[0] + dt))
+                n_sampled = analysis.n_frames
+            elif info.has_video:
                 run.warnings.append(f"face detector unavailable: {self.c.face.reason}")
+                t0 = time.perf_counter()
+                _, _, chunks = media.iter_sample_frames(source, info, fps=s.sample_fps, max_frames=s.max_sampled_frames,
+                                                        max_side=s.max_decode_side, limits=limits)
+                n_sampled = sum(len(c) for c in chunks)  # decoded all the same: damaged media still fails
+                decoding[0] = time.perf_counter() - t0
+        run.stage_seconds["faces"] -= decoding[0]
+        run.stage_seconds["decode"] += decoding[0]
 
         results: dict[str, DetectorResult] = {}
         track_scores: dict[int, tuple[float, np.ndarray]] = {}
         with run.stage("visual"):
-            results[VISUAL], track_scores = self._visual(info, sampled, analysis)
-        with run.stage("report"):
-            thumbnails = {t.track_id: _thumbnail(sampled.frames, t) for t in analysis.tracks} if analysis else {}
-        n_sampled = len(sampled) if sampled is not None else 0
-        # Nothing needs the sparse frames past here (240 frames of 720p are 660 MB): let them go before the dense
-        # windows and the audio model are in memory.
-        sampled = decoded = None
+            results[VISUAL], track_scores = self._visual(info, analysis)
         dense = []
         speaking: dict[int, float] = {}
         with run.stage("temporal"):
             dense = self._dense_windows(source, info, analysis, run)
             results[TEMPORAL] = self._temporal(info, analysis, dense)
+        with run.stage("lip_sync"):
+            try:
+                sync_windows = self._sync_windows(info, audio, dense)
+            except Exception as exc:  # reported by the lip-sync stage as its failure, like any detector crash
+                logger.error("lip-sync crops failed: %s\n%s", exc, traceback.format_exc())
+                sync_windows = exc
+        n_dense = sum(len(d) for d in dense)
+        dense = None  # the windows' frames (~280 MB of 640 px frames) are not needed past their crops
         speech = None
         with run.stage("audio"):
             results[AUDIO], speech = self._audio(info, audio)
         with run.stage("lip_sync"):
-            results[LIP_SYNC], speaking = self._lip_sync(info, analysis, dense, audio, results[AUDIO], speech)
+            results[LIP_SYNC], speaking = self._lip_sync(info, analysis, sync_windows, audio, results[AUDIO], speech)
 
         face_quality = analysis.main_track.quality if analysis is not None and analysis.main_track else None
         with run.stage("fusion"):
@@ -430,8 +461,8 @@ class Pipeline:
         if missing:
             run.warnings.append("PARTIAL RESULT: " + "; ".join(missing))
         with run.stage("report"):
-            tracks = self._track_results(thumbnails, analysis, track_scores, speaking)
-        frames_analyzed = n_sampled + sum(len(d) for d in dense)
+            tracks = self._track_results(analysis, track_scores, speaking)
+        frames_analyzed = n_sampled + n_dense
         return Report(
             verdict=verdict,
             reason=reason,
@@ -467,7 +498,16 @@ class Pipeline:
             return DetectorResult(slot, self._slot_of(slot).model_name, Status.FAILED,
                                   f"{type(exc).__name__}: {exc}")
 
-    def _visual(self, info, sampled, analysis: FaceAnalysis | None):
+    def _face_crops(self) -> dict[str, Callable]:
+        """What the later stages keep of each detected face: the visual detector's crop and a thumbnail."""
+        crops = {THUMBNAIL: lambda frame, det: align_face(frame, det.landmarks, THUMBNAIL_SIZE, 0.3)}
+        if self.c.visual.available:
+            prep = self._visual_preprocess()
+            crops[VISUAL] = stages.visual_crop_fn(prep.crop, self.c.visual.detector.input_size,
+                                                  self.settings.visual_crop_margin)
+        return crops
+
+    def _visual(self, info, analysis: FaceAnalysis | None):
         slot = self.c.visual
         track_scores: dict[int, tuple[float, np.ndarray]] = {}
 
@@ -488,8 +528,7 @@ class Pipeline:
 
             det = slot.detector
             prep = self._visual_preprocess()
-            crops = [stages.visual_crops(sampled.frames, t, prep.crop, det.input_size, self.settings.visual_crop_margin)
-                     for t in analysis.tracks]
+            crops = [analysis.crops[VISUAL][t.track_id] for t in analysis.tracks]  # made while decoding
             scores = det.predict(np.concatenate(crops))  # one batched call over every face of every track
             pos = 0
             for t, c in zip(analysis.tracks, crops, strict=True):
@@ -604,7 +643,17 @@ class Pipeline:
         result = self._guard(AUDIO, go)
         return result, (speech[0] if speech else None)
 
-    def _lip_sync(self, info, analysis, dense, audio, audio_result: DetectorResult, speech=None):
+    def _sync_windows(self, info, audio, dense) -> list:
+        """What the lip-sync check needs of each dense window (crops, LR-ASD embeddings shared with the temporal
+        head, mouth crops), made before the windows' frames are let go."""
+        from pipeline.sync import prepare_window
+
+        if info.kind != "video" or audio is None or not self.c.sync.available:
+            return []
+        lrasd = getattr(self.c.sync.detector, "lrasd", None)
+        return [prepare_window(c, lrasd=lrasd) for c in dense if len(c)]
+
+    def _lip_sync(self, info, analysis, windows, audio, audio_result: DetectorResult, speech=None):
         slot = self.c.sync
         speaking: dict[int, float] = {}
 
@@ -619,13 +668,15 @@ class Pipeline:
             return DetectorResult(LIP_SYNC, slot.model_name, Status.UNAVAILABLE, slot.reason), speaking
         if analysis is None or not analysis.tracks:
             return na("no face found")
-        if not dense:
+        if not windows:
             return na("no face visible long enough for a lip-sync check")
         if audio_result.status is Status.NOT_APPLICABLE and audio_result.reason and "speech" in audio_result.reason:
             return na(f"no speech to compare the lips with ({audio_result.reason})")
 
         def go() -> DetectorResult:
-            res = slot.detector.analyse(dense, audio, main_track_id=analysis.main_track_id, speech=speech)
+            if isinstance(windows, Exception):
+                raise windows
+            res = slot.detector.analyse_windows(windows, audio, main_track_id=analysis.main_track_id, speech=speech)
             speaking.update(res.speaking_by_track if hasattr(res, "speaking_by_track") else {})
             if not hasattr(res, "lip_sync_error"):  # SyncNotApplicable
                 return DetectorResult(LIP_SYNC, slot.model_name, Status.NOT_APPLICABLE, res.reason)
@@ -636,7 +687,7 @@ class Pipeline:
 
         return self._guard(LIP_SYNC, go), speaking
 
-    def _track_results(self, thumbnails: dict[int, str], analysis, track_scores, speaking) -> tuple[TrackResult, ...]:
+    def _track_results(self, analysis, track_scores, speaking) -> tuple[TrackResult, ...]:
         if analysis is None:
             return ()
         inv = 1.0 / analysis.scale
@@ -657,7 +708,7 @@ class Pipeline:
                 frame_times_s=tuple(float(x) for x in t.timestamps_s),
                 frame_scores=tuple(float(x) for x in probs),
                 box=tuple(float(v) for v in box),
-                thumbnail_jpeg_b64=thumbnails[t.track_id],
+                thumbnail_jpeg_b64=_thumbnail(t, analysis.crops.get(THUMBNAIL, {}).get(t.track_id)),
             ))
         return tuple(out)
 

@@ -7,7 +7,7 @@ converts them back to the original video size for reports.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import cv2
@@ -34,6 +34,10 @@ class FaceDetection:
     @property
     def size(self) -> float:
         return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+# what a stage keeps of a face while its frame is decoded: (frame, detection) -> crop
+CropFn = Callable[[np.ndarray, FaceDetection], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ class FaceAnalysis:
     scale: float  # decoded size / original size
     main_track_id: int | None
     detections_per_frame: tuple[int, ...] = field(default=())
+    # crops made while the frames were at hand (``analyse_face_chunks``): name -> track id -> (K, ...) array
+    crops: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, compare=False, repr=False)
 
     def track(self, track_id: int) -> FaceTrack:
         return next(t for t in self.tracks if t.track_id == track_id)
@@ -279,46 +285,85 @@ def analyse_faces(
     batch_size: int = 16,
     min_track_len: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    crops: dict[str, CropFn] | None = None,
 ) -> FaceAnalysis:
     """Detect faces on every sampled frame (batched), link them into tracks, measure each track."""
-    n = len(frames)
-    arrays: list[np.ndarray] = []
+    chunk = (frames, np.asarray(timestamps_s))
+    return analyse_face_chunks([chunk], len(frames), detector, scale=scale, threshold=threshold,
+                               detect_side=detect_side, min_size=min_size, batch_size=batch_size,
+                               min_track_len=min_track_len, progress=progress, crops=crops)
+
+
+def analyse_face_chunks(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    total: int,
+    detector,
+    scale: float = 1.0,
+    threshold: float = 0.8,
+    detect_side: int = 640,
+    min_size: float = 24.0,
+    batch_size: int = 16,
+    min_track_len: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    crops: dict[str, CropFn] | None = None,
+) -> FaceAnalysis:
+    """``analyse_faces`` over (frames, timestamps) chunks in order, ``total`` frames expected. Everything a
+    face needs from its frame (the blur measure and each ``crops`` function's crop) is made while that chunk
+    is at hand, so no more than one chunk of frames is ever held."""
+    crops = crops or {}
+    detections: list[list[FaceDetection]] = []
+    stamps: list[np.ndarray] = []
+    blur: dict[int, float] = {}  # by id() of the detection
+    made: dict[str, dict[int, np.ndarray]] = {name: {} for name in crops}
     step = max(batch_size, 1) * 4
-    for start in range(0, n, step):
-        arrays += detector.detect(frames[start : start + step], threshold=threshold, max_side=detect_side,
-                                  batch_size=batch_size)
-        if progress:
-            progress(min(n, start + step), n)
-    detections = detections_from_arrays(arrays, min_size=min_size * scale)
-    raw_tracks = build_tracks(detections, timestamps_s)
+    n = 0
+    frame_size = (0, 0)
+    for frames, times in chunks:
+        arrays: list[np.ndarray] = []
+        for start in range(0, len(frames), step):
+            arrays += detector.detect(frames[start : start + step], threshold=threshold, max_side=detect_side,
+                                      batch_size=batch_size)
+            if progress:
+                progress(min(total, n + start + step), total)
+        for k, row in enumerate(detections_from_arrays(arrays, min_size=min_size * scale)):
+            row = [FaceDetection(n + k, d.box, d.score, d.landmarks) for d in row]  # global frame index
+            for det in row:
+                blur[id(det)] = laplacian_variance(cv2.cvtColor(align_face(frames[k], det.landmarks, 112),
+                                                                cv2.COLOR_RGB2GRAY))
+                for name, fn in crops.items():
+                    made[name][id(det)] = fn(frames[k], det)
+            detections.append(row)
+        stamps.append(np.asarray(times, np.float64))
+        frame_size = (int(frames.shape[2]), int(frames.shape[1])) if len(frames) else frame_size
+        n += len(frames)
+    timestamps_s = np.concatenate(stamps) if stamps else np.zeros(0)
     tracks: list[FaceTrack] = []
-    for dets in raw_tracks:
+    per_track: dict[str, dict[int, np.ndarray]] = {name: {} for name in crops}
+    for dets in build_tracks(detections, timestamps_s):
         if len(dets) < min_track_len:
             continue
         idx = np.array([d.frame_index for d in dets])
-        lms = np.stack([d.landmarks for d in dets])
-        blur = np.array(
-            [laplacian_variance(cv2.cvtColor(align_face(frames[d.frame_index], d.landmarks, 112), cv2.COLOR_RGB2GRAY))
-             for d in dets]
-        )
+        track_id = len(tracks)
         tracks.append(
             FaceTrack(
-                track_id=len(tracks),
+                track_id=track_id,
                 frame_indices=idx,
-                timestamps_s=np.asarray(timestamps_s)[idx],
+                timestamps_s=timestamps_s[idx],
                 boxes=np.stack([d.box for d in dets]),
-                landmarks=lms,
+                landmarks=np.stack([d.landmarks for d in dets]),
                 scores=np.array([d.score for d in dets]),
-                blur=blur,
+                blur=np.array([blur[id(d)] for d in dets]),
             )
         )
+        for name in crops:
+            per_track[name][track_id] = np.stack([made[name][id(d)] for d in dets])
     main = pick_main_track(tracks)
-    h, w = frames.shape[1:3] if n else (0, 0)
     return FaceAnalysis(
         tracks=tuple(tracks),
         n_frames=n,
-        frame_size=(int(w), int(h)),
+        frame_size=frame_size,
         scale=scale,
         main_track_id=None if main is None else main.track_id,
         detections_per_frame=tuple(len(d) for d in detections),
+        crops=per_track,
     )

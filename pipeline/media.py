@@ -19,6 +19,7 @@ import math
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,11 +136,15 @@ def _typed(fn):
         except (MediaError, FileNotFoundError):
             raise
         except Exception as exc:  # PyAV raises FFmpegError, OSError subclasses, ValueError, AttributeError...
-            logger.warning("%s on %s: %s: %s", fn.__name__, _name(source), type(exc).__name__, exc)
-            raise CorruptMediaError(f"{_name(source)} cannot be decoded ({_why(exc)}); it is probably damaged "
-                                    "or truncated. Upload the original file.") from exc
+            raise _undecodable(fn.__name__, source, exc) from exc
 
     return wrapper
+
+
+def _undecodable(where: str, source, exc: Exception) -> CorruptMediaError:
+    logger.warning("%s on %s: %s: %s", where, _name(source), type(exc).__name__, exc)
+    return CorruptMediaError(f"{_name(source)} cannot be decoded ({_why(exc)}); it is probably damaged or "
+                             "truncated. Upload the original file.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -587,24 +592,12 @@ def sample_frames(
     """Frames at ``fps`` (or at ``times_s``), seeking past long gaps instead of decoding everything."""
     limits = limits or Limits.from_settings()
     info = info or probe(source, limits)
-    if not info.has_video:
-        raise NoVideoStreamError(f"{_name(source)} has no video stream (audio only).")
-    width, height, scale = _target_size(info, max_side)
-    if info.kind == "image":
-        frame = load_image(source, max_side=max_side)
-        return SampledFrames(frame[None], np.zeros(1), scale)
-
-    if times_s is None:
-        times_s = sample_times(info.video_duration_s, fps, max_frames)
-    targets = np.asarray(times_s, float)
+    width, height, scale, targets = _sampling(source, info, fps, max_frames, max_side, times_s)
+    if targets is None:
+        return SampledFrames(load_image(source, max_side=max_side)[None], np.zeros(1), scale)
     frames: np.ndarray | None = None  # filled in place: a list then np.stack held every frame twice
     stamps: list[float] = []
-    seen: set[tuple[float, int | None]] = set()
-    for t, frame in _nearest(source, info, targets, limits):
-        if (t, frame.pts) in seen:
-            continue  # two targets landed on one frame (sparse or variable frame rate): keep it once
-        seen.add((t, frame.pts))
-        img = _to_rgb(frame, width, height, info.rotation)
+    for t, img in _sampled(source, info, targets, width, height, limits):
         if frames is None:
             frames = np.empty((targets.size, *img.shape), np.uint8)
         frames[len(stamps)] = img
@@ -613,6 +606,80 @@ def sample_frames(
         raise CorruptMediaError(f"no frame of {_name(source)} could be decoded.")
     frames = frames if len(stamps) == targets.size else frames[: len(stamps)].copy()
     return SampledFrames(frames, np.asarray(stamps, dtype=np.float64), scale)
+
+
+@_typed
+def iter_sample_frames(
+    source: MediaSource,
+    info: MediaInfo,
+    fps: float = 2.0,
+    max_frames: int = 240,
+    max_side: int | None = 1280,
+    limits: Limits | None = None,
+    chunk: int = 16,
+) -> tuple[int, float, Iterator[SampledFrames]]:
+    """``sample_frames`` in chunks of ``chunk`` frames, so a caller that keeps only what it derives from them
+    never holds them all (240 frames of 720p are 660 MB): (expected number of frames, scale, chunks)."""
+    limits = limits or Limits.from_settings()
+    width, height, scale, targets = _sampling(source, info, fps, max_frames, max_side, None)
+
+    def chunks() -> Iterator[SampledFrames]:
+        if targets is None:
+            yield SampledFrames(load_image(source, max_side=max_side)[None], np.zeros(1), scale)
+            return
+        frames, stamps = [], []
+        for t, img in _sampled(source, info, targets, width, height, limits):
+            frames.append(img)
+            stamps.append(t)
+            if len(frames) == chunk:
+                yield SampledFrames(np.stack(frames), np.asarray(stamps, np.float64), scale)
+                frames, stamps = [], []
+        if frames:
+            yield SampledFrames(np.stack(frames), np.asarray(stamps, np.float64), scale)
+
+    def checked() -> Iterator[SampledFrames]:
+        n = 0
+        it = chunks()
+        while True:  # decoder failures while iterating become typed errors, as in ``sample_frames``
+            try:
+                c = next(it)
+            except StopIteration:
+                break
+            except (MediaError, FileNotFoundError):
+                raise
+            except Exception as exc:
+                raise _undecodable("iter_sample_frames", source, exc) from exc
+            n += len(c)
+            yield c
+        if n == 0:
+            raise CorruptMediaError(f"no frame of {_name(source)} could be decoded.")
+
+    return (1 if targets is None else int(targets.size)), scale, checked()
+
+
+def _sampling(source, info: MediaInfo, fps: float, max_frames: int, max_side: int | None,
+              times_s: np.ndarray | None) -> tuple[int, int, float, np.ndarray | None]:
+    """Decode size, scale and sampling instants (None for a still image)."""
+    if not info.has_video:
+        raise NoVideoStreamError(f"{_name(source)} has no video stream (audio only).")
+    width, height, scale = _target_size(info, max_side)
+    if info.kind == "image":
+        return width, height, scale, None
+    if times_s is None:
+        times_s = sample_times(info.video_duration_s, fps, max_frames)
+    return width, height, scale, np.asarray(times_s, float)
+
+
+def _sampled(source, info: MediaInfo, targets: np.ndarray, width: int, height: int,
+             limits: Limits) -> Iterator[tuple[float, np.ndarray]]:
+    """(time, RGB frame) nearest each target, each source frame once (two targets may land on one frame when
+    the sampling is denser than the source or its frame rate varies)."""
+    seen: set[tuple[float, int | None]] = set()
+    for t, frame in _nearest(source, info, targets, limits):
+        if (t, frame.pts) in seen:
+            continue
+        seen.add((t, frame.pts))
+        yield t, _to_rgb(frame, width, height, info.rotation)
 
 
 SEEK_BEFORE_S = 0.1  # a seek aims this far before the tick, so the frame just before it is decoded too

@@ -12,6 +12,7 @@ so training sees exactly what inference sees.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,15 @@ import numpy as np
 
 from pipeline import media
 from pipeline.dense import DenseFaceClip, track_windows
-from pipeline.faces import FaceAnalysis, FaceTrack, analyse_faces, track_crops
+from pipeline.faces import (
+    CropFn,
+    FaceAnalysis,
+    FaceDetection,
+    FaceTrack,
+    align_face,
+    analyse_face_chunks,
+    analyse_faces,
+)
 from pipeline.settings import Settings
 
 MAX_SYNC_CANDIDATES = 2  # besides the main face, the largest other faces that may be the one speaking
@@ -119,23 +128,58 @@ def dense_windows(source: media.MediaSource, info: media.MediaInfo, analysis: Fa
     return clips
 
 
-def visual_crops(frames: np.ndarray, track: FaceTrack, crop: str, input_size: int, margin: float) -> np.ndarray:
-    """The crops a spatial detector sees, by its registry preprocessing ``crop``:
-    ``aligned``: 5-point aligned faces with ``margin`` context (MesoNet);
+def visual_crop_fn(crop: str, input_size: int, margin: float) -> CropFn:
+    """The crop a spatial detector sees of one face, by its registry preprocessing ``crop``:
+    ``aligned``: 5-point aligned face with ``margin`` context (MesoNet);
     ``dfdc_box``: the detection box grown by a third on each side, isotropically resized and centred (DFDC B7)."""
     if crop == "dfdc_box":
         from models.efficientnet_b7 import isotropic_resize, put_to_center
 
-        out = []
-        for fi, box in zip(track.frame_indices, track.boxes, strict=True):
-            x1, y1, x2, y2 = (int(v) for v in box)
+        def dfdc_box(frame: np.ndarray, det: FaceDetection) -> np.ndarray:
+            x1, y1, x2, y2 = (int(v) for v in det.box)
             pw, ph = (x2 - x1) // 3, (y2 - y1) // 3
-            face = frames[fi][max(y1 - ph, 0) : y2 + ph, max(x1 - pw, 0) : x2 + pw]
-            out.append(put_to_center(isotropic_resize(face, input_size), input_size))
-        return np.stack(out)
+            face = frame[max(y1 - ph, 0) : y2 + ph, max(x1 - pw, 0) : x2 + pw]
+            return put_to_center(isotropic_resize(face, input_size), input_size)
+
+        return dfdc_box
     if crop == "aligned":
-        return track_crops(frames, track, input_size, margin)
+        return lambda frame, det: align_face(frame, det.landmarks, input_size, margin)
     raise ValueError(f"unknown crop style {crop!r} (aligned, dfdc_box)")
+
+
+def visual_crops(frames: np.ndarray, track: FaceTrack, crop: str, input_size: int, margin: float) -> np.ndarray:
+    """``visual_crop_fn``'s crops of every face of ``track`` (frames indexed by the track's frame indices)."""
+    fn = visual_crop_fn(crop, input_size, margin)
+    return np.stack([fn(frames[fi], FaceDetection(int(fi), box, float(score), lm)) for fi, box, score, lm
+                     in zip(track.frame_indices, track.boxes, track.scores, track.landmarks, strict=True)])
+
+
+def track_faces_streamed(source: media.MediaSource, info: media.MediaInfo, face_detector, settings: Settings,
+                         crops: dict[str, CropFn], on_decode: Callable[[float], None] | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> FaceAnalysis:
+    """``decode`` + ``track_faces`` without holding the sparse frames: they are decoded in chunks and each
+    face keeps only its ``crops`` (what the later stages need of it). ``on_decode`` hears the seconds spent
+    decoding, so a caller can time decoding and detection apart."""
+    limits = media.Limits.from_settings(settings)
+    total, scale, chunks = media.iter_sample_frames(source, info, fps=settings.sample_fps,
+                                                    max_frames=settings.max_sampled_frames,
+                                                    max_side=settings.max_decode_side, limits=limits)
+
+    def timed():
+        while True:
+            t0 = time.perf_counter()
+            try:
+                c = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                if on_decode:
+                    on_decode(time.perf_counter() - t0)
+            yield c.frames, c.timestamps_s
+
+    return analyse_face_chunks(timed(), total, face_detector, scale=scale, threshold=settings.face_threshold,
+                               detect_side=settings.face_detect_side, min_size=settings.face_min_size,
+                               batch_size=settings.detect_batch_size, progress=progress, crops=crops)
 
 
 def clip_chunks(clips: list[DenseFaceClip], n_frames: int, size: int, margin: float = 0.3,
