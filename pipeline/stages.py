@@ -4,10 +4,11 @@ so training sees exactly what inference sees.
     decode          probe → sparse frames (+ 16 kHz audio)
     track_faces     RetinaFace on the sampled frames → tracks (+ the main track)
     decode_and_track  both of the above
+    track_faces_streamed  both, decoding in chunks and keeping each face's crops instead of the frames (runtime)
     substantial_tracks  the faces whose visual score counts for the clip
     dense_tracks    which tracks get 25 fps windows (main; with a sync check, up to two other large faces)
     dense_windows   those windows, decoded and located
-    visual_crops    the face crops a spatial detector sees (its registry preprocessing)
+    visual_crop_fn  the crop a spatial detector sees of one face (its registry preprocessing); visual_crops: a track's
 """
 
 from __future__ import annotations

@@ -89,7 +89,11 @@ def test_training_crops_are_what_the_pipeline_scores(dev_data):
             self.seen.append(crops)
             return Scores.from_fake_logits(np.zeros(len(crops)))
 
-    settings = Settings(visual_crop_margin=0.2, device="cpu")  # not the default, so a dropped margin shows
+    from pipeline import stages
+    from training.train_visual import MAX_SAMPLE_FPS
+
+    # not the default margin, so a dropped margin shows; the pipeline samples as the trainer does
+    settings = Settings(visual_crop_margin=0.2, device="cpu", sample_fps=MAX_SAMPLE_FPS, max_sampled_frames=6)
     face = RetinaFaceDetector.load(device="cpu")
     src = dev_data / "A_real_av/grid_lipnet/evaluation__samples__GRID__bbaf2n.mpg"
     sampled, analysis = sample_faces(src, face, settings, frames=6)
@@ -99,7 +103,10 @@ def test_training_crops_are_what_the_pipeline_scores(dev_data):
     pipe = Pipeline(settings, Components(face=Slot("faces", "rf", face), visual=Slot("visual", "rec", rec),
                                          temporal=empty, audio=empty, speaker=empty, sync=empty))
     info = media.probe(src)
-    result, _ = pipe._visual(info, sampled, analysis)
+    # the pipeline's own path: frames decoded in chunks, each face keeping the crop made from its frame
+    streamed = stages.track_faces_streamed(src, info, face, settings, pipe._face_crops())
+    assert [t.frame_indices.tolist() for t in streamed.tracks] == [t.frame_indices.tolist() for t in analysis.tracks]
+    result, _ = pipe._visual(info, streamed)
     assert result.status.value == "ok"
     fed = np.split(rec.seen[0], np.cumsum([len(t) for t in analysis.tracks])[:-1])
     fc = file_crops(sampled.frames, analysis, settings)
