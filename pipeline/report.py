@@ -345,6 +345,8 @@ def _sentence(slot: str, d: DetectorResult, report: Report) -> str:
 def _why_not_run(d: DetectorResult) -> str | None:
     reason = (d.reason or "").lower()
     if d.status is Status.NOT_APPLICABLE:
+        if "no video stream" in reason or "still image" in reason:
+            return None  # what the file is (a voice note, a photo), not something the checks missed
         if d.slot in (AUDIO, LIP_SYNC) and "speech" in reason:
             return f"no speech, so {CANNOT_RUN[d.slot]}"
         if d.slot in (AUDIO, LIP_SYNC) and "audio" in reason:

@@ -82,6 +82,25 @@ def test_authentic_says_what_ran_and_what_could_not():
     assert "no speech, so lips and voice could not be compared" in found
 
 
+def test_a_voice_note_is_not_told_it_has_no_sound():
+    # an audio file: the face checks and lip sync do not apply because there is no picture, not for lack of sound
+    dets = (
+        DetectorResult("visual", "mesonet", Status.NOT_APPLICABLE, reason="no video stream (audio only)"),
+        DetectorResult("temporal", "lrasd_temporal", Status.NOT_APPLICABLE, reason="no video stream (audio only)"),
+        DetectorResult("audio", "aasist", Status.OK, score=0.3, calibrated=0.1),
+        DetectorResult("lip_sync", "sync", Status.NOT_APPLICABLE, reason="no video stream (audio only)"),
+    )
+    found = _report(Verdict.AUTHENTIC, dets, (("audio", 0.09),), p=0.2).findings
+    assert found == ("none of the checks that ran (synthetic voice) found a sign of manipulation",)
+    photo = (
+        DetectorResult("visual", "mesonet", Status.OK, score=0.1, calibrated=0.05),
+        DetectorResult("temporal", "lrasd_temporal", Status.NOT_APPLICABLE, reason="a still image has no motion"),
+        DetectorResult("audio", "aasist", Status.NOT_APPLICABLE, reason="a still image has no audio"),
+        DetectorResult("lip_sync", "sync", Status.NOT_APPLICABLE, reason="needs a video with sound"),
+    )
+    assert not any("no sound" in f for f in _report(Verdict.AUTHENTIC, photo, (("visual", 0.04),), p=0.1).findings)
+
+
 def test_visual_finding_counts_suspicious_frames_of_the_main_face():
     track = TrackResult(0, True, True, 16, 0.0, 9.0, 120.0, 0.9, 0.8,
                         frame_scores=tuple([0.9] * 12 + [0.1] * 4))
