@@ -399,12 +399,17 @@ class Pipeline:
 
         analysis = None
         n_sampled = 0
+        decoding_s = 0.0  # the sparse frames are decoded chunk by chunk inside the faces stage
+
+        def decoded(seconds: float) -> None:
+            nonlocal decoding_s
+            decoding_s += seconds
+
         with run.stage("faces"):
-            decoding = [0.0]  # the sparse frames are decoded chunk by chunk inside this stage
             if info.has_video and self.c.face.available:
                 # each face keeps its crops, never its frame: 240 frames of 720p would hold 660 MB
                 analysis = stages.track_faces_streamed(source, info, self.c.face.detector, s, self._face_crops(),
-                                                       on_decode=lambda dt: decoding.__setitem__(0, decoding[0] + dt))
+                                                       on_decode=decoded)
                 n_sampled = analysis.n_frames
             elif info.has_video:
                 run.warnings.append(f"face detector unavailable: {self.c.face.reason}")
@@ -412,9 +417,9 @@ class Pipeline:
                 _, _, chunks = media.iter_sample_frames(source, info, fps=s.sample_fps, max_frames=s.max_sampled_frames,
                                                         max_side=s.max_decode_side, limits=limits)
                 n_sampled = sum(len(c) for c in chunks)  # decoded all the same: damaged media still fails
-                decoding[0] = time.perf_counter() - t0
-        run.stage_seconds["faces"] -= decoding[0]
-        run.stage_seconds["decode"] += decoding[0]
+                decoded(time.perf_counter() - t0)
+        run.stage_seconds["faces"] -= decoding_s
+        run.stage_seconds["decode"] += decoding_s
 
         results: dict[str, DetectorResult] = {}
         track_scores: dict[int, tuple[float, np.ndarray]] = {}
@@ -425,8 +430,7 @@ class Pipeline:
         with run.stage("temporal"):
             dense = self._dense_windows(source, info, analysis, run)
             results[TEMPORAL] = self._temporal(info, analysis, dense)
-        with run.stage("lip_sync"):
-            try:
+            try:  # the lip-sync crops, while the dense frames are here
                 sync_windows = self._sync_windows(info, audio, dense)
             except Exception as exc:  # reported by the lip-sync stage as its failure, like any detector crash
                 logger.error("lip-sync crops failed: %s\n%s", exc, traceback.format_exc())
