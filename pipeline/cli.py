@@ -133,9 +133,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     data = report.to_dict()
+    figures = {f.name: f.png for f in report.figures}
     if args.html:
-        Path(args.html).write_text(report_html(data))
+        Path(args.html).write_text(report_html(data, figures))
         logger.info("HTML report written to %s", args.html)
+    if args.figures and figures:
+        out = Path(args.figures)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, png in figures.items():
+            (out / f"{name}.png").write_bytes(png)
+        logger.info("%d evidence figures written to %s", len(figures), out)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -211,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan", help="analyse one video/audio/image and print the verdict")
     s.add_argument("video")
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
-    s.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    s.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (figures embedded)")
+    s.add_argument("--figures", metavar="DIR", help="also write the evidence figures as PNG files")
     s.set_defaults(func=cmd_scan)
 
     from pipeline.bench import DEFAULT_LENGTHS_S, SOURCE_CLIP

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -53,12 +54,12 @@ ANALYSIS_SETTINGS = {
     "sample_fps", "max_sampled_frames", "dense_fps", "max_decode_side", "face_threshold", "face_detect_side",
     "face_min_size", "visual_crop_margin", "visual_aggregation", "dense_window_s", "max_dense_windows",
     "dense_detect_side", "min_speech_s", "max_audio_windows", "audio_window_overlap", "max_duration_s",
-    "max_dimension",
+    "max_dimension", "content_credentials",
 }
 # Rough share of run time per stage on CPU, so the progress fraction moves evenly.
 STAGE_WEIGHTS = {
-    "probe": 0.02, "decode": 0.10, "faces": 0.15, "visual": 0.10, "temporal": 0.15,
-    "audio": 0.20, "lip_sync": 0.20, "fusion": 0.03, "report": 0.05,
+    "probe": 0.02, "provenance": 0.01, "decode": 0.10, "faces": 0.13, "visual": 0.10, "temporal": 0.15,
+    "audio": 0.18, "lip_sync": 0.18, "fusion": 0.03, "explain": 0.05, "report": 0.05,
 }
 
 
@@ -392,6 +393,8 @@ class Pipeline:
         summary = MediaSummary(info.kind, info.duration_s, info.width, info.height, info.fps, info.has_audio,
                                info.has_video, info.rotation, info.container, info.video_codec, info.audio_codec,
                                info.size_bytes, digest)
+        with run.stage("provenance"):
+            credentials = self._credentials(source, info)
         if info.missing_tail_s > 0.04:  # more than a frame: say so, a file cut short is never analysed silently
             run.warnings.append(f"the file is slightly truncated: its last {info.missing_tail_s:.2f} s are missing")
         with run.stage("decode"):
@@ -440,8 +443,10 @@ class Pipeline:
         speech = None
         with run.stage("audio"):
             results[AUDIO], speech = self._audio(info, audio)
+        kept: dict[str, object] = {}  # what the evidence figures need of the lip-sync check
         with run.stage("lip_sync"):
-            results[LIP_SYNC], speaking = self._lip_sync(info, analysis, sync_windows, audio, results[AUDIO], speech)
+            results[LIP_SYNC], speaking = self._lip_sync(info, analysis, sync_windows, audio, results[AUDIO], speech,
+                                                         keep=kept)
 
         face_quality = analysis.main_track.quality if analysis is not None and analysis.main_track else None
         with run.stage("fusion"):
@@ -456,7 +461,15 @@ class Pipeline:
                 r = results[slot]
                 results[slot] = DetectorResult(r.slot, r.model, r.status, r.reason, r.score, p, r.timeline, r.extras)
         reason = None
-        if verdict is None:
+        if credentials.decisive:  # the file declares itself AI-generated in a manifest that validates
+            measured = "nothing" if fusion.fake_probability is None else f"P(fake) {fusion.fake_probability:.3f}"
+            fusion = dataclasses.replace(
+                fusion, fake_probability=1.0, confidence=1.0,
+                note=f"Content Credentials declare the file {credentials.ai_declared}: decisive, whatever the "
+                     f"detectors measured (they fused to {measured})")
+            verdict = Verdict.FAKE
+            reason = f"declared {credentials.ai_declared} by {credentials.claim_generator or 'an unnamed tool'}"
+        elif verdict is None:
             verdict = Verdict.NOT_APPLICABLE
             reasons = [f"{slot}: {r.reason}" for slot, r in results.items() if r.reason]
             reason = "no detector could analyse this file — " + "; ".join(reasons)
@@ -467,7 +480,7 @@ class Pipeline:
         with run.stage("report"):
             tracks = self._track_results(analysis, track_scores, speaking)
         frames_analyzed = n_sampled + n_dense
-        return Report(
+        report = Report(
             verdict=verdict,
             reason=reason,
             fusion=fusion,
@@ -483,7 +496,47 @@ class Pipeline:
             created_at=_now(),
             warnings=tuple(run.warnings),
             missing=missing,
+            credentials=credentials,
         )
+        if s.explain and verdict not in (Verdict.NOT_APPLICABLE, Verdict.FAILED):
+            with run.stage("explain"):
+                report = self._explain(report, analysis, track_scores, kept.get("sync"), audio)
+            report = dataclasses.replace(report, stage_seconds=tuple(run.stage_seconds.items()))
+        return report
+
+    def _explain(self, report: Report, analysis, track_scores, sync, audio) -> Report:
+        """The report with its evidence figures (``pipeline.explain``); a drawing failure costs the figures only."""
+        from pipeline import explain
+        from pipeline.sync import FPS
+
+        try:
+            face = None
+            main = analysis.main_track_id if analysis is not None else None
+            if report.detector(VISUAL).ran and main in track_scores and VISUAL in analysis.crops:
+                det = self.c.visual.detector
+                track = next(t for t in analysis.tracks if t.track_id == main)
+                face = explain.face_evidence(lambda x: det.predict(x).fake_prob, analysis.crops[VISUAL][main],
+                                             track.timestamps_s, track_scores[main][1])
+            sync_ev = None
+            if sync is not None and sync.curve.size and sync.trace is not None:
+                m = (sync.curve.size - 1) // 2
+                sync_ev = explain.SyncEvidence(np.arange(-m, m + 1) / FPS, sync.curve, sync.offset_s, *sync.trace)
+            voice = (explain.voice_evidence(audio.samples, audio.sample_rate)
+                     if audio is not None and report.detector(AUDIO).ran else None)
+            figures = explain.draw(report, explain.Evidence(face, sync_ev, voice))
+        except Exception as exc:  # pictures explain a verdict; they never cost one
+            logger.error("evidence figures failed: %s\n%s", exc, traceback.format_exc())
+            return dataclasses.replace(report, warnings=(*report.warnings, f"evidence figures failed: {exc}"))
+        return dataclasses.replace(report, figures=figures)
+
+    def _credentials(self, source: media.MediaSource, info):
+        """The file's Content Credentials (``pipeline.provenance``), unless CONTENT_CREDENTIALS=false."""
+        from pipeline.provenance import ContentCredentials, mime_of, read_credentials
+
+        if not self.settings.content_credentials:
+            return ContentCredentials("unsupported", "Content Credentials are not read on this installation")
+        path = None if isinstance(source, bytes | bytearray | memoryview) else source
+        return read_credentials(source, mime_of(path, info.container))
 
     def _missing(self, info, results: dict[str, DetectorResult]) -> tuple[str, ...]:
         """Detectors this input needed that are not loaded here (never hidden behind a full-looking verdict)."""
@@ -657,7 +710,8 @@ class Pipeline:
         lrasd = getattr(self.c.sync.detector, "lrasd", None)
         return [prepare_window(c, lrasd=lrasd) for c in dense if len(c)]
 
-    def _lip_sync(self, info, analysis, windows, audio, audio_result: DetectorResult, speech=None):
+    def _lip_sync(self, info, analysis, windows, audio, audio_result: DetectorResult, speech=None,
+                  keep: dict | None = None):
         slot = self.c.sync
         speaking: dict[int, float] = {}
 
@@ -684,6 +738,8 @@ class Pipeline:
             speaking.update(res.speaking_by_track if hasattr(res, "speaking_by_track") else {})
             if not hasattr(res, "lip_sync_error"):  # SyncNotApplicable
                 return DetectorResult(LIP_SYNC, slot.model_name, Status.NOT_APPLICABLE, res.reason)
+            if keep is not None:
+                keep["sync"] = res
             timeline = timeline_from_windows(res.window_starts_s, res.window_ends_s, res.window_error,
                                              info.duration_s)
             return DetectorResult(LIP_SYNC, slot.model_name, Status.OK, None, float(res.lip_sync_error), None,

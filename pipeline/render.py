@@ -5,24 +5,26 @@ Both read ``Report.to_dict()`` (the one JSON shape), so what a person sees is wh
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from typing import Any
 
+from pipeline.labels import (
+    BY_SLOT,
+    COLOURS,
+    FACE_QUALITY,
+    ORIENTATION_NOTE,
+    OVERALL,
+    SLOT_ORDER,
+    TIMELINE_NOTE,
+    VERDICT_COLOURS,
+    VERDICT_WORDS,
+)
 from pipeline.report import FINDING_MIN_EVIDENCE
 
-SLOT_ORDER = ("visual", "temporal", "audio", "lip_sync")
-COLOURS = {"visual": "#2563eb", "temporal": "#16a34a", "audio": "#9333ea", "lip_sync": "#db2777",
-           "face_quality": "#ea580c"}
-VERDICT_COLOURS = {"AUTHENTIC": "#16a34a", "SUSPICIOUS": "#d97706", "FAKE": "#dc2626", "NOT_APPLICABLE": "#6b7280",
-                   "FAILED": "#6b7280"}
-VERDICT_WORDS = {
-    "AUTHENTIC": "no sign of manipulation found",
-    "SUSPICIOUS": "some signs of manipulation; check the detectors below",
-    "FAKE": "strong signs of manipulation",
-    "NOT_APPLICABLE": "this file could not be judged",
-    "FAILED": "the analysis failed",
-}
+__all__ = ["SLOT_ORDER", "VERDICT_WORDS", "evidence_slots", "report_html", "summary_text", "suspicious_seconds"]
+
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:
@@ -31,14 +33,15 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:.0f} %" if pct else f"{x:.2f}"
 
 
-ORIENTATION_NOTE = ("Bars and timelines show P(fake): higher = more suspicious, temporal included (its stored "
-                    "temporal_consistency is 1 − this). Face quality: higher = better.")
-
-
 def _display_score(slot: str, d: dict[str, Any]) -> float | None:
-    """The number shown for a slot: P(fake) for all, including temporal (its seed key is 1 − P(fake))."""
+    """The number shown for a detector: its bar value, higher = more authentic (1 − its calibrated P(fake))."""
     p = d.get("calibrated") if d.get("calibrated") is not None else d.get("score")
-    return p
+    return None if p is None else 1.0 - float(p)
+
+
+def _overall(report: dict[str, Any]) -> str:
+    """The fused score in the bars' orientation, e.g. "<overall label> 31 %"."""
+    return f"{OVERALL.label} {_fmt(OVERALL.shown(report['fake_probability']), True)}"
 
 
 def suspicious_seconds(det: dict[str, Any], threshold: float = 0.6, top: int = 3) -> list[tuple[float, float, float]]:
@@ -53,10 +56,13 @@ def evidence_slots(report: dict[str, Any]) -> list[str]:
     ds = report.get("detector_scores") or {}
     if report.get("verdict") not in ("FAKE", "SUSPICIOUS"):
         return []
-    evidence = (ds.get("fusion") or {}).get("evidence")
-    if evidence is None:  # a fusion without per-detector evidence (the uncalibrated seed weights): its scores
+    fusion = ds.get("fusion") or {}
+    evidence = fusion.get("evidence")
+    if evidence is None:  # a fusion without per-detector evidence (the seed's fixed weights): the scores of the
+        weights = fusion.get("weights") or {}  # detectors it gives weight to
         evidence = {slot: d.get("calibrated") if d.get("calibrated") is not None else d.get("score")
-                    for slot, d in (ds.get("detectors") or {}).items() if d.get("status") == "ok"}
+                    for slot, d in (ds.get("detectors") or {}).items()
+                    if d.get("status") == "ok" and weights.get(slot, 1.0) != 0}
     return [slot for slot, e in evidence.items() if e is not None and e >= FINDING_MIN_EVIDENCE]
 
 
@@ -82,7 +88,7 @@ def summary_text(report: dict[str, Any]) -> str:
     lines.append("")
     head = f"VERDICT: {verdict}"
     if report.get("fake_probability") is not None:
-        head += f"   P(fake) {report['fake_probability']:.2f}   confidence {_fmt(report['confidence'], True)}"
+        head += f"   {_overall(report)}   confidence {_fmt(report['confidence'], True)}"
     lines.append(head)
     lines.append(f"  {VERDICT_WORDS.get(verdict, '')}" + (f": {report['reason']}" if report.get("reason") else ""))
     lines += [f"  • {f}" for f in ds.get("findings") or [] if f != report.get("reason")]
@@ -93,22 +99,23 @@ def summary_text(report: dict[str, Any]) -> str:
                      "verdict rests on the others:")
         lines += [f"    - {m}" for m in ds.get("missing_detectors", [])]
     lines.append("")
-    lines.append(f"  {'detector':<22} {'P(fake)':>8}  {'status':<15} model / reason")
+    lines.append(f"  {ORIENTATION_NOTE}")
+    lines.append(f"  {'check':<22} {'score':>8}  {'status':<15} model / reason")
     for slot in SLOT_ORDER:
         d = ds["detectors"].get(slot)
         if not d:
             continue
         score = _display_score(slot, d)
         note = d["model"] if d["status"] == "ok" else (d.get("reason") or "")
-        lines.append(f"  {d['label']:<22} {_fmt(score):>8}  {d['status']:<15} {note}")
-    lines.append(f"  {'Face quality':<22} {_fmt(ds.get('face_quality')):>8}")
+        lines.append(f"  {BY_SLOT[slot].label:<22} {_fmt(score, True):>8}  {d['status']:<15} {note}")
+    lines.append(f"  {FACE_QUALITY.label:<22} {_fmt(ds.get('face_quality'), True):>8}")
     lines.append("")
     hot = []
     for slot in evidence_slots(report):
         d = ds["detectors"].get(slot)
         if d and d["status"] == "ok":
             for s, e, v in suspicious_seconds(d):
-                hot.append(f"{d['label'].lower()} {s:.0f}–{e:.0f} s ({v:.2f})")
+                hot.append(f"{BY_SLOT[slot].suspicion} {s:.0f}–{e:.0f} s ({v:.0%} suspicious)")
     if hot:
         lines.append("Most suspicious seconds (detectors that moved the verdict): " + ", ".join(hot))
     for t in ds.get("tracks", []):
@@ -157,11 +164,49 @@ def _timeline_svg(det: dict[str, Any], duration: float, colour: str, width: int 
         for g in (0.0, 0.5, 1.0)
     )
     return (f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'role="img" aria-label="{html.escape(det["label"])} per second">'
+            f'role="img" aria-label="{html.escape(det["label"])}: suspicion per second">'
             f'{grid}{"".join(bars)}{"".join(ticks)}</svg>')
 
 
-def report_html(report: dict[str, Any]) -> str:
+def _figures_html(report: dict[str, Any], figures: dict[str, bytes] | None) -> str:
+    """The evidence pictures as data URIs (the page stays one self-contained file), in the report's order."""
+    if not figures:
+        return ""
+    e = html.escape
+    out = []
+    for f in report["detector_scores"].get("figures") or []:
+        png = figures.get(f["name"])
+        if png is None or f["name"] == "summary":  # the summary repeats this page: it is for WhatsApp
+            continue
+        src = "data:image/png;base64," + base64.b64encode(png).decode()
+        out.append(f'<figure class="evidence" data-figure="{e(f["name"])}"><img alt="{e(f["title"])}" src="{src}">'
+                   f'<figcaption><b>{e(f["title"])}</b>: {e(f["caption"])}</figcaption></figure>')
+    return "<h2>Evidence</h2>" + "".join(out) if out else ""
+
+
+def _credentials_html(ds: dict[str, Any]) -> str:
+    cc = ds.get("content_credentials")
+    if not cc or cc.get("state") in (None, "unsupported"):
+        return ""
+    e = html.escape
+    if cc["state"] == "absent":
+        body = ("No Content Credentials (C2PA) in this file. Most phone and messenger files carry none: this is not "
+                "evidence either way.")
+    elif cc["state"] == "error":
+        body = f"Content Credentials could not be read: {cc.get('reason') or ''}"
+    else:
+        rows = [("state", {"trusted": "valid, signer trusted", "valid": "valid (signer not on a trust list)",
+                           "invalid": "does NOT validate"}.get(cc["state"], cc["state"])),
+                ("signed by", cc.get("signer")), ("made with", cc.get("claim_generator")),
+                ("declares", cc.get("ai_declared") or "no AI generation"),
+                ("source type", cc.get("digital_source_type")), ("actions", ", ".join(cc.get("actions") or [])),
+                ("problems", cc.get("reason"))]
+        body = (f"<p>{e(cc.get('sentence') or '')}</p><table class='cc'>"
+                + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows if v) + "</table>")
+    return f'<h2>Content Credentials</h2><section class="credentials" data-state="{e(cc["state"])}">{body}</section>'
+
+
+def report_html(report: dict[str, Any], figures: dict[str, bytes] | None = None) -> str:
     ds = report["detector_scores"]
     md = report["model_metadata"]
     verdict = report["verdict"]
@@ -180,7 +225,7 @@ def report_html(report: dict[str, Any]) -> str:
         colour = COLOURS[slot]
         if d["status"] == "ok" and score is not None:
             bar = (f'<div class="bar"><div class="fill" style="width:{100 * score:.1f}%;background:{colour}"></div>'
-                   f'</div><span class="num">{score:.2f}</span>')
+                   f'</div><span class="num">{score:.0%}</span>')
             body = _timeline_svg(d, duration, colour)
             extra = ", ".join(f"{k}: {v}" for k, v in d.items()
                               if k not in {"key", "label", "model", "status", "reason", "score", "calibrated",
@@ -191,12 +236,13 @@ def report_html(report: dict[str, Any]) -> str:
             extra = ""
         rows.append(
             f'<section class="det" data-slot="{slot}"><h3><span class="dot" style="background:{colour}"></span>'
-            f'{e(d["label"])} <small>{e(d["model"])}</small></h3>{bar}{body}'
+            f'{e(BY_SLOT[slot].label)} <small>{e(d["model"])}</small></h3>{bar}'
+            f'<div class="muted">{e(BY_SLOT[slot].hint)}</div>{body}'
             f'<div class="muted">{e(extra)}</div></section>'
         )
     fq = ds.get("face_quality")
     fq_html = (f'<div class="bar"><div class="fill" style="width:{100 * fq:.1f}%;background:{COLOURS["face_quality"]}">'
-               f'</div></div><span class="num">{fq:.2f}</span>') if fq is not None else '<span class="status">—</span>'
+               f'</div></div><span class="num">{fq:.0%}</span>') if fq is not None else '<span class="status">—</span>'
     faces = []
     for t in ds.get("tracks", []):
         img = (f'<img alt="face {t["track_id"]}" src="data:image/jpeg;base64,{t["thumbnail_jpeg_b64"]}">'
@@ -218,7 +264,7 @@ def report_html(report: dict[str, Any]) -> str:
     if (ds.get("benchmark") or {}).get("sentence"):
         findings += f'<p class="benchmark">{e(ds["benchmark"]["sentence"])}</p>'
     fp = report.get("fake_probability")
-    head = f"P(fake) {fp:.2f} · confidence {_fmt(report['confidence'], True)}" if fp is not None else ""
+    head = f"{_overall(report)} · confidence {_fmt(report['confidence'], True)}" if fp is not None else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Deepfake report — {e(md.get('source_name') or '')}</title>
 <style>
@@ -235,13 +281,17 @@ overflow:hidden}}
 .reason{{color:#555;font-style:italic}} .muted{{color:#777;font-size:12px}}
 .faces{{display:flex;flex-wrap:wrap;gap:12px}} .face{{margin:0;font-size:12px;text-align:center}}
 .face img{{width:96px;height:96px;border-radius:6px;display:block;margin:auto}}
+.evidence{{margin:10px 0}} .evidence img{{max-width:100%;border:1px solid #eee;border-radius:6px}}
+.evidence figcaption{{font-size:12px;color:#444}} .cc th{{text-align:left;padding-right:12px;color:#555}}
 </style></head><body>
 <div class="verdict"><h1>{e(verdict.replace('_', ' '))}</h1><p>{e(head)}</p>
 <p>{e(VERDICT_WORDS.get(verdict, ''))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p>{partial}</div>
 {findings}
-<h2>Detectors</h2><p class="muted">{ORIENTATION_NOTE}</p>{''.join(rows)}
+{_figures_html(report, figures)}
+{_credentials_html(ds)}
+<h2>Detectors</h2><p class="muted">{e(ORIENTATION_NOTE)} {e(TIMELINE_NOTE)}</p>{''.join(rows)}
 <section class="det" data-slot="face_quality"><h3><span class="dot" style="background:{COLOURS['face_quality']}">
-</span>Face quality</h3>{fq_html}</section>
+</span>{e(FACE_QUALITY.label)}</h3>{fq_html}<div class="muted">{e(FACE_QUALITY.hint)}</div></section>
 <h2>Faces</h2><div class="faces">{''.join(faces) or '<p class="muted">no face found</p>'}</div>
 <h2>Details</h2><ul><li>file: {e(md.get('source_name') or '')}, {e(str(md.get('video_duration_seconds')))} s</li>
 <li>fusion: {e(ds.get('fusion', {}).get('method', ''))} {e(ds.get('fusion', {}).get('note') or '')}</li>

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pipeline.labels import BY_SLOT
+from pipeline.provenance import ContentCredentials
+
 SCHEMA_VERSION = "1.0"
 
 
@@ -42,12 +45,7 @@ SEED_KEYS = {
     AUDIO: "audio_synthesis",
     LIP_SYNC: "lip_sync_error",
 }
-LABELS = {
-    VISUAL: "Visual artifacts",
-    TEMPORAL: "Temporal consistency",
-    AUDIO: "Synthetic voice",
-    LIP_SYNC: "Lip sync",
-}
+LABELS = {slot: BY_SLOT[slot].label for slot in SLOTS}  # worded in labels.json, like every label a person reads
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -140,6 +138,16 @@ class Fusion:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """One picture of the evidence (PNG), shown in the HTML report and the web page and stored as a file."""
+
+    name: str  # file stem: "timeline", "face_heatmap", "lip_sync", "voice", "summary"
+    title: str
+    caption: str
+    png: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Report:
     verdict: Verdict
     reason: str | None
@@ -158,6 +166,16 @@ class Report:
     # detectors this input needed that this deployment could not load ("faces: weights file ... not found"):
     # the verdict rests on less evidence than a full run and says so (PARTIAL) wherever it is shown
     missing: tuple[str, ...] = field(default=())
+    credentials: ContentCredentials | None = None  # the file's C2PA manifest, as read (None: not looked at)
+    figures: tuple[Figure, ...] = field(default=())  # pictures of the evidence (stored beside the row, not in it)
+
+    @property
+    def declared_ai(self) -> bool:
+        """A valid Content Credentials manifest declares the file AI-generated (decisive for the verdict)."""
+        return self.credentials is not None and self.credentials.decisive
+
+    def figure(self, name: str) -> Figure | None:
+        return next((f for f in self.figures if f.name == name), None)
 
     @property
     def partial(self) -> bool:
@@ -206,6 +224,11 @@ class Report:
         out["findings"] = list(self.findings)
         if self.fusion.measured:
             out["benchmark"] = {"sentence": benchmark_sentence(self), **{k: _r(v) for k, v in self.fusion.measured}}
+        if self.credentials is not None:
+            out["content_credentials"] = self.credentials.as_dict()
+            out["declared_ai"] = self.declared_ai
+        if self.figures:  # the pictures themselves live in file storage, named by these
+            out["figures"] = [{"name": f.name, "title": f.title, "caption": f.caption} for f in self.figures]
         out["raw_scores"] = {SEED_KEYS[d.slot]: _r(d.score) for d in self.detectors}
         out["detectors"] = {
             d.slot: {
@@ -362,9 +385,19 @@ def _why_not_run(d: DetectorResult) -> str | None:
 def findings(report: Report) -> tuple[str, ...]:
     if report.verdict in (Verdict.NOT_APPLICABLE, Verdict.FAILED):
         return (report.reason,) if report.reason else ()
+    said = report.credentials.sentence() if report.credentials is not None else None
+    if report.declared_ai:  # the file says what it is: that comes before anything a detector measured
+        return (said, *_detector_findings(report))[:3]
+    found = _detector_findings(report)
+    return (*found[:2], said) if said else found
+
+
+def _detector_findings(report: Report) -> tuple[str, ...]:
     by_slot = {d.slot: d for d in report.detectors}
+    weights = dict(report.fusion.weights)  # a detector the fusion gives no weight is never a finding
     evidence = list(report.fusion.evidence) or sorted(
-        ((d.slot, d.calibrated if d.calibrated is not None else d.score) for d in report.detectors if d.ran),
+        ((d.slot, d.calibrated if d.calibrated is not None else d.score) for d in report.detectors
+         if d.ran and weights.get(d.slot, 1.0) != 0),
         key=lambda kv: -kv[1])
     out: list[str] = []
     if report.verdict in (Verdict.FAKE, Verdict.SUSPICIOUS) and evidence:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     audio_window_overlap: float = Field(
         0.5, ge=0, lt=1, description="overlap of the audio detector's windows; 0 scores ~half the windows (a 30 s "
         "clip: 7 instead of 13) and moved dev per-source AUCs by -0.02..+0.06, mean -0.003 (README, speed)")
+    content_credentials: bool = Field(True, description="read the file's C2PA Content Credentials (c2pa-python)")
+    explain: bool = Field(True, description="draw the evidence figures (face heatmap, sync curve, spectrogram, "
+                          "timeline); evaluation turns them off")
+    figures_dir: Path = Field(Path("data/service/figures"), description="where the service stores each result's "
+                              "evidence figures (PNG files, not database rows)")
     calibration_file: Path | None = Field(None, description="fusion calibration JSON (default: the committed one)")
     fusion_checkpoint: Path | None = Field(None, description="learned attention-fusion checkpoint (optional)")
 

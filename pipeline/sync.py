@@ -81,6 +81,8 @@ class SyncResult:
     method: str = ESTIMATOR_NAME
     curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # c(d) for d = -max_offset..max_offset
     speaking_logit: float | None = None
+    # (times, mouth movement, speech energy) at 25 Hz over the longest analysed window: the picture of the check
+    trace: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def offset_s(self) -> float:
@@ -440,8 +442,11 @@ class SyncEstimator:
                 starts.append(p.window.timestamps_s[a])
                 ends.append(p.window.timestamps_s[b - 1] + 1.0 / FPS)
                 errs.append(calibrated_error(pool_curve([s[a:b]], [valid[a:b]]), m, calibration))
+        longest = max(prepared, key=lambda p: len(p.window))
+        trace = (longest.window.timestamps_s, mouth_motion(longest.window.mouth),
+                 speech_energy(longest.samples[m * HOP :], len(longest.window)))
         return SyncResult(error, best, psr, track, np.asarray(starts), np.asarray(ends), np.asarray(errs),
-                          speaking, self.name, curve, speaking.get(track))
+                          speaking, self.name, curve, speaking.get(track), trace)
 
     @property
     def calibration(self):

@@ -41,10 +41,14 @@ def test_scan_prints_a_readable_summary_and_writes_html(tmp_path, dev_data):
     html = tmp_path / "report.html"
     r = cli("pipeline", "scan", str(dev_data / TALKING), "--html", str(html))
     assert r.returncode == 0, r.stderr
-    assert "VERDICT:" in r.stdout and "Visual artifacts" in r.stdout and "Synthetic voice" in r.stdout
-    assert "Temporal consistency" in r.stdout and "Face 0 (main)" in r.stdout
+    assert "VERDICT:" in r.stdout and "Visual Quality" in r.stdout and "Audio Authenticity" in r.stdout
+    assert "Temporal Consistency" in r.stdout and "Face 0 (main)" in r.stdout
+    assert "higher = more authentic" in r.stdout
     page = html.read_text()
     assert page.startswith("<!doctype html>") and "data:image/jpeg;base64," in page and "<svg" in page
+    # the evidence pictures are embedded: the page is one self-contained file
+    assert 'data-figure="timeline"' in page and 'data-figure="lip_sync"' in page
+    assert "data:image/png;base64," in page
 
 
 def test_scan_json_is_the_report(dev_data):

@@ -62,10 +62,30 @@ def test_findings_come_first_on_every_surface():
 def test_raw_seconds_of_a_detector_that_did_not_move_the_verdict_are_not_highlighted():
     text = summary_text(_dubbed().to_dict())
     hot = next(line for line in text.splitlines() if line.startswith("Most suspicious seconds"))
-    assert "lip sync" in hot and "visual" not in hot  # visual's raw timeline is all 1.0, its evidence 0.05
+    assert "lip-sync mismatch" in hot and "visual" not in hot  # visual's raw timeline is all 1.0, its evidence 0.05
     dets = (DetectorResult("visual", "mesonet", Status.OK, score=1.0, calibrated=0.05, timeline=_timeline([1.0] * 4)),)
     clean = _report(Verdict.AUTHENTIC, dets, (("visual", 0.04),), p=0.05).to_dict()
     assert "Most suspicious" not in summary_text(clean) and "Most suspicious" not in verdict_text(clean)
+
+
+@pytest.mark.parametrize("with_evidence", [True, False])
+def test_most_suspicious_seconds_never_cite_a_detector_whose_calibrated_weight_is_zero(with_evidence):
+    """With the noisy-OR's per-detector evidence, and with a fusion that only reports weights (the seed's
+    fixed weights): a weight-0 detector with a timeline at 1.0 is named nowhere."""
+    dets = (
+        DetectorResult("visual", "mesonet", Status.OK, score=1.0, calibrated=1.0, timeline=_timeline([1.0] * 10)),
+        DetectorResult("lip_sync", "sync", Status.OK, score=0.9, calibrated=0.9, timeline=_timeline([0.9] * 10)),
+    )
+    weights = (("visual", 0.0), ("lip_sync", 1.0))
+    evidence = (("lip_sync", 0.9), ("visual", 0.0)) if with_evidence else ()
+    fusion = Fusion("evidence-noisy-or" if with_evidence else "seed-fixed-weights", 0.9, 0.5, (0.2, 0.8), weights,
+                    None, (), evidence)
+    r = _report(Verdict.FAKE, dets)
+    d = Report(r.verdict, None, fusion, dets, (), 0.9, r.media, (), "cpu", (), 10).to_dict()
+    for text in (summary_text(d), verdict_text(d)):
+        hot = next(line for line in text.splitlines() if line.startswith("Most suspicious"))
+        assert "lip-sync mismatch" in hot and "visual" not in hot
+    assert not any("face" in f for f in d["detector_scores"]["findings"])
 
 
 def test_authentic_says_what_ran_and_what_could_not():
@@ -76,7 +96,7 @@ def test_authentic_says_what_ran_and_what_could_not():
         DetectorResult("lip_sync", "sync", Status.NOT_APPLICABLE, reason="no speech to compare the lips with"),
     )
     found = _report(Verdict.AUTHENTIC, dets, (("visual", 0.04), ("temporal", 0.04)), p=0.08).findings
-    assert found[0] == ("none of the checks that ran (visual artifacts, temporal consistency) "
+    assert found[0] == ("none of the checks that ran (visual quality, temporal consistency) "
                         "found a sign of manipulation")
     assert "no speech, so the voice checks could not run" in found
     assert "no speech, so lips and voice could not be compared" in found
@@ -91,7 +111,7 @@ def test_a_voice_note_is_not_told_it_has_no_sound():
         DetectorResult("lip_sync", "sync", Status.NOT_APPLICABLE, reason="no video stream (audio only)"),
     )
     found = _report(Verdict.AUTHENTIC, dets, (("audio", 0.09),), p=0.2).findings
-    assert found == ("none of the checks that ran (synthetic voice) found a sign of manipulation",)
+    assert found == ("none of the checks that ran (audio authenticity) found a sign of manipulation",)
     photo = (
         DetectorResult("visual", "mesonet", Status.OK, score=0.1, calibrated=0.05),
         DetectorResult("temporal", "lrasd_temporal", Status.NOT_APPLICABLE, reason="a still image has no motion"),
@@ -142,6 +162,6 @@ def test_an_authentic_verdict_does_not_hide_a_detector_that_leaned_fake():
             DetectorResult("audio", "aasist", Status.OK, score=0.8, calibrated=0.7,
                            timeline=_timeline([0.9, 0.9, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])))
     found = _report(Verdict.AUTHENTIC, dets, (("audio", 0.6), ("visual", 0.03)), p=0.6).findings
-    assert found[0] == "the visual artifacts check found no sign of manipulation"
+    assert found[0] == "the visual quality check found no sign of manipulation"
     assert found[1] == ("the voice has the marks of synthetic speech from 0 s to 2 s, but not strongly enough to "
                         "doubt the clip")

@@ -19,6 +19,7 @@ from test_db import SERVICE_KEY, FakePostgrest, _row, pg_factory, repo  # noqa: 
 
 from db.repository import COMPLETED, NewJob, Repository, api_key_id, iso, result_columns, utcnow
 from db.supabase import SupabaseRepository
+from pipeline.labels import LABELS_FILE
 from pipeline.report import (
     SLOTS,
     DetectorResult,
@@ -226,7 +227,9 @@ def test_the_page_and_its_assets_are_served(tmp_path):
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert '<script src="/static/app.js">' in page.text and "/static/style.css" in page.text
         js = c.get("/static/app.js")
-        assert js.status_code == 200 and "javascript" in js.headers["content-type"] and "Visual Quality" in js.text
+        assert js.status_code == 200 and "javascript" in js.headers["content-type"] and "/labels.json" in js.text
+        labels = c.get("/labels.json")
+        assert labels.status_code == 200 and labels.json() == json.loads(LABELS_FILE.read_text())
         assert c.get("/static/style.css").status_code == 200
         assert c.get("/static/routes.py").status_code == 404  # only web/static is served
         assert "/history" in c.get("/openapi.json").json()["paths"]
@@ -234,6 +237,22 @@ def test_the_page_and_its_assets_are_served(tmp_path):
                    web_ui=False)
     with TestClient(create_app(off, pipeline=FakePipeline())) as c:
         assert c.get("/").status_code == 404 and c.get("/history", headers=auth("k")).status_code == 404
+
+
+def test_labels_orientation_and_colours_have_one_source():
+    """Every surface reads pipeline/labels.json: no label, hint or colour of a bar is written anywhere else."""
+    spec = json.loads(LABELS_FILE.read_text())
+    react_labels = REPO_ROOT / "web" / "react" / "labels.json"
+    assert react_labels.resolve() == LABELS_FILE.resolve()  # a link, not a copy
+    surfaces = ["web/static/app.js", "web/react/DetectorBreakdown.tsx", "pipeline/report.py", "pipeline/render.py",
+                "whatsapp/messages.py", "pipeline/explain.py"]
+    for rel in surfaces:
+        text = (REPO_ROOT / rel).read_text()
+        for bar in spec["bars"]:
+            for value in (bar["label"], bar["hint"], bar["colour"], *bar["words"]):
+                assert value not in text, f"{rel} repeats {value!r}: read it from labels.json"
+    # every bar reads higher = more authentic: only the stored keys that already do are shown as stored
+    assert {b["key"] for b in spec["bars"] if b["from"] == "same"} == {"temporal_consistency", "face_quality"}
 
 
 # ----------------------------------------------------------------------------------------------

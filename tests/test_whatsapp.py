@@ -22,6 +22,7 @@ from fake_pipeline import FakePipeline
 
 from db.repository import api_key_id
 from db.sqlite import SqliteRepository
+from pipeline.labels import BY_SLOT
 from pipeline.report import Verdict
 from pipeline.settings import Settings
 from service.callbacks import signed_headers
@@ -199,10 +200,11 @@ def test_video_gets_analysing_then_the_verdict_with_scores(tmp_path, serve, grap
     assert verdict == messages.verdict_text(report)
     expected = FakePipeline().run(data, source_name="x")
     assert report["detector_scores"] == expected.detector_scores()
-    for det in expected.detectors:  # every detector's fake score, in percent, in plain words
-        label = messages.DETECTOR_WORDS[det.slot][0]
-        assert f"• {label}: *{100 * det.score:.0f} %* fake" in verdict
-    assert f"Chance it is fake: *{100 * expected.fake_probability:.0f} %*" in verdict
+    for det in expected.detectors:  # every check as its bar reads: higher = more authentic, in percent
+        label = BY_SLOT[det.slot].label
+        p = det.calibrated if det.calibrated is not None else det.score
+        assert f"• {label}: *{100 * (1 - p):.0f} %*, {BY_SLOT[det.slot].word(1 - p)}" in verdict
+    assert f"Overall Authenticity: *{100 * (1 - expected.fake_probability):.0f} %*" in verdict
     assert messages.VERDICT_HEAD[expected.verdict.value] in verdict
     assert graph.downloads == ["media-1"]
     quiet(graph, 2, 0.5)
@@ -563,11 +565,11 @@ def test_real_pipeline_end_to_end_real_and_fake_clip(tmp_path, graph, capsys):
             report = row.report_dict()
             assert report["model_metadata"]["models_used"]
             assert texts[1] == messages.verdict_text(report)
-            assert "What each check found" in texts[1] and "• Visual artifacts: *" in texts[1]
+            assert "What each check found" in texts[1] and "• Visual Quality: *" in texts[1]
             assert messages.VERDICT_HEAD[report["verdict"]] in texts[1]
             for slot, det in report["detector_scores"]["detectors"].items():  # not-run detectors say so
                 if det["status"] != "ok":
-                    assert f"• {messages.DETECTOR_WORDS[slot][0]}: not" in texts[1] or "could not run" in texts[1]
+                    assert f"• {BY_SLOT[slot].label}: not" in texts[1] or "could not run" in texts[1]
         repo.close()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         out = ARTIFACTS / "real_pipeline_replies.txt"

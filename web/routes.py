@@ -2,6 +2,7 @@
 
     GET /                    the single-page UI (web/static/index.html; hash routes #/ and #/d/<task_id>)
     GET /static/...          its script and style sheet
+    GET /labels.json         labels, orientation, colours and words of every bar (pipeline/labels.json)
     GET /history             rows of the caller's API key, newest first (?limit=, ?before= to page on)
     GET /history/{task_id}   one row with its detector_scores and model_metadata columns as stored
 
@@ -22,6 +23,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from db.repository import JobRow, Repository, api_key_id, parse_dt
+from pipeline.labels import LABELS_FILE
 from service.jobs import public_task_id, stored_task_id
 from service.schemas import ServiceError
 from service.security import ApiKey
@@ -96,6 +98,10 @@ def create_router(settings, repo: Repository) -> APIRouter:
     @router.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @router.get("/labels.json", include_in_schema=False)
+    def labels():
+        return FileResponse(LABELS_FILE, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
     @router.get("/history", summary="History of detections (newest first)")
     def history(

@@ -1,15 +1,16 @@
 """Every text the WhatsApp bot sends, in plain words (WhatsApp formatting: *bold*, _italic_).
 
-The verdict reads ``Report.to_dict()`` (the one JSON shape): every detector is shown as a chance of
-FAKE on one 0-100 % scale, so the temporal detector is shown as its P(fake) (the stored
-``temporal_consistency`` is 1 - P(fake)), exactly like ``pipeline.render``'s terminal summary.
+The verdict reads ``Report.to_dict()`` (the one JSON shape). Every check is shown with the label, orientation
+(higher = more authentic) and words of ``pipeline/labels.json``, exactly like the terminal summary, the HTML report
+and the web page.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.render import SLOT_ORDER, VERDICT_WORDS, evidence_slots, suspicious_seconds
+from pipeline.labels import BY_SLOT, FACE_QUALITY, ORIENTATION_NOTE, OVERALL, SLOT_ORDER, VERDICT_WORDS, WORD_BANDS
+from pipeline.render import evidence_slots, suspicious_seconds
 
 VERDICT_HEAD = {
     "AUTHENTIC": "✅ *AUTHENTIC*",
@@ -18,28 +19,15 @@ VERDICT_HEAD = {
     "NOT_APPLICABLE": "ℹ️ *CANNOT JUDGE THIS FILE*",
     "FAILED": "❌ *ANALYSIS FAILED*",
 }
-# (label, what it looks at, words for low / middle / high P(fake))
-DETECTOR_WORDS = {
-    "visual": ("Visual artifacts", "the face in each frame",
-               ("no visual artifacts", "some visual artifacts", "strong visual artifacts")),
-    "temporal": ("Temporal consistency", "movement between frames",
-                 ("movement looks natural", "some unnatural movement", "unnatural movement")),
-    "audio": ("Synthetic voice", "the voice",
-              ("voice sounds natural", "voice may be synthetic", "voice sounds synthetic")),
-    "lip_sync": ("Lip sync", "lips against the voice",
-                 ("lips match the voice", "lips partly mismatch the voice", "lips do not match the voice")),
-}
-LOW, HIGH = 0.35, 0.65  # word bands (the seed's fusion thresholds)
+LOOKS_AT = {"visual": "the face in each frame", "temporal": "movement between frames", "audio": "the voice",
+            "lip_sync": "lips against the voice"}
+HIGH = 1.0 - WORD_BANDS[0]  # a second this suspicious is a "most suspicious moment" (shown value below the low band)
 KIND_WORDS = {"video": "video", "image": "photo", "audio": "voice message"}
 DISCLAIMER = "_Automated estimate, not proof: check the source before sharing._"
 
 
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f} %"
-
-
-def _band(p: float, words: tuple[str, str, str]) -> str:
-    return words[0] if p < LOW else words[2] if p > HIGH else words[1]
 
 
 def _fmt_seconds(s: float) -> str:
@@ -62,26 +50,25 @@ def analysing_text(kind: str) -> str:
 
 
 def detector_line(slot: str, det: dict[str, Any] | None) -> str:
-    label, looks_at, words = DETECTOR_WORDS[slot]
+    bar = BY_SLOT[slot]
     if det is None:
-        return f"• {label}: not run"
+        return f"• {bar.label}: not run"
     status = det.get("status")
     p = det.get("calibrated") if det.get("calibrated") is not None else det.get("score")
     if status == "ok" and p is not None:
-        return f"• {label}: *{pct(p)}* fake, {_band(p, words)}"
+        shown = 1.0 - p
+        return f"• {bar.label}: *{pct(shown)}*, {bar.word(shown)}"
     if status == "not_applicable":
-        return f"• {label}: not applicable ({det.get('reason') or 'nothing to check in ' + looks_at})"
+        return f"• {bar.label}: not applicable ({det.get('reason') or 'nothing to check in ' + LOOKS_AT[slot]})"
     if status == "unavailable":
-        return f"• {label}: not available on this server"
-    return f"• {label}: could not run ({det.get('reason') or 'error'})"
+        return f"• {bar.label}: not available on this server"
+    return f"• {bar.label}: could not run ({det.get('reason') or 'error'})"
 
 
 def face_quality_line(q: float | None) -> str:
     if q is None:
-        return "• Face quality: no face found"
-    words = "a clear face to judge" if q >= 0.6 else "small or blurry face, less reliable" if q >= 0.3 else \
-        "poor face, results are unreliable"
-    return f"• Face quality: {pct(q)}, {words}"
+        return f"• {FACE_QUALITY.label}: no face found"
+    return f"• {FACE_QUALITY.label}: {pct(q)}, {FACE_QUALITY.word(q)}"
 
 
 def _media_line(md: dict[str, Any]) -> str | None:
@@ -116,20 +103,20 @@ def verdict_text(report: dict[str, Any]) -> str:
     if (ds.get("benchmark") or {}).get("sentence"):
         lines.append(f"_{ds['benchmark']['sentence']}_")
     if report.get("fake_probability") is not None:
-        lines.append(f"Chance it is fake: *{pct(report['fake_probability'])}* "
+        lines.append(f"{OVERALL.label}: *{pct(OVERALL.shown(report['fake_probability']))}* "
                      f"(confidence {pct(report.get('confidence'))})")
     media = _media_line(md)
     if media:
         lines.append(media)
     dets = ds.get("detectors") or {}
-    lines += ["", "What each check found (0 % = looks real, 100 % = looks fake):"]
+    lines += ["", f"What each check found. {ORIENTATION_NOTE.split('(')[0].strip()}:"]
     lines += [detector_line(slot, dets.get(slot)) for slot in SLOT_ORDER]
     lines.append(face_quality_line(ds.get("face_quality")))
     hot = []
     for slot in evidence_slots(report):
         det = dets.get(slot)
         if det and det.get("status") == "ok":
-            hot += [(v, f"{DETECTOR_WORDS[slot][0].lower()} at {_fmt_seconds(s)}–{_fmt_seconds(e)} s")
+            hot += [(v, f"{BY_SLOT[slot].suspicion} at {_fmt_seconds(s)}–{_fmt_seconds(e)} s")
                     for s, e, v in suspicious_seconds(det, threshold=HIGH, top=2)]
     if hot:
         lines += ["", "Most suspicious moments: " + ", ".join(t for _, t in sorted(hot, key=lambda h: -h[0])[:3]) + "."]

@@ -53,22 +53,24 @@ const fill = (el: HTMLElement, key: string) =>
 const width = (el: HTMLElement, key: string) => parseFloat(fill(el, key)!.style.width);
 
 describe("DetectorBreakdown", () => {
-  it("shows the seed's labels and colours with bar widths equal to the stored scores", () => {
+  it("shows the customer's labels and colours, every bar higher = more authentic", () => {
     const el = render(<DetectorBreakdown row={ROW} />);
     const labels = [...el.querySelectorAll("[data-key]")].map((n) => n.getAttribute("data-key"));
     expect(labels).toEqual(BARS.map((b) => b.key));
     expect(el.textContent).toContain("Visual Quality");
     expect(el.textContent).toContain("Audio Authenticity");
     expect(el.textContent).toContain("Face Detection");
-    expect(width(el, "visual_artifacts")).toBeCloseTo(81.23, 2);
-    expect(width(el, "audio_synthesis")).toBeCloseTo(70.0, 2);
+    expect(el.textContent).toContain("Overall Authenticity");
+    expect(width(el, "visual_artifacts")).toBeCloseTo(18.77, 2); // Visual Quality = 1 − visual_artifacts
+    expect(width(el, "audio_synthesis")).toBeCloseTo(30.0, 2); // Audio Authenticity = 1 − audio_synthesis
     expect(width(el, "face_quality")).toBeCloseTo(97.0, 2);
-    expect(width(el, "final_weighted_score")).toBeCloseTo(64.0, 2);
+    expect(width(el, "final_weighted_score")).toBeCloseTo(36.0, 2);
     expect(fill(el, "visual_artifacts")!.style.background).toBe("rgb(37, 99, 235)"); // blue
     expect(fill(el, "face_quality")!.style.background).toBe("rgb(234, 88, 12)"); // orange
     const meter = el.querySelector('[data-key="visual_artifacts"] [role="meter"]')!;
-    expect(meter.getAttribute("aria-valuenow")).toBe("81.2");
-    expect(el.querySelector('[data-key="visual_artifacts"] .dfd-score-value')!.textContent).toBe("81 %");
+    expect(meter.getAttribute("aria-valuenow")).toBe("18.8");
+    expect(el.querySelector('[data-key="visual_artifacts"] .dfd-score-value')!.textContent).toBe("19 %");
+    expect(el.textContent).toContain("higher = more authentic");
   });
 
   it("shows the status and reason instead of a bar for detectors that did not run", () => {
@@ -82,28 +84,31 @@ describe("DetectorBreakdown", () => {
     expect(lips.textContent).toContain("no speech in the audio");
   });
 
-  it("labels the orientation so temporal consistency is not read as a fake score", () => {
-    const el = render(<DetectorBreakdown scores={{ temporal_consistency: 0.9 }} />);
+  it("every bar's hint states the one orientation: temporal consistency is stored as such, the others flipped", () => {
+    const el = render(<DetectorBreakdown scores={{ temporal_consistency: 0.9, lip_sync_error: 0.9 }} />);
     const temporal = el.querySelector<HTMLElement>('[data-key="temporal_consistency"]')!;
-    expect(temporal.textContent).toContain("higher = more consistent");
     expect(width(el, "temporal_consistency")).toBeCloseTo(90.0, 2);
-    expect(el.querySelector('[data-key="visual_artifacts"]')!.textContent).toContain("higher = more likely manipulated");
+    expect(width(el, "lip_sync_error")).toBeCloseTo(10.0, 2);
+    for (const b of BARS.filter((b) => b.key !== "face_quality")) {
+      expect(el.querySelector(`[data-key="${b.key}"]`)!.textContent).toContain("higher = more authentic");
+    }
+    expect(temporal.textContent).toContain("Temporal Consistency");
   });
 
   it("draws 0 % and 100 % bars, and clamps out-of-range values", () => {
     const el = render(
       <DetectorBreakdown scores={{ visual_artifacts: 0, audio_synthesis: 1, lip_sync_error: 1.3, face_quality: -0.2 }} />,
     );
-    expect(width(el, "visual_artifacts")).toBeCloseTo(0.0, 2);
-    expect(width(el, "audio_synthesis")).toBeCloseTo(100.0, 2);
-    expect(width(el, "lip_sync_error")).toBeCloseTo(100.0, 2);
+    expect(width(el, "visual_artifacts")).toBeCloseTo(100.0, 2);
+    expect(width(el, "audio_synthesis")).toBeCloseTo(0.0, 2);
+    expect(width(el, "lip_sync_error")).toBeCloseTo(0.0, 2);
     expect(width(el, "face_quality")).toBeCloseTo(0.0, 2);
-    expect(el.querySelector('[data-key="visual_artifacts"] .dfd-score-value')!.textContent).toBe("0 %");
+    expect(el.querySelector('[data-key="visual_artifacts"] .dfd-score-value')!.textContent).toBe("100 %");
   });
 
   it("accepts detector_scores as a JSON string (a text column) and can hide the fused score", () => {
     const el = render(<DetectorBreakdown row={{ detector_scores: JSON.stringify(ROW.detector_scores) }} showFinal={false} />);
-    expect(width(el, "visual_artifacts")).toBeCloseTo(81.23, 2);
+    expect(width(el, "visual_artifacts")).toBeCloseTo(18.77, 2);
     expect(el.querySelector('[data-key="final_weighted_score"]')).toBeNull();
   });
 

@@ -1,13 +1,16 @@
 // DetectorBreakdown / ScoreBar: the seed's per-detector bars, as a drop-in React component.
 //
 // Takes a `detection_history` row (as Supabase returns it) or its `detector_scores` JSON (object or string).
-// Bars show the STORED values (0..1 as 0..100 %), labelled with their orientation, because they are not all
-// "higher = better": visual_artifacts, audio_synthesis, lip_sync_error and final_weighted_score are
-// P(fake)-like (higher = more suspicious); temporal_consistency (= 1 − P(fake)) and face_quality are
-// higher = better. A detector that did not run is null: it shows its status and reason instead of a bar.
+// Every bar reads "higher = more authentic" (the customer's design: the visual bar is 1 − visual_artifacts, the
+// audio bar 1 − audio_synthesis, ...). Labels, orientation, colours and hints come from labels.json, a link to
+// pipeline/labels.json: the one source the CLI, HTML report, web page and WhatsApp reply also read. Stored values
+// keep the database's orientation; `shownValue` turns one into its bar. A detector that did not run is null: it
+// shows its status and reason instead of a bar.
 // No hooks and no CSS framework: works in server and client components; style through the className /
 // data-* hooks or the inline defaults.
 import type { CSSProperties, ReactElement } from "react";
+
+import SPEC from "./labels.json";
 
 export type DetectorStatus = "ok" | "unavailable" | "not_applicable" | "failed";
 
@@ -57,31 +60,23 @@ export interface BarSpec {
   slot: string | null; // detectors.<slot> holds status/reason
   label: string;
   colour: string;
+  from: "one_minus" | "same"; // how the shown value (higher = more authentic) is made from the stored one
   hint: string;
+  words: string[];
+  suspicion: string | null;
 }
 
-// The seed's labels and colours (plus Lip Sync and the fused score), in display order.
-export const BARS: readonly BarSpec[] = [
-  { key: "visual_artifacts", slot: "visual", label: "Visual Quality", colour: "#2563eb",
-    hint: "visual artifact score, P(fake) from the face frames: higher = more likely manipulated" },
-  { key: "temporal_consistency", slot: "temporal", label: "Temporal Consistency", colour: "#16a34a",
-    hint: "higher = more consistent from frame to frame (more likely real)" },
-  { key: "audio_synthesis", slot: "audio", label: "Audio Authenticity", colour: "#9333ea",
-    hint: "synthetic-voice score, P(synthetic): higher = more likely a generated voice" },
-  { key: "face_quality", slot: null, label: "Face Detection", colour: "#ea580c",
-    hint: "face quality: higher = larger, sharper face (a more reliable judgement)" },
-  { key: "lip_sync_error", slot: "lip_sync", label: "Lip Sync", colour: "#db2777",
-    hint: "lip-sync error, P(lips and voice do not match): higher = more suspicious" },
-  { key: "final_weighted_score", slot: null, label: "Final weighted score", colour: "#374151",
-    hint: "all detectors fused, P(fake): higher = more likely fake" },
-];
+// In display order, from labels.json.
+export const BARS: readonly BarSpec[] = SPEC.bars as BarSpec[];
+export const ORIENTATION_NOTE: string = SPEC.orientation_note;
+const STATUS_WORDS: Record<string, string> = SPEC.status_words;
 
-const STATUS_WORDS: Record<string, string> = {
-  ok: "ok",
-  unavailable: "unavailable",
-  not_applicable: "not applicable",
-  failed: "failed",
-};
+/** A bar's shown value (higher = more authentic) from its stored value; null when there is none. */
+export function shownValue(bar: BarSpec, stored: unknown): number | null {
+  const v = asNumber(stored);
+  if (v === null) return null;
+  return bar.from === "one_minus" ? 1 - v : v;
+}
 
 /** A detector_scores value (an object, or JSON text from a text column) as an object; null when empty/absent. */
 export function parseDetectorScores(value: DetectorScores | string | null | undefined): DetectorScores | null {
@@ -163,9 +158,10 @@ export function DetectorBreakdown({ row, scores, showFinal = true, className }: 
   const detectors = ds.detectors ?? {};
   return (
     <div className={className ? `dfd-breakdown ${className}` : "dfd-breakdown"}>
+      <p className="dfd-orientation" style={{ fontSize: 12, color: "#6b7280", margin: "0 0 4px" }}>{ORIENTATION_NOTE}</p>
       {BARS.filter((b) => showFinal || b.key !== "final_weighted_score").map((b) => {
         const det = b.slot ? detectors[b.slot] : undefined;
-        const value = asNumber(ds[b.key]);
+        const value = shownValue(b, ds[b.key]);
         let reason = det?.reason ?? null;
         if (value === null && !reason && b.key === "face_quality") reason = "no face was found to judge";
         return (

@@ -6,32 +6,13 @@
 (() => {
   const KEY_STORE = "deepfake-detector.api-key";
   const POLL_MS = 1000;
-  // The seed's breakdown: its labels and colours, with the stored value's orientation spelled out.
-  const BARS = [
-    { key: "visual_artifacts", slot: "visual", label: "Visual Quality", colour: "#2563eb",
-      hint: "visual artifact score, P(fake) from the face frames: higher = more likely manipulated" },
-    { key: "temporal_consistency", slot: "temporal", label: "Temporal Consistency", colour: "#16a34a",
-      hint: "higher = more consistent from frame to frame (more likely real)" },
-    { key: "audio_synthesis", slot: "audio", label: "Audio Authenticity", colour: "#9333ea",
-      hint: "synthetic-voice score, P(synthetic): higher = more likely a generated voice" },
-    { key: "face_quality", slot: null, label: "Face Detection", colour: "#ea580c",
-      hint: "face quality: higher = larger, sharper face (a more reliable judgement)" },
-    { key: "lip_sync_error", slot: "lip_sync", label: "Lip Sync", colour: "#db2777",
-      hint: "lip-sync error, P(lips and voice do not match): higher = more suspicious" },
-    { key: "final_weighted_score", slot: null, label: "Final weighted score", colour: "#374151",
-      hint: "all detectors fused, P(fake): higher = more likely fake" },
-  ];
-  const SLOT_LABELS = { visual: "Visual Quality", temporal: "Temporal Consistency", audio: "Audio Authenticity",
-    lip_sync: "Lip Sync" };
-  const SLOT_COLOURS = { visual: "#2563eb", temporal: "#16a34a", audio: "#9333ea", lip_sync: "#db2777" };
-  const VERDICT_WORDS = {
-    AUTHENTIC: "no sign of manipulation found",
-    SUSPICIOUS: "some signs of manipulation; check the detectors below",
-    FAKE: "strong signs of manipulation",
-    NOT_APPLICABLE: "this file could not be judged",
-    FAILED: "the analysis failed",
-  };
-  const STATUS_WORDS = { ok: "ok", unavailable: "unavailable", not_applicable: "not applicable", failed: "failed" };
+  // Labels, orientation, colours and words come from /labels.json (pipeline/labels.json: the one source shared
+  // with the CLI, the HTML report, WhatsApp and the React component). Stored values keep the database's
+  // orientation; every bar shows "higher = more authentic" (bar.from: "one_minus" or "same").
+  let SPEC = null;
+  let BARS = [];
+  let SLOT_BARS = {};
+  const shown = (bar, stored) => (typeof stored === "number" ? (bar.from === "one_minus" ? 1 - stored : stored) : null);
   const BUSY = new Set(["pending", "processing"]);
 
   let timer = null;
@@ -213,15 +194,16 @@
       words = row.status === "pending" ? "waiting for a free worker" : `stage: ${row.stage || "starting"}`;
     } else if (row.status === "failed") {
       title = "FAILED";
-      words = row.reason || VERDICT_WORDS.FAILED;
+      words = row.reason || SPEC.verdicts.FAILED.words;
     } else {
       const verdict = (ds.verdict || row.detection_result || "").toUpperCase();
       title = verdict.replace("_", " ");
-      words = VERDICT_WORDS[verdict] || "";
+      words = (SPEC.verdicts[verdict] || {}).words || "";
       if (row.reason) words += `: ${row.reason}`;
     }
     if (typeof ds.final_weighted_score === "number") {
-      lines.push(`P(fake) ${ds.final_weighted_score.toFixed(2)} · confidence ${typeof row.confidence_score === "number"
+      const overall = BARS.find((b) => b.key === "final_weighted_score");
+      lines.push(`${overall.label} ${pct(shown(overall, ds.final_weighted_score))} · confidence ${typeof row.confidence_score === "number"
         ? row.confidence_score.toFixed(0) + " %" : "—"}`);
     } else if (typeof row.confidence_score === "number") {
       lines.push(`confidence ${row.confidence_score.toFixed(0)} %`);
@@ -243,7 +225,7 @@
   }
 
   function scoreBar(bar, ds) {
-    const value = ds[bar.key];
+    const value = shown(bar, ds[bar.key]);
     const det = bar.slot ? (ds.detectors || {})[bar.slot] : null;
     const head = h("div", { class: "score-head" },
       h("span", { class: "score-label" }, h("span", { class: "dot", style: { background: bar.colour } }), bar.label),
@@ -256,7 +238,7 @@
           "aria-valuenow": (100 * value).toFixed(1) },
           h("div", { class: "bar-fill", style: { width, background: bar.colour } })));
     }
-    let status = det ? STATUS_WORDS[det.status] || det.status : "not run";
+    let status = det ? SPEC.status_words[det.status] || det.status : "not run";
     let reason = det && det.reason ? det.reason : null;
     if (!reason) {
       if (bar.key === "face_quality") { status = "no face"; reason = "no face was found to judge"; }
@@ -283,8 +265,8 @@
       const bw = Math.max(1, (w * (e - s)) / dur - 1);
       const bh = hgt * clamp01(v);
       nodes.push(svg("rect", { x: x.toFixed(1), y: (padT + hgt - bh).toFixed(1), width: bw.toFixed(1), height: bh.toFixed(1),
-        fill: SLOT_COLOURS[slot], opacity: (0.35 + 0.65 * clamp01(v)).toFixed(2) },
-        svg("title", {}, `${s.toFixed(0)}–${e.toFixed(0)} s: P(fake) ${v.toFixed(2)}`)));
+        fill: SLOT_BARS[slot].colour, opacity: (0.35 + 0.65 * clamp01(v)).toFixed(2) },
+        svg("title", {}, `${s.toFixed(0)}–${e.toFixed(0)} s: ${pct(v)} suspicious`)));
     }
     const step = Math.max(1, Math.ceil(dur / 10));
     for (let t = 0; t <= dur; t += step) {
@@ -292,8 +274,9 @@
         fill: "#6b7280" }, `${t}s`));
     }
     return h("div", { class: "timeline", "data-slot": slot },
-      h("h3", {}, `${SLOT_LABELS[slot]} — P(fake) per second`),
-      svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${SLOT_LABELS[slot]} per second` }, nodes));
+      h("h3", {}, `${SLOT_BARS[slot].label}: ${SLOT_BARS[slot].suspicion} per second`),
+      svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${SLOT_BARS[slot].label}: suspicion per second` },
+        nodes));
   }
 
   function facesCard(tracks) {
@@ -319,7 +302,7 @@
     const fusion = ds.fusion || {};
     const stages = Object.entries(md.stage_seconds || {}).map(([k, v]) => `${k} ${Number(v).toFixed(1)} s`).join(", ");
     const models = (md.models_used || []).map((m) => h("div", {},
-      `${SLOT_LABELS[m.slot] || m.slot}: ${m.name} `, h("code", {}, m.file),
+      `${(SLOT_BARS[m.slot] || {}).label || m.slot}: ${m.name} `, h("code", {}, m.file),
       m.sha256 ? h("code", { title: "sha256" }, `${String(m.sha256).slice(0, 12)}…`) : null));
     const th = fusion.thresholds || {};
     return h("section", { class: "card", id: "metadata" }, h("h2", {}, "Model metadata"),
@@ -363,17 +346,14 @@
       return out;
     }
     out.push(h("section", { class: "card", id: "scores" }, h("h2", {}, "Detector scores"),
-      h("p", { class: "muted scale-note" }, "Bars show the stored scores from 0 to 100 %. Read each note: for most "
-        + "bars higher means more suspicious; for Temporal Consistency and Face Detection higher is better."),
+      h("p", { class: "muted scale-note" }, SPEC.orientation_note),
       BARS.map((b) => scoreBar(b, ds))));
     const duration = md.video_duration_seconds || 0;
-    const charts = Object.keys(SLOT_LABELS)
+    const charts = Object.keys(SLOT_BARS)
       .filter((slot) => ((ds.detectors || {})[slot] || {}).timeline && ds.detectors[slot].timeline.length)
       .map((slot) => timelineChart(slot, ds.detectors[slot], duration));
     out.push(h("section", { class: "card", id: "timelines" }, h("h2", {}, "Timeline"),
-      charts.length ? [h("p", { class: "muted scale-note" }, "Each chart is the detector's P(fake) for every second "
-        + "(higher = more suspicious), Temporal Consistency included: its bar above shows 1 − P(fake).")]
-        .concat(charts) : h("p", { class: "muted" }, "No per-second scores for this file.")));
+      charts.length ? [h("p", { class: "muted scale-note" }, SPEC.timeline_note)].concat(charts) : h("p", { class: "muted" }, "No per-second scores for this file.")));
     out.push(facesCard(ds.tracks || []));
     out.push(metadataCard(row, ds, md));
     return out;
@@ -396,5 +376,10 @@
     route();
   });
   window.addEventListener("hashchange", route);
-  route();
+  fetch("/labels.json").then((r) => r.json()).then((spec) => {
+    SPEC = spec;
+    BARS = spec.bars;
+    SLOT_BARS = Object.fromEntries(spec.bars.filter((b) => b.slot).map((b) => [b.slot, b]));
+    route();
+  }).catch((err) => app.replaceChildren(notice(`Cannot load the page's labels: ${err.message}`, true)));
 })();
