@@ -75,8 +75,10 @@ class Settings(BaseSettings):
     content_credentials: bool = Field(True, description="read the file's C2PA Content Credentials (c2pa-python)")
     explain: bool = Field(True, description="draw the evidence figures (face heatmap, sync curve, spectrogram, "
                           "timeline); evaluation turns them off")
-    figures_dir: Path = Field(Path("data/service/figures"), description="where the service stores each result's "
-                              "evidence figures (PNG files, not database rows)")
+    figures_dir: Path | None = Field(None, description="where the service stores each result's evidence figures "
+                                     "(PNG files, not database rows); default: 'figures' beside UPLOADS_DIR")
+    figures_bucket: str = Field("detection-figures", description="Supabase Storage bucket of the evidence figures "
+                                "when the service writes to Supabase")
     calibration_file: Path | None = Field(None, description="fusion calibration JSON (default: the committed one)")
     fusion_checkpoint: Path | None = Field(None, description="learned attention-fusion checkpoint (optional)")
 

@@ -37,6 +37,7 @@ from db.repository import (
     seconds_to_utc_midnight,
 )
 from service import callbacks
+from service.figures import figure_store
 from service.schemas import ServiceError
 from service.security import ApiKey, SecurityError, TooLarge, UrlPolicy, download, write_stream
 
@@ -275,6 +276,7 @@ class JobService:
         self.callback_policy = callback_policy or UrlPolicy(allow_private=settings.allow_private_callbacks)
         self.uploads_dir = Path(settings.uploads_dir).expanduser().resolve()
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self.figures = figure_store(settings, repo)
         self.dispatcher: Dispatcher | None = None
         self._callbacks = None if inline_callbacks else ThreadPoolExecutor(4, thread_name_prefix="callback")
         self._closing = threading.Event()  # set on shutdown: backoff sleeps end, retries resume after restart
@@ -452,6 +454,7 @@ class JobService:
                 row = self.repo.fail(job.task_id, "the stored file changed after it was received; send it again",
                                      "media_changed", attempt)
             else:
+                self._store_figures(job.task_id, report)  # before the row says completed: a reader finds them
                 row = self.repo.complete(job.task_id, attempt, report)
         finally:
             writer.stop()
@@ -461,6 +464,21 @@ class JobService:
         logger.info("task %s %s (%s) in %.1f s", row.task_id, row.status, row.detection_result,
                     time.perf_counter() - t0)
         return self._after_final(row)
+
+    def _store_figures(self, task_id: str, report) -> None:
+        """The report's evidence figures into file storage; a storage failure costs the pictures, not the job."""
+        if not getattr(report, "figures", ()):
+            return
+        try:
+            n = self.figures.put(task_id, report.figures)
+            logger.info("task %s: %d evidence figures stored", task_id, n)
+        except Exception:
+            logger.exception("task %s: evidence figures could not be stored", task_id)
+
+    def figure(self, row: JobRow, name: str) -> bytes | None:
+        """One stored evidence figure of a row (a cached copy shows the figures of the analysis it copies)."""
+        return self.figures.get(row.task_id, name) or (
+            self.figures.get(row.cached_from, name) if row.cached_from else None)
 
     def _stored(self, row: JobRow) -> Path | None:
         """The row's media under ``uploads_dir`` (rows keep only the opaque file name; nothing outside the

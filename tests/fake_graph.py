@@ -45,6 +45,7 @@ class FakeGraph:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.downloads: list[str] = []  # media ids whose bytes were fetched
         self.fail_sends = 0  # answer this many /messages calls with HTTP 500
+        self.uploads: dict[str, bytes] = {}  # media uploaded to /media (what an image message shows), by id
         self._cond = threading.Condition()
         outer = self
 
@@ -108,6 +109,15 @@ class FakeGraph:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if not self._authorised():
                     return
+                if path == f"/{VERSION}/{outer.phone_number_id}/media":
+                    ctype = self.headers.get("Content-Type", "")
+                    if "multipart/form-data" not in ctype or b"messaging_product" not in body:
+                        return self._json(400, {"error": {"message": "expected a multipart media upload"}})
+                    start = body.index(b"\r\n\r\n", body.index(b'name="file"')) + 4
+                    boundary = ctype.split("boundary=")[1].encode()
+                    media_id = f"upl{len(outer.uploads) + 1}"
+                    outer.uploads[media_id] = body[start : body.index(b"\r\n--" + boundary, start)]
+                    return self._json(200, {"id": media_id})
                 if path != f"/{VERSION}/{outer.phone_number_id}/messages":
                     return self._json(404, {"error": {"message": "unknown path", "code": 100}})
                 if outer.fail_sends > 0:
@@ -135,7 +145,12 @@ class FakeGraph:
         self.media[media_id] = Media(data, mime_type, size, chunked)
 
     def texts(self, to: str | None = None) -> list[str]:
-        return [m["text"]["body"] for m in self.sent if to is None or m.get("to") == to]
+        return [m["text"]["body"] for m in self.sent if (to is None or m.get("to") == to) and m.get("type") != "image"]
+
+    def images(self, to: str | None = None) -> list[bytes]:
+        """The pictures sent as image messages (to ``to``), in order."""
+        return [self.uploads[m["image"]["id"]] for m in self.sent
+                if m.get("type") == "image" and (to is None or m.get("to") == to)]
 
     def wait_for(self, n: int, timeout: float = 30.0, to: str | None = None) -> list[dict]:
         """Block until at least ``n`` messages (to ``to``) were sent; returns them."""
@@ -147,7 +162,8 @@ class FakeGraph:
                     return got
                 left = end - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"expected {n} messages, got {len(got)}: {[m['text']['body'] for m in got]}")
+                    bodies = [(m.get("text") or {}).get("body", m.get("type")) for m in got]
+                    raise AssertionError(f"expected {n} messages, got {len(got)}: {bodies}")
                 self._cond.wait(left)
 
     def close(self) -> None:

@@ -23,9 +23,10 @@ class FakePipeline:
 
     STAGES = ("decode", "faces", "visual", "temporal", "audio", "lip_sync", "fusion")
 
-    def __init__(self, settings=None, delay_s: float = 0.0):
+    def __init__(self, settings=None, delay_s: float = 0.0, figures: bool = False):
         self.settings = settings
         self.delay_s = delay_s
+        self.figures = figures  # draw the real evidence figures of the invented report (pipeline.explain)
         self.calls = 0
         self._lock = threading.Lock()
 
@@ -80,7 +81,7 @@ class FakePipeline:
             DetectorResult(slot=slot, model=f"fake:{slot}", status=Status.OK, score=round(s, 6))
             for slot, s in zip(SLOTS, scores, strict=True)
         )
-        return Report(
+        report = Report(
             verdict=verdict, reason=None,
             fusion=Fusion("seed-fixed-weights", round(fused, 6), round(abs(fused - 0.5) * 2, 6), (0.3, 0.7),
                           tuple((s, 0.25) for s in SLOTS), note="FAKE PIPELINE (test only)"),
@@ -94,6 +95,13 @@ class FakePipeline:
             models_used=tuple(ModelUsed(slot, f"fake:{slot}", "none", "0" * 64) for slot in SLOTS),
             device="cpu", stage_seconds=tuple(stage_s), frames_analyzed=0, source_name=name, created_at=created,
         )
+        if self.figures:
+            import dataclasses
+
+            from pipeline import explain
+
+            report = dataclasses.replace(report, figures=explain.draw(report, explain.Evidence()))
+        return report
 
 
 def create_app():

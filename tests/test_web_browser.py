@@ -16,6 +16,7 @@ from fake_graph import AppServer
 from fake_pipeline import FakePipeline
 from test_web import add_completed, add_old_row, extreme_report, face_thumbnail
 
+from pipeline.labels import BARS, BY_KEY
 from pipeline.settings import Settings
 from web.server import create_app
 
@@ -110,14 +111,15 @@ def test_upload_through_the_page_until_completed_and_bars_match_the_scores(site,
     keys = ["visual_artifacts", "temporal_consistency", "audio_synthesis", "face_quality", "lip_sync_error",
             "final_weighted_score"]
     assert sorted(ratios) == sorted(keys)
-    for key in keys:
-        assert ratios[key] == pytest.approx(ds[key], abs=0.005), key
+    for key in keys:  # every bar is the stored value in the orientation labels.json gives it
+        shown = BY_KEY[key].shown(ds[key])
+        assert ratios[key] == pytest.approx(shown, abs=0.005), key
         value_text = pg.inner_text(f"#scores .score[data-key={key}] .score-value")
-        assert value_text.endswith(" %") and abs(int(value_text[:-2]) - 100 * ds[key]) <= 0.5 + 1e-9, key
+        assert value_text.endswith(" %") and abs(int(value_text[:-2]) - 100 * shown) <= 0.5 + 1e-9, key
+        if key != "face_quality":
+            assert "higher = more authentic" in pg.inner_text(f"#scores .score[data-key={key}]"), key
     labels = pg.locator("#scores .score-label").all_inner_texts()
-    assert labels == ["Visual Quality", "Temporal Consistency", "Audio Authenticity", "Face Detection", "Lip Sync",
-                      "Final weighted score"]
-    assert "higher = more consistent" in pg.inner_text("#scores .score[data-key=temporal_consistency]")
+    assert labels == [b.label for b in BARS]
     assert "fake:visual" in pg.inner_text("#metadata")
     screenshot(pg, "upload_completed_detail.png", capsys)
     pg.click("a.back")
@@ -153,12 +155,13 @@ def test_old_rows_and_0_and_100_percent_bars(site, page, capsys):
     items.first.locator("a").click()
     pg.wait_for_selector("#scores")
     ratios = pg.evaluate(BAR_RATIOS_JS)
-    assert ratios == {"visual_artifacts": pytest.approx(1.0, abs=1e-3), "temporal_consistency": 0.0,
-                      "audio_synthesis": 0.0, "face_quality": pytest.approx(1.0, abs=1e-3),
-                      "final_weighted_score": pytest.approx(0.75, abs=5e-3)}
-    assert pg.inner_text("#scores .score[data-key=visual_artifacts] .score-value") == "100 %"
-    assert pg.inner_text("#scores .score[data-key=temporal_consistency] .score-value") == "0 %"
-    fill0 = pg.locator("#scores .score[data-key=audio_synthesis] .bar-fill").bounding_box()
+    # stored: visual P(fake) 1, temporal consistency 0, audio P(fake) 0, fused 0.75; shown higher = more authentic
+    assert ratios == {"visual_artifacts": 0.0, "temporal_consistency": 0.0,
+                      "audio_synthesis": pytest.approx(1.0, abs=1e-3), "face_quality": pytest.approx(1.0, abs=1e-3),
+                      "final_weighted_score": pytest.approx(0.25, abs=5e-3)}
+    assert pg.inner_text("#scores .score[data-key=visual_artifacts] .score-value") == "0 %"
+    assert pg.inner_text("#scores .score[data-key=audio_synthesis] .score-value") == "100 %"
+    fill0 = pg.locator("#scores .score[data-key=visual_artifacts] .bar-fill").bounding_box()
     assert fill0 is None or fill0["width"] == 0  # a 0 % bar draws nothing
     lips = pg.inner_text("#scores .score[data-key=lip_sync_error]")
     assert "NOT APPLICABLE" in lips.upper() and "no speech in the audio track" in lips

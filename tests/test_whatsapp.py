@@ -554,9 +554,18 @@ def test_real_pipeline_end_to_end_real_and_fake_clip(tmp_path, graph, capsys):
         t0 = time.monotonic()
         assert post(server.url, event(media_msg("wamid.REAL", "real"))).status_code == 200
         assert post(server.url, event(media_msg("wamid.FAKE", "fake", sender=OTHER))).status_code == 200
-        real = [m["text"]["body"] for m in graph.wait_for(2, timeout=480, to=USER)]
-        fake = [m["text"]["body"] for m in graph.wait_for(2, timeout=480, to=OTHER)]
+        # analysing, the verdict, then the evidence in one picture
+        real_msgs = graph.wait_for(3, timeout=480, to=USER)
+        fake_msgs = graph.wait_for(3, timeout=480, to=OTHER)
         elapsed = time.monotonic() - t0
+        real, fake = graph.texts(USER), graph.texts(OTHER)
+        for msgs, who in ((real_msgs, USER), (fake_msgs, OTHER)):
+            assert [m["type"] for m in msgs] == ["text", "text", "image"]
+            assert msgs[2]["image"]["caption"] == messages.SUMMARY_CAPTION
+            png = graph.images(who)[0]
+            assert png.startswith(b"\x89PNG") and len(png) > 10_000
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            (ARTIFACTS / f"whatsapp_summary_{who}.png").write_bytes(png)
         repo = SqliteRepository(server.db)
         for texts, mid in ((real, "wamid.REAL"), (fake, "wamid.FAKE")):
             assert texts[0] == messages.analysing_text("video")  # in order: analysing, then the verdict

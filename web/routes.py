@@ -5,6 +5,7 @@
     GET /labels.json         labels, orientation, colours and words of every bar (pipeline/labels.json)
     GET /history             rows of the caller's API key, newest first (?limit=, ?before= to page on)
     GET /history/{task_id}   one row with its detector_scores and model_metadata columns as stored
+    GET /history/{task_id}/figures/{name}.png   one of its evidence figures (file storage, not the row)
 
 Both JSON endpoints take the same bearer API keys as the API; a key listed in ``WEB_ADMIN_KEYS`` sees
 every row (API uploads of all keys, WhatsApp requests with the number masked). Uploads go through the
@@ -19,11 +20,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from db.repository import JobRow, Repository, api_key_id, parse_dt
 from pipeline.labels import LABELS_FILE
+from service.figures import figure_store
 from service.jobs import public_task_id, stored_task_id
 from service.schemas import ServiceError
 from service.security import ApiKey
@@ -126,6 +128,19 @@ def create_router(settings, repo: Repository) -> APIRouter:
         if row is None or (key.key_id not in admins and row.api_key_id != key.key_id):
             raise ServiceError(404, "not_found", f"no detection {task_id!r}")
         return detail(row, key.key_id)
+
+    figures = figure_store(settings, repo)
+
+    @router.get("/history/{task_id}/figures/{name}.png", summary="One evidence figure of a detection (PNG)")
+    def history_figure(task_id: str, name: str, request: Request):
+        key = caller(request)
+        row = repo.get(stored_task_id(task_id, key)) or repo.get(task_id)
+        if row is None or (key.key_id not in admins and row.api_key_id != key.key_id):
+            raise ServiceError(404, "not_found", f"no detection {task_id!r}")
+        png = figures.get(row.task_id, name) or (figures.get(row.cached_from, name) if row.cached_from else None)
+        if png is None:
+            raise ServiceError(404, "not_found", f"detection {task_id!r} has no figure {name!r}")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     return router
 

@@ -27,6 +27,7 @@ from service.security import SecurityError, TooLarge, UrlPolicy, download, resol
 logger = logging.getLogger(__name__)
 
 MAX_TEXT = 4096  # WhatsApp's limit on a text message body
+MAX_CAPTION = 1024  # and on a media caption
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 3
 
@@ -181,6 +182,26 @@ class GraphClient:
         return MediaFile(d.path, d.size, d.sha256, d.content_type or info.mime_type)
 
     # -- messages ---------------------------------------------------------------------------------
+    def send_image(self, to: str, png: bytes, caption: str | None = None, reply_to: str | None = None) -> str | None:
+        """Upload ``png`` to the Graph media endpoint and send it to ``to`` as an image message."""
+        if not self.phone_number_id:
+            raise GraphError("WHATSAPP_PHONE_NUMBER_ID is not configured")
+        media = self._call("POST", f"{self.phone_number_id}/media",
+                           files={"file": ("evidence.png", png, "image/png")},
+                           data={"messaging_product": "whatsapp", "type": "image/png"})
+        if not media.get("id"):
+            raise GraphError("the media upload answered without an id")
+        image: dict[str, Any] = {"id": media["id"]}
+        if caption:
+            image["caption"] = caption[:MAX_CAPTION]
+        payload: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
+                                   "type": "image", "image": image}
+        if reply_to:
+            payload["context"] = {"message_id": reply_to}
+        data = self._call("POST", f"{self.phone_number_id}/messages", json=payload)
+        ids = [m.get("id") for m in data.get("messages") or []]
+        return ids[0] if ids else None
+
     def send_text(self, to: str, body: str, reply_to: str | None = None) -> str | None:
         """Send ``body`` to the WhatsApp user ``to``; returns the new message's id."""
         if not self.phone_number_id:

@@ -23,6 +23,7 @@ LOOKS_AT = {"visual": "the face in each frame", "temporal": "movement between fr
             "lip_sync": "lips against the voice"}
 HIGH = 1.0 - WORD_BANDS[0]  # a second this suspicious is a "most suspicious moment" (shown value below the low band)
 KIND_WORDS = {"video": "video", "image": "photo", "audio": "voice message"}
+SUMMARY_CAPTION = "The evidence at a glance: each check's suspicion over time and the strongest sign."
 DISCLAIMER = "_Automated estimate, not proof: check the source before sharing._"
 
 

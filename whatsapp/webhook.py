@@ -325,8 +325,23 @@ class WhatsAppBot:
             logger.error("verdict of %s not sent: %s", task_id, exc.message)
             return 502
         self._first_time(self._notified, task_id, self._lock)
+        self._send_summary_image(row, wa_id, mid)
         logger.info("verdict of %s sent to %s", task_id, _mask(wa_id))
         return 200
+
+
+    def _send_summary_image(self, row, wa_id: str, mid: str) -> None:
+        """The evidence in one picture after the verdict text (when the analysis drew one); the verdict has been
+        delivered already, so a failure here is logged, not retried."""
+        if row.status != "completed":
+            return
+        png = self.service.figure(row, "summary")
+        if png is None:
+            return
+        try:
+            self.graph.send_image(wa_id, png, caption=messages.SUMMARY_CAPTION, reply_to=mid)
+        except GraphError as exc:
+            logger.error("evidence picture of %s not sent: %s", row.task_id, exc.message)
 
 
 def _mask(wa_id: str) -> str:

@@ -64,6 +64,13 @@
     return body;
   }
 
+  // an authorised binary GET (figures): a Blob, or an Error with the API's message
+  api.blob = async (path) => {
+    const resp = await fetch(path, { headers: { Authorization: `Bearer ${apiKey()}` } });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    return resp.blob();
+  };
+
   function stop() { clearTimeout(timer); timer = null; }
   function later(fn) { stop(); timer = setTimeout(fn, POLL_MS); }
 
@@ -178,7 +185,7 @@
       return;
     }
     if (mine !== nav) return;
-    app.replaceChildren(...renderDetail(row));
+    app.replaceChildren(...renderDetail(row).filter(Boolean));
     if (BUSY.has(row.status)) later(() => showDetail(key));
   }
 
@@ -292,6 +299,40 @@
       figs.length ? h("div", { class: "faces" }, figs) : h("p", { class: "muted" }, "No face was found."));
   }
 
+  // -- evidence pictures (file storage: fetched with the API key, shown from blob URLs) ------------------
+  function figureCard(row, ds) {
+    const figs = (ds.figures || []).filter((f) => f.name !== "summary"); // the summary repeats this page (WhatsApp)
+    if (!figs.length || !row.task_id) return null;
+    const key = row.task_id;
+    const items = figs.map((f) => {
+      const img = h("img", { alt: f.title, "data-figure": f.name, class: "figure-img" });
+      api.blob(`/history/${encodeURIComponent(key)}/figures/${encodeURIComponent(f.name)}.png`)
+        .then((blob) => { img.src = URL.createObjectURL(blob); })
+        .catch((err) => img.replaceWith(h("p", { class: "muted" }, `${f.title}: not available (${err.message})`)));
+      return h("figure", { class: "evidence", "data-figure": f.name }, img,
+        h("figcaption", {}, h("b", {}, f.title), `: ${f.caption}`));
+    });
+    return h("section", { class: "card", id: "evidence" }, h("h2", {}, "Evidence"), items);
+  }
+
+  function credentialsCard(ds) {
+    const cc = ds.content_credentials;
+    if (!cc || cc.state === "unsupported") return null;
+    const words = { trusted: "valid, signer trusted", valid: "valid (signer not on a trust list)",
+      invalid: "does NOT validate", absent: "none in this file", error: "could not be read" };
+    const body = cc.state === "absent"
+      ? [h("p", { class: "muted" }, "No Content Credentials (C2PA) in this file. Most phone and messenger files carry "
+        + "none: this is not evidence either way.")]
+      : [cc.sentence ? h("p", {}, cc.sentence) : null,
+        h("table", { class: "meta" }, h("tbody", {},
+          metaRow("State", words[cc.state] || cc.state), metaRow("Signed by", cc.signer),
+          metaRow("Made with", cc.claim_generator), metaRow("Declares", cc.ai_declared || "no AI generation"),
+          metaRow("Source type", cc.digital_source_type), metaRow("Actions", (cc.actions || []).join(", ")),
+          metaRow("Problems", cc.reason)))];
+    return h("section", { class: "card", id: "credentials", "data-state": cc.state },
+      h("h2", {}, "Content Credentials"), body);
+  }
+
   function metaRow(label, value) {
     if (value === null || value === undefined || value === "") return null;
     return h("tr", {}, h("th", {}, label), h("td", {}, value));
@@ -345,6 +386,7 @@
           metaRow("Created", when(row.created_at)), metaRow("Task", row.task_id)))));
       return out;
     }
+    out.push(figureCard(row, ds), credentialsCard(ds));
     out.push(h("section", { class: "card", id: "scores" }, h("h2", {}, "Detector scores"),
       h("p", { class: "muted scale-note" }, SPEC.orientation_note),
       BARS.map((b) => scoreBar(b, ds))));
