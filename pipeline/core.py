@@ -507,12 +507,16 @@ class Pipeline:
     def _explain(self, report: Report, analysis, track_scores, sync, audio) -> Report:
         """The report with its evidence figures (``pipeline.explain``); a drawing failure costs the figures only."""
         from pipeline import explain
+        from pipeline.render import evidence_slots
         from pipeline.sync import FPS
 
         try:
             face = None
             main = analysis.main_track_id if analysis is not None else None
-            if report.detector(VISUAL).ran and main in track_scores and VISUAL in analysis.crops:
+            # the heatmap explains the face check only where its calibrated evidence moved the verdict (a raw
+            # 100 % from a detector the fusion barely trusts is not shown as where manipulation is)
+            face_counted = VISUAL in evidence_slots(report.to_dict())
+            if face_counted and main in track_scores and VISUAL in analysis.crops:
                 det = self.c.visual.detector
                 track = next(t for t in analysis.tracks if t.track_id == main)
                 face = explain.face_evidence(lambda x: det.predict(x).fake_prob, analysis.crops[VISUAL][main],

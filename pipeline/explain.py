@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.labels import BY_SLOT, OVERALL, SLOT_ORDER, VERDICT_COLOURS, VERDICT_WORDS
-from pipeline.report import AUDIO, LIP_SYNC, VISUAL, Figure, Report
+from pipeline.report import AUDIO, FINDING_MIN_EVIDENCE, LIP_SYNC, VISUAL, Figure, Report
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ def _duration(report: Report) -> float:
 
 
 def draw_timeline(ax, report: Report) -> bool:
+    evidence = dict(report.fusion.evidence)
+    weak = {slot for slot, e in evidence.items() if e < FINDING_MIN_EVIDENCE}
     drawn = False
     for slot in SLOT_ORDER:
         pts = _pts(report, slot)
@@ -147,7 +149,10 @@ def draw_timeline(ax, report: Report) -> bool:
         bar = BY_SLOT[slot]
         xs = [x for s, e, _ in pts for x in (s, e)]
         ys = [v for _, _, v in pts for _ in (0, 1)]
-        ax.plot(xs, ys, color=bar.colour, lw=2, label=bar.label)
+        if slot in weak:  # its calibrated evidence is too small to count: drawn, but not as a sign
+            ax.plot(xs, ys, color=bar.colour, lw=1, ls=":", alpha=0.6, label=f"{bar.label} (weak evidence)")
+        else:
+            ax.plot(xs, ys, color=bar.colour, lw=2, label=bar.label)
         drawn = True
     ax.axhline(0.5, color="#9ca3af", lw=0.8, ls="--")
     ax.set_xlim(0, _duration(report))
@@ -156,7 +161,7 @@ def draw_timeline(ax, report: Report) -> bool:
     ax.set_ylabel("suspicion")
     ax.set_title("How suspicious each second is, per check (higher = more suspicious)", fontsize=10)
     if drawn:
-        ax.legend(loc="upper right", fontsize=8, ncol=4, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=8, ncol=4, frameon=False)
     else:
         ax.text(0.5, 0.5, "no per-second scores", ha="center", va="center", transform=ax.transAxes)
     return drawn

@@ -66,3 +66,20 @@ def shown_value(bar: Bar, detector_scores: dict[str, Any]) -> float | None:
 def as_json() -> dict[str, Any]:
     """The spec as served to the web page."""
     return _SPEC
+
+
+def verdict_words(report: dict[str, Any]) -> str:
+    """The words under a verdict (``Report.to_dict()``): a valid declaration of AI generation has its own."""
+    if (report.get("detector_scores") or {}).get("declared_ai"):
+        return VERDICT_WORDS["DECLARED_AI"]
+    return VERDICT_WORDS.get(report.get("verdict") or "", "")
+
+
+def overall_bands(detector_scores: dict[str, Any]) -> str | None:
+    """Where the verdict's thresholds sit on the Overall bar (the fused score is not centred on 50 %: without
+    this a reader sees "45 %" beside AUTHENTIC and is misled)."""
+    th = (detector_scores.get("fusion") or {}).get("thresholds") or {}
+    if not isinstance(th.get("authentic_below"), int | float) or not isinstance(th.get("fake_above"), int | float):
+        return None
+    return _SPEC["overall_bands"].format(authentic=round(100 * (1 - th["authentic_below"])),
+                                         fake=round(100 * (1 - th["fake_above"])))

@@ -20,6 +20,8 @@ from pipeline.labels import (
     TIMELINE_NOTE,
     VERDICT_COLOURS,
     VERDICT_WORDS,
+    overall_bands,
+    verdict_words,
 )
 from pipeline.report import FINDING_MIN_EVIDENCE
 
@@ -40,8 +42,11 @@ def _display_score(slot: str, d: dict[str, Any]) -> float | None:
 
 
 def _overall(report: dict[str, Any]) -> str:
-    """The fused score in the bars' orientation, e.g. "<overall label> 31 %"."""
-    return f"{OVERALL.label} {_fmt(OVERALL.shown(report['fake_probability']), True)}"
+    """The fused score in the bars' orientation, e.g. "<overall label> 31 %", with where the verdict's thresholds
+    sit on that scale."""
+    bands = overall_bands(report.get("detector_scores") or {})
+    return (f"{OVERALL.label} {_fmt(OVERALL.shown(report['fake_probability']), True)}"
+            + (f" ({bands})" if bands else ""))
 
 
 def suspicious_seconds(det: dict[str, Any], threshold: float = 0.6, top: int = 3) -> list[tuple[float, float, float]]:
@@ -90,7 +95,7 @@ def summary_text(report: dict[str, Any]) -> str:
     if report.get("fake_probability") is not None:
         head += f"   {_overall(report)}   confidence {_fmt(report['confidence'], True)}"
     lines.append(head)
-    lines.append(f"  {VERDICT_WORDS.get(verdict, '')}" + (f": {report['reason']}" if report.get("reason") else ""))
+    lines.append(f"  {verdict_words(report)}" + (f": {report['reason']}" if report.get("reason") else ""))
     lines += [f"  • {f}" for f in ds.get("findings") or [] if f != report.get("reason")]
     if (ds.get("benchmark") or {}).get("sentence"):
         lines.append(f"  {ds['benchmark']['sentence']}")
@@ -285,7 +290,7 @@ overflow:hidden}}
 .evidence figcaption{{font-size:12px;color:#444}} .cc th{{text-align:left;padding-right:12px;color:#555}}
 </style></head><body>
 <div class="verdict"><h1>{e(verdict.replace('_', ' '))}</h1><p>{e(head)}</p>
-<p>{e(VERDICT_WORDS.get(verdict, ''))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p>{partial}</div>
+<p>{e(verdict_words(report))}{(': ' + e(report['reason'])) if report.get('reason') else ''}</p>{partial}</div>
 {findings}
 {_figures_html(report, figures)}
 {_credentials_html(ds)}

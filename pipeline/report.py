@@ -348,21 +348,28 @@ def _span(d: DetectorResult, duration: float | None) -> str:
 
 
 def _sentence(slot: str, d: DetectorResult, report: Report) -> str:
+    """A detector's finding in words; "some" when its own calibrated score is below even odds (its evidence
+    counted, but the bar a person sees still leans authentic: the words must not claim more than the bar)."""
     duration = report.media.duration_s if report.media else None
+    strong = leans_fake(d)
     if slot == LIP_SYNC:
         off = d.extra("offset_s")
         apart = f" (they are {abs(off):.1f} s apart)" if isinstance(off, int | float) and abs(off) >= 0.1 else ""
-        return "lips and voice do not match" + apart + _span(d, duration)
+        verb = "do not match" if strong else "partly mismatch"
+        return f"lips and voice {verb}" + apart + _span(d, duration)
     if slot == AUDIO:
-        return "the voice has the marks of synthetic speech" + _span(d, duration)
+        return ("the voice has the marks of synthetic speech" if strong
+                else "the voice shows some marks of synthetic speech") + _span(d, duration)
+    some = "" if strong else "some "
     if slot == VISUAL:
         main = next((t for t in report.tracks if t.is_main), None)
         if main is not None and main.frame_scores:
             n = sum(v >= 0.5 for v in main.frame_scores)
             if n:
-                return f"the face shows forgery traces in {n} of {len(main.frame_scores)} sampled frames"
-        return "the face shows forgery traces"
-    return "the face moves the way generated video does" + _span(d, duration)
+                return f"the face shows {some}forgery traces in {n} of {len(main.frame_scores)} sampled frames"
+        return f"the face shows {some}forgery traces"
+    return ("the face moves the way generated video does" if strong
+            else "the face partly moves the way generated video does") + _span(d, duration)
 
 
 def _why_not_run(d: DetectorResult) -> str | None:
@@ -392,6 +399,22 @@ def findings(report: Report) -> tuple[str, ...]:
     return (*found[:2], said) if said else found
 
 
+def leans_fake(d: DetectorResult) -> bool:
+    """The detector's own calibrated judgement is on the FAKE side: only then is its finding worded without
+    "some" (a detector at 34 % shows "some marks of synthetic speech", not "the marks")."""
+    p = d.calibrated if d.calibrated is not None else d.score
+    return d.ran and p is not None and p >= 0.5
+
+
+def _driving(report: Report, evidence, by_slot) -> list[str]:
+    """Up to three detectors that drove a FAKE/SUSPICIOUS verdict: evidence at least FINDING_MIN_EVIDENCE and
+    half the strongest."""
+    if not evidence:
+        return []
+    top = evidence[0][1]
+    return [slot for slot, e in evidence[:3] if slot in by_slot and e >= max(FINDING_MIN_EVIDENCE, 0.5 * top)]
+
+
 def _detector_findings(report: Report) -> tuple[str, ...]:
     by_slot = {d.slot: d for d in report.detectors}
     weights = dict(report.fusion.weights)  # a detector the fusion gives no weight is never a finding
@@ -400,10 +423,12 @@ def _detector_findings(report: Report) -> tuple[str, ...]:
          if d.ran and weights.get(d.slot, 1.0) != 0),
         key=lambda kv: -kv[1])
     out: list[str] = []
-    if report.verdict in (Verdict.FAKE, Verdict.SUSPICIOUS) and evidence:
-        top = evidence[0][1]
-        out += [_sentence(slot, by_slot[slot], report) for slot, e in evidence[:3]
-                if e >= max(FINDING_MIN_EVIDENCE, 0.5 * top) and slot in by_slot]
+    if report.declared_ai:  # what the detectors found on their own, beside the declaration that decided
+        out += [_sentence(slot, by_slot[slot], report) for slot in _driving(report, evidence, by_slot)]
+        if not out:
+            out.append("the checks themselves found no clear sign of manipulation: the declaration decides")
+    elif report.verdict in (Verdict.FAKE, Verdict.SUSPICIOUS) and evidence:
+        out += [_sentence(slot, by_slot[slot], report) for slot in _driving(report, evidence, by_slot)]
         if not out:
             out.append("no single check is confident, but together they are not clean enough to call it authentic")
     elif report.verdict is Verdict.AUTHENTIC:

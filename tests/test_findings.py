@@ -88,6 +88,15 @@ def test_most_suspicious_seconds_never_cite_a_detector_whose_calibrated_weight_i
     assert not any("face" in f for f in d["detector_scores"]["findings"])
 
 
+def test_evidence_below_even_odds_is_worded_as_some_signs_not_the_marks():
+    """The words never claim more than the bar: a voice check at calibrated 34 % (bar: 66 % authentic) whose
+    evidence still counted is "some marks of synthetic speech"."""
+    dets = (DetectorResult("visual", "mesonet", Status.OK, score=0.9, calibrated=0.8),
+            DetectorResult("audio", "aasist", Status.OK, score=0.5, calibrated=0.34))
+    found = _report(Verdict.SUSPICIOUS, dets, (("visual", 0.46), ("audio", 0.29)), p=0.7).findings
+    assert found == ("the face shows forgery traces", "the voice shows some marks of synthetic speech")
+
+
 def test_authentic_says_what_ran_and_what_could_not():
     dets = (
         DetectorResult("visual", "mesonet", Status.OK, score=0.1, calibrated=0.05),

@@ -381,16 +381,21 @@ def test_verdict_text_in_plain_words_with_reasons():
                           "• The face moves the way generated video does throughout the clip.",
                           "• No speech, so lips and voice could not be compared."]
     lines = lines[:1] + lines[4:]
-    assert lines[1] == "Chance it is fake: *75 %* (confidence 50 %)" and lines[2] == "Checked: video, 6.0 s, with sound"
+    # every number in the one orientation of labels.json (higher = more authentic), the fused one with where the
+    # verdict's thresholds sit on it
+    assert lines[1] == ("Overall Authenticity: *25 %* (confidence 50 %); on this scale the verdict is AUTHENTIC "
+                        "above 65 % and FAKE below 35 %")
+    assert lines[2] == "Checked: video, 6.0 s, with sound"
+    assert lines[4] == "What each check found. Every bar reads higher = more authentic:"
     assert lines[5:10] == [
-        "• Visual artifacts: *100 %* fake, strong visual artifacts",
-        "• Temporal consistency: *100 %* fake, unnatural movement",  # P(fake), not the stored 1 − P(fake)
-        "• Synthetic voice: *0 %* fake, voice sounds natural",
-        "• Lip sync: not applicable (no speech in the audio track)",
-        "• Face quality: 100 %, a clear face to judge",
+        "• Visual Quality: *0 %*, strong visual artifacts",
+        "• Temporal Consistency: *0 %*, unnatural movement",  # the stored temporal_consistency, as stored
+        "• Audio Authenticity: *100 %*, voice sounds natural",
+        "• Lip Sync: not applicable (no speech in the audio track)",
+        "• Face Detection: 100 %, a clear face to judge",
     ]
     assert lines[11] == ("Most suspicious moments: visual artifacts at 0–1 s, visual artifacts at 1–2 s, "
-                         "temporal consistency at 0–1 s.")
+                         "unnatural movement at 0–1 s.")
     na = replace(report, verdict=Verdict.NOT_APPLICABLE, reason="no face and no speech to analyse")
     assert messages.verdict_text(na.to_dict()).startswith("ℹ️ *CANNOT JUDGE THIS FILE*: no face and no speech")
     failed = replace(report, verdict=Verdict.FAILED, reason="the file is truncated")

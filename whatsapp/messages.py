@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.labels import BY_SLOT, FACE_QUALITY, ORIENTATION_NOTE, OVERALL, SLOT_ORDER, VERDICT_WORDS, WORD_BANDS
+from pipeline.labels import (
+    BY_SLOT,
+    FACE_QUALITY,
+    ORIENTATION_NOTE,
+    OVERALL,
+    SLOT_ORDER,
+    WORD_BANDS,
+    overall_bands,
+    verdict_words,
+)
 from pipeline.render import evidence_slots, suspicious_seconds
 
 VERDICT_HEAD = {
@@ -91,7 +100,7 @@ def verdict_text(report: dict[str, Any]) -> str:
     md = report.get("model_metadata") or {}
     if verdict == "FAILED":
         return analysis_failed_text(report.get("reason"))
-    words = VERDICT_WORDS.get(verdict, "")
+    words = verdict_words(report)
     if verdict == "NOT_APPLICABLE" and report.get("reason"):  # the reason is the message
         head = f"{VERDICT_HEAD[verdict]}: {report['reason']}"
     else:
@@ -104,8 +113,9 @@ def verdict_text(report: dict[str, Any]) -> str:
     if (ds.get("benchmark") or {}).get("sentence"):
         lines.append(f"_{ds['benchmark']['sentence']}_")
     if report.get("fake_probability") is not None:
+        bands = overall_bands(ds)
         lines.append(f"{OVERALL.label}: *{pct(OVERALL.shown(report['fake_probability']))}* "
-                     f"(confidence {pct(report.get('confidence'))})")
+                     f"(confidence {pct(report.get('confidence'))})" + (f"; {bands}" if bands else ""))
     media = _media_line(md)
     if media:
         lines.append(media)

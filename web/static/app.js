@@ -205,7 +205,7 @@
     } else {
       const verdict = (ds.verdict || row.detection_result || "").toUpperCase();
       title = verdict.replace("_", " ");
-      words = (SPEC.verdicts[verdict] || {}).words || "";
+      words = (SPEC.verdicts[ds.declared_ai ? "DECLARED_AI" : verdict] || {}).words || "";
       if (row.reason) words += `: ${row.reason}`;
     }
     if (typeof ds.final_weighted_score === "number") {
@@ -237,7 +237,11 @@
     const head = h("div", { class: "score-head" },
       h("span", { class: "score-label" }, h("span", { class: "dot", style: { background: bar.colour } }), bar.label),
       h("span", { class: "score-value" }, typeof value === "number" ? pct(value) : ""));
-    const hint = h("div", { class: "score-hint" }, bar.hint);
+    const th = (ds.fusion || {}).thresholds || {};
+    const bands = bar.key === "final_weighted_score" && typeof th.authentic_below === "number"
+      ? SPEC.overall_bands.replace("{authentic}", Math.round(100 * (1 - th.authentic_below)))
+        .replace("{fake}", Math.round(100 * (1 - th.fake_above))) : null;
+    const hint = h("div", { class: "score-hint" }, bands ? `${bar.hint}; ${bands}` : bar.hint);
     if (typeof value === "number") {
       const width = `${(100 * clamp01(value)).toFixed(2)}%`;
       return h("div", { class: "score", "data-key": bar.key, "data-value": value }, head, hint,
