@@ -63,11 +63,13 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
     from tqdm import tqdm
 
     import pipeline
+    from pipeline.settings import Settings
     from training.reencode import process as do_reencode
 
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"
-    p = pipeline_obj or pipeline.build()
+    # scores only: the evidence pictures cost ~0.7 s per item and change no score
+    p = pipeline_obj or pipeline.build(Settings(explain=False))
     fingerprint = p.fingerprint()
     detectors_id = _fingerprint(p, with_fusion=False)
     refuse = _refuser(p)
