@@ -37,10 +37,10 @@ EXTENSION_MIME = {
     ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".flac": "audio/flac", ".gif": "image/gif", ".tif": "image/tiff",
     ".tiff": "image/tiff", ".avi": "video/avi",
 }
-CONTAINER_MIME = {"mov,mp4,m4a,3gp,3g2,mj2": "video/mp4", "mp4": "video/mp4", "jpeg": "image/jpeg",
-                  "jpeg_pipe": "image/jpeg", "image2": "image/jpeg", "png_pipe": "image/png",
-                  "webp_pipe": "image/webp", "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac",
-                  "avi": "video/avi", "gif": "image/gif"}
+# pipeline.media's container names (what was probed from the bytes) to the MIME types the C2PA reader takes
+CONTAINER_MIME = {"mov": "video/mp4", "avi": "video/avi", "wav": "audio/wav", "flac": "audio/flac",
+                  "mp3": "audio/mpeg", "png_pipe": "image/png", "jpeg_pipe": "image/jpeg", "webp_pipe": "image/webp",
+                  "tiff_pipe": "image/tiff", "gif": "image/gif"}
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,11 @@ class ContentCredentials:
 
 
 def mime_of(path: str | Path | None, container: str | None = None) -> str | None:
-    if path is not None and Path(str(path)).suffix.lower() in EXTENSION_MIME:
-        return EXTENSION_MIME[Path(str(path)).suffix.lower()]
-    return CONTAINER_MIME.get(container or "")
+    """The MIME type to read credentials with: from the probed container (the bytes), else the file name."""
+    if container in CONTAINER_MIME:
+        return CONTAINER_MIME[container]
+    suffix = Path(str(path)).suffix.lower() if path is not None else ""
+    return EXTENSION_MIME.get(suffix)
 
 
 def _generator(manifest: dict) -> str | None:

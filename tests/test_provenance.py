@@ -138,3 +138,15 @@ def test_content_credentials_can_be_switched_off(dev_data, tmp_path, signer):
     rep = off.run(signed)
     assert not rep.declared_ai and isinstance(rep.credentials, ContentCredentials)
     assert rep.credentials.state == "unsupported"
+
+
+def test_bytes_are_read_by_their_probed_container(dev_data, tmp_path, signer):
+    """The API and Modal pass bytes: the probed container names the format, not a file name."""
+    from pipeline import media
+    from pipeline.provenance import mime_of
+
+    signed = sign(dev_data / TALKING, tmp_path / "x.mp4", "video/mp4", signer).read_bytes()
+    info = media.probe(signed)
+    assert mime_of(None, info.container) == "video/mp4"
+    assert read_credentials(signed, mime_of(None, info.container)).decisive
+    assert pipeline.build(Settings(device="cpu", explain=False)).run(signed).declared_ai
