@@ -174,3 +174,14 @@ def test_an_authentic_verdict_does_not_hide_a_detector_that_leaned_fake():
     assert found[0] == "the visual quality check found no sign of manipulation"
     assert found[1] == ("the voice has the marks of synthetic speech from 0 s to 2 s, but not strongly enough to "
                         "doubt the clip")
+
+
+def test_a_voice_score_the_verdict_did_not_count_is_not_worded_as_synthetic():
+    """A real voice note whose calibrated score lands in the middle band (bar 55 %) but whose evidence is below
+    what counts: the WhatsApp words say the voice sounds natural; with counted evidence they say "may be"."""
+    from whatsapp.messages import detector_line
+
+    det = {"status": "ok", "score": 0.5, "calibrated": 0.45}
+    assert detector_line("audio", det, evidence=0.1) == "• Audio Authenticity: *55 %*, voice sounds natural"
+    assert detector_line("audio", det, evidence=0.4) == "• Audio Authenticity: *55 %*, voice may be synthetic"
+    assert detector_line("audio", det) == "• Audio Authenticity: *55 %*, voice may be synthetic"  # no fusion info

@@ -20,6 +20,7 @@ from pipeline.labels import (
     verdict_words,
 )
 from pipeline.render import evidence_slots, suspicious_seconds
+from pipeline.report import FINDING_MIN_EVIDENCE
 
 VERDICT_HEAD = {
     "AUTHENTIC": "✅ *AUTHENTIC*",
@@ -59,7 +60,10 @@ def analysing_text(kind: str) -> str:
             "I will reply here with the verdict.")
 
 
-def detector_line(slot: str, det: dict[str, Any] | None) -> str:
+def detector_line(slot: str, det: dict[str, Any] | None, evidence: float | None = None) -> str:
+    """One check in words. ``evidence``: the fusion's evidence from this detector (reliability × calibrated
+    P(fake)); below FINDING_MIN_EVIDENCE its words are the authentic ones, whatever band the number falls in, so
+    a real voice note is not told its voice "may be" synthetic by a score the verdict did not count."""
     bar = BY_SLOT[slot]
     if det is None:
         return f"• {bar.label}: not run"
@@ -67,7 +71,8 @@ def detector_line(slot: str, det: dict[str, Any] | None) -> str:
     p = det.get("calibrated") if det.get("calibrated") is not None else det.get("score")
     if status == "ok" and p is not None:
         shown = 1.0 - p
-        return f"• {bar.label}: *{pct(shown)}*, {bar.word(shown)}"
+        word = bar.words[2] if evidence is not None and evidence < FINDING_MIN_EVIDENCE else bar.word(shown)
+        return f"• {bar.label}: *{pct(shown)}*, {word}"
     if status == "not_applicable":
         return f"• {bar.label}: not applicable ({det.get('reason') or 'nothing to check in ' + LOOKS_AT[slot]})"
     if status == "unavailable":
@@ -121,7 +126,8 @@ def verdict_text(report: dict[str, Any]) -> str:
         lines.append(media)
     dets = ds.get("detectors") or {}
     lines += ["", f"What each check found. {ORIENTATION_NOTE.split('(')[0].strip()}:"]
-    lines += [detector_line(slot, dets.get(slot)) for slot in SLOT_ORDER]
+    evidence = (ds.get("fusion") or {}).get("evidence") or {}
+    lines += [detector_line(slot, dets.get(slot), evidence.get(slot)) for slot in SLOT_ORDER]
     lines.append(face_quality_line(ds.get("face_quality")))
     hot = []
     for slot in evidence_slots(report):
