@@ -194,7 +194,7 @@ def draw_sync_curve(ax, sync: SyncEvidence) -> None:
     ax.set_xlabel("audio shifted by (s; + = voice late)")
     ax.set_ylabel("lips-voice agreement")
     ax.set_title("Lips against voice at each offset", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="best")
 
 
 def _z(x: np.ndarray) -> np.ndarray:

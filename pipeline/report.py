@@ -222,7 +222,7 @@ class Report:
             out["missing_detectors"] = list(self.missing)
         out["confidence"] = _r(self.fusion.confidence)
         out["findings"] = list(self.findings)
-        if self.fusion.measured:
+        if self.fusion.measured and not self.declared_ai:  # the detectors' error rates do not qualify a declaration
             out["benchmark"] = {"sentence": benchmark_sentence(self), **{k: _r(v) for k, v in self.fusion.measured}}
         if self.credentials is not None:
             out["content_credentials"] = self.credentials.as_dict()

@@ -210,7 +210,11 @@
     }
     if (typeof ds.final_weighted_score === "number") {
       const overall = BARS.find((b) => b.key === "final_weighted_score");
-      lines.push(`${overall.label} ${pct(shown(overall, ds.final_weighted_score))} · confidence ${typeof row.confidence_score === "number"
+      const th = (ds.fusion || {}).thresholds || {};
+      const bands = typeof th.authentic_below === "number" ? ` (${SPEC.overall_bands
+        .replace("{authentic}", Math.round(100 * (1 - th.authentic_below)))
+        .replace("{fake}", Math.round(100 * (1 - th.fake_above)))})` : "";
+      lines.push(`${overall.label} ${pct(shown(overall, ds.final_weighted_score))}${bands} · confidence ${typeof row.confidence_score === "number"
         ? row.confidence_score.toFixed(0) + " %" : "—"}`);
     } else if (typeof row.confidence_score === "number") {
       lines.push(`confidence ${row.confidence_score.toFixed(0)} %`);
