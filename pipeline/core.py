@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline import media, stages
 from pipeline.faces import FaceAnalysis, FaceTrack, align_face
-from pipeline.fusion import FusionModel, applicable, fuse
+from pipeline.fusion import FusionModel, applicable, calibrate_values, fuse
 from pipeline.report import (
     AUDIO,
     LIP_SYNC,
@@ -459,7 +459,12 @@ class Pipeline:
                 fusion, verdict = self._learned(raw, results, info, fusion, face_quality)
             for slot, p in calibrated.items():
                 r = results[slot]
-                results[slot] = DetectorResult(r.slot, r.model, r.status, r.reason, r.score, p, r.timeline, r.extras)
+                cal = calibrate_values([t.score for t in r.timeline], self.c.fusion_model,
+                                       ids.get(slot, (r.model, "")))
+                cal_timeline = tuple(TimelinePoint(t.start_s, t.end_s, v) for t, v in zip(r.timeline, cal or [],
+                                                                                        strict=False))
+                results[slot] = DetectorResult(r.slot, r.model, r.status, r.reason, r.score, p, r.timeline, r.extras,
+                                               cal_timeline)
         reason = None
         if credentials.decisive:  # the file declares itself AI-generated in a manifest that validates
             measured = "nothing" if fusion.fake_probability is None else f"P(fake) {fusion.fake_probability:.3f}"

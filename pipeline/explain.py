@@ -130,7 +130,7 @@ def _pts(report: Report, slot: str):
     d = report.detector(slot)
     if d is None or not d.ran:
         return []
-    return [(p.start_s, p.end_s, p.score) for p in d.timeline if p.score is not None]
+    return [(p.start_s, p.end_s, p.score) for p in d.shown_timeline if p.score is not None]
 
 
 def _duration(report: Report) -> float:

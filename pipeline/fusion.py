@@ -303,6 +303,15 @@ def fuse(
     return fusion, calibrated, decide(p, thresholds)
 
 
+def calibrate_values(values: list[float], model: FusionModel | None, detector: tuple[str, str]) -> list[float] | None:
+    """Per-second scores of one detector through the same calibrator as its clip score (``_calibrate_all``), so a
+    timeline is on the scale of its bar; None without a fitted fusion (the seed weights calibrate nothing)."""
+    if model is None:
+        return None
+    cal = model.calibrator_for(*detector)
+    return [float(cal(v)) if cal is not None else uncalibrated(v) for v in values]
+
+
 def _calibrate_all(ran: dict[str, float], model: FusionModel, detectors: dict[str, tuple[str, str]]
                    ) -> tuple[dict[str, float], dict[str, float], list[str]]:
     """Each slot's score through the calibrator of the detector that produced it: (calibrated, reliability,

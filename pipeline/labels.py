@@ -50,6 +50,9 @@ OVERALL = BY_KEY["final_weighted_score"]
 WORD_BANDS: tuple[float, float] = tuple(_SPEC["word_bands"])
 ORIENTATION_NOTE: str = _SPEC["orientation_note"]
 TIMELINE_NOTE: str = _SPEC["timeline_note"]
+WEAK_EVIDENCE: str = _SPEC["weak_evidence"]
+# a detector's evidence (reliability × calibrated P(fake)) needed to be named, highlighted or drawn as a sign
+FINDING_MIN_EVIDENCE: float = float(_SPEC["finding_min_evidence"])
 VERDICT_WORDS: dict[str, str] = {k: v["words"] for k, v in _SPEC["verdicts"].items()}
 VERDICT_COLOURS: dict[str, str] = {k: v["colour"] for k, v in _SPEC["verdicts"].items()}
 STATUS_WORDS: dict[str, str] = dict(_SPEC["status_words"])

@@ -14,16 +14,17 @@ from pipeline.labels import (
     BY_SLOT,
     COLOURS,
     FACE_QUALITY,
+    FINDING_MIN_EVIDENCE,
     ORIENTATION_NOTE,
     OVERALL,
     SLOT_ORDER,
     TIMELINE_NOTE,
     VERDICT_COLOURS,
     VERDICT_WORDS,
+    WEAK_EVIDENCE,
     overall_bands,
     verdict_words,
 )
-from pipeline.report import FINDING_MIN_EVIDENCE
 
 __all__ = ["SLOT_ORDER", "VERDICT_WORDS", "evidence_slots", "report_html", "summary_text", "suspicious_seconds"]
 
@@ -49,9 +50,14 @@ def _overall(report: dict[str, Any]) -> str:
             + (f" ({bands})" if bands else ""))
 
 
+def shown_timeline(det: dict[str, Any]) -> list:
+    """A detector's per-second scores as shown: calibrated (the scale of its bar) where stored, raw otherwise."""
+    return det.get("timeline_calibrated") or det.get("timeline") or []
+
+
 def suspicious_seconds(det: dict[str, Any], threshold: float = 0.6, top: int = 3) -> list[tuple[float, float, float]]:
     """The most suspicious seconds of one detector's timeline (start, end, score), highest first."""
-    pts = [(s, e, v) for s, e, v in det.get("timeline") or [] if v is not None and v >= threshold]
+    pts = [(s, e, v) for s, e, v in shown_timeline(det) if v is not None and v >= threshold]
     return sorted(pts, key=lambda p: -p[2])[:top]
 
 
@@ -145,7 +151,7 @@ def summary_text(report: dict[str, Any]) -> str:
 # HTML
 # ----------------------------------------------------------------------------------------------
 def _timeline_svg(det: dict[str, Any], duration: float, colour: str, width: int = 640, height: int = 90) -> str:
-    pts = det.get("timeline") or []
+    pts = shown_timeline(det)
     if not pts:
         return '<div class="muted">no timeline</div>'
     dur = max(duration or 0.0, max(e for _, e, _ in pts), 1.0)
@@ -231,7 +237,10 @@ def report_html(report: dict[str, Any], figures: dict[str, bytes] | None = None)
         if d["status"] == "ok" and score is not None:
             bar = (f'<div class="bar"><div class="fill" style="width:{100 * score:.1f}%;background:{colour}"></div>'
                    f'</div><span class="num">{score:.0%}</span>')
-            body = _timeline_svg(d, duration, colour)
+            ev = (ds.get("fusion") or {}).get("evidence", {}).get(slot)
+            weak = isinstance(ev, int | float) and ev < FINDING_MIN_EVIDENCE
+            body = (f'<div class="muted">{e(WEAK_EVIDENCE)}</div>' if weak else "") + _timeline_svg(
+                d, duration, "#9ca3af" if weak else colour)
             extra = ", ".join(f"{k}: {v}" for k, v in d.items()
                               if k not in {"key", "label", "model", "status", "reason", "score", "calibrated",
                                            "timeline"} and v is not None)

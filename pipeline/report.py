@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pipeline.labels import BY_SLOT
+from pipeline.labels import BY_SLOT, FINDING_MIN_EVIDENCE
 from pipeline.provenance import ContentCredentials
 
 SCHEMA_VERSION = "1.0"
@@ -71,6 +71,13 @@ class DetectorResult:
     calibrated: float | None = None  # after the fitted calibration (None without a calibration file)
     timeline: tuple[TimelinePoint, ...] = ()
     extras: tuple[tuple[str, float | int | str | None], ...] = ()  # small typed facts (best offset, windows...)
+    # the timeline through the detector's calibrator: the scale of its bar (empty without a calibration)
+    calibrated_timeline: tuple[TimelinePoint, ...] = ()
+
+    @property
+    def shown_timeline(self) -> tuple[TimelinePoint, ...]:
+        """What a person is shown per second: calibrated where a calibration exists, raw otherwise."""
+        return self.calibrated_timeline or self.timeline
 
     @property
     def ran(self) -> bool:
@@ -240,6 +247,8 @@ class Report:
                 "score": _r(d.score),
                 "calibrated": _r(d.calibrated),
                 "timeline": [[_r(p.start_s, 2), _r(p.end_s, 2), _r(p.score)] for p in d.timeline],
+                **({"timeline_calibrated": [[_r(p.start_s, 2), _r(p.end_s, 2), _r(p.score)]
+                                            for p in d.calibrated_timeline]} if d.calibrated_timeline else {}),
                 **{k: (_r(v) if isinstance(v, float) else v) for k, v in d.extras},
             }
             for d in self.detectors
@@ -316,7 +325,6 @@ class Report:
 # ----------------------------------------------------------------------------------------------
 # findings: the evidence behind a verdict, in plain words (the only place they are worded)
 # ----------------------------------------------------------------------------------------------
-FINDING_MIN_EVIDENCE = 0.25  # a detector's own evidence (reliability × calibrated P(fake)) needed to be named
 CANNOT_RUN = {
     AUDIO: "the voice checks could not run",
     LIP_SYNC: "lips and voice could not be compared",

@@ -124,3 +124,21 @@ def test_a_drawing_failure_costs_the_figures_not_the_verdict(pipe, dev_data, mon
     rep = pipe.run(dev_data / TALKING)
     assert rep.verdict == good.verdict and rep.fake_probability == pytest.approx(good.fake_probability)
     assert rep.figures == () and any("evidence figures failed: no fonts" in w for w in rep.warnings)
+
+
+def test_per_second_scores_are_shown_on_the_scale_of_the_bar(pipe, dev_data):
+    """A detector's timeline goes through the same calibrator as its clip score: what the charts, the figure and
+    the highlighted seconds show is on the scale of the bar, not the raw output."""
+    from pipeline.fusion import calibrate_values
+
+    rep = pipe.run(dev_data / TALKING)
+    vis = rep.detector("visual")
+    raw = [p.score for p in vis.timeline]
+    shown = [p.score for p in vis.shown_timeline]
+    assert len(shown) == len(raw) and vis.calibrated_timeline
+    ident = pipe.identities["visual"]
+    expected = calibrate_values(raw, pipe.c.fusion_model, (ident.name, ident.sha256))
+    assert shown == pytest.approx(expected)
+    assert max(shown) < max(raw) - 0.05  # MesoNet's raw ~1.0 seconds are pulled down by its calibration
+    d = rep.to_dict()["detector_scores"]["detectors"]["visual"]
+    assert [p[2] for p in d["timeline_calibrated"]] == pytest.approx(shown, abs=1e-4)

@@ -264,8 +264,9 @@
       h("div", { class: "score-na" }, h("span", { class: "status" }, status), reason));
   }
 
-  function timelineChart(slot, det, duration) {
-    const pts = (det.timeline || []).filter((p) => Array.isArray(p) && typeof p[2] === "number");
+  function timelineChart(slot, det, duration, weak) {
+    // calibrated per-second scores (the scale of the detector's bar) where stored, raw otherwise
+    const pts = (det.timeline_calibrated || det.timeline || []).filter((p) => Array.isArray(p) && typeof p[2] === "number");
     const W = 640, H = 104, padL = 30, padR = 10, padT = 8, padB = 16;
     const dur = Math.max(duration || 0, ...pts.map((p) => p[1]), 1);
     const w = W - padL - padR, hgt = H - padB - padT;
@@ -280,7 +281,7 @@
       const bw = Math.max(1, (w * (e - s)) / dur - 1);
       const bh = hgt * clamp01(v);
       nodes.push(svg("rect", { x: x.toFixed(1), y: (padT + hgt - bh).toFixed(1), width: bw.toFixed(1), height: bh.toFixed(1),
-        fill: SLOT_BARS[slot].colour, opacity: (0.35 + 0.65 * clamp01(v)).toFixed(2) },
+        fill: weak ? "#9ca3af" : SLOT_BARS[slot].colour, opacity: (0.35 + 0.65 * clamp01(v)).toFixed(2) },
         svg("title", {}, `${s.toFixed(0)}–${e.toFixed(0)} s: ${pct(v)} suspicious`)));
     }
     const step = Math.max(1, Math.ceil(dur / 10));
@@ -288,10 +289,17 @@
       nodes.push(svg("text", { x: (padL + (w * t) / dur).toFixed(1), y: H - 3, "font-size": 10, "text-anchor": "middle",
         fill: "#6b7280" }, `${t}s`));
     }
-    return h("div", { class: "timeline", "data-slot": slot },
-      h("h3", {}, `${SLOT_BARS[slot].label}: ${SLOT_BARS[slot].suspicion} per second`),
+    return h("div", { class: "timeline", "data-slot": slot, "data-weak": weak ? "true" : null },
+      h("h3", {}, `${SLOT_BARS[slot].label}: ${SLOT_BARS[slot].suspicion} per second`,
+        weak ? h("span", { class: "muted weak" }, ` (${SPEC.weak_evidence})`) : null),
       svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${SLOT_BARS[slot].label}: suspicion per second` },
         nodes));
+  }
+
+  // a detector whose fused evidence (reliability × calibrated score) is below what counts: its chart is greyed
+  function weakEvidence(ds, slot) {
+    const ev = ((ds.fusion || {}).evidence || {})[slot];
+    return typeof ev === "number" && ev < SPEC.finding_min_evidence;
   }
 
   function facesCard(tracks) {
@@ -401,7 +409,7 @@
     const duration = md.video_duration_seconds || 0;
     const charts = Object.keys(SLOT_BARS)
       .filter((slot) => ((ds.detectors || {})[slot] || {}).timeline && ds.detectors[slot].timeline.length)
-      .map((slot) => timelineChart(slot, ds.detectors[slot], duration));
+      .map((slot) => timelineChart(slot, ds.detectors[slot], duration, weakEvidence(ds, slot)));
     out.push(h("section", { class: "card", id: "timelines" }, h("h2", {}, "Timeline"),
       charts.length ? [h("p", { class: "muted scale-note" }, SPEC.timeline_note)].concat(charts) : h("p", { class: "muted" }, "No per-second scores for this file.")));
     out.push(facesCard(ds.tracks || []));
