@@ -185,3 +185,7 @@ def test_a_voice_score_the_verdict_did_not_count_is_not_worded_as_synthetic():
     assert detector_line("audio", det, evidence=0.1) == "• Audio Authenticity: *55 %*, voice sounds natural"
     assert detector_line("audio", det, evidence=0.4) == "• Audio Authenticity: *55 %*, voice may be synthetic"
     assert detector_line("audio", det) == "• Audio Authenticity: *55 %*, voice may be synthetic"  # no fusion info
+    # counted evidence at a bar of 66 % (a finding names it): never "sounds natural" beside that finding
+    low = {"status": "ok", "score": 0.4, "calibrated": 0.34}
+    assert detector_line("audio", low, evidence=0.29) == "• Audio Authenticity: *66 %*, voice may be synthetic"
+    assert detector_line("audio", low, evidence=0.2) == "• Audio Authenticity: *66 %*, voice sounds natural"

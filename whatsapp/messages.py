@@ -62,8 +62,9 @@ def analysing_text(kind: str) -> str:
 
 def detector_line(slot: str, det: dict[str, Any] | None, evidence: float | None = None) -> str:
     """One check in words. ``evidence``: the fusion's evidence from this detector (reliability × calibrated
-    P(fake)); below FINDING_MIN_EVIDENCE its words are the authentic ones, whatever band the number falls in, so
-    a real voice note is not told its voice "may be" synthetic by a score the verdict did not count."""
+    P(fake)); below FINDING_MIN_EVIDENCE its words are the authentic ones, whatever band the number falls in (a
+    real voice note is not told its voice "may be" synthetic by a score the verdict did not count), and evidence
+    that counted is never worded as authentic (it is a finding: "voice may be synthetic" at least)."""
     bar = BY_SLOT[slot]
     if det is None:
         return f"• {bar.label}: not run"
@@ -71,7 +72,10 @@ def detector_line(slot: str, det: dict[str, Any] | None, evidence: float | None 
     p = det.get("calibrated") if det.get("calibrated") is not None else det.get("score")
     if status == "ok" and p is not None:
         shown = 1.0 - p
-        word = bar.words[2] if evidence is not None and evidence < FINDING_MIN_EVIDENCE else bar.word(shown)
+        word = bar.word(shown)
+        if evidence is not None:  # the words follow what the verdict counted, like the findings do
+            counted = evidence >= FINDING_MIN_EVIDENCE
+            word = bar.words[1] if counted and word == bar.words[2] else bar.words[2] if not counted else word
         return f"• {bar.label}: *{pct(shown)}*, {word}"
     if status == "not_applicable":
         return f"• {bar.label}: not applicable ({det.get('reason') or 'nothing to check in ' + LOOKS_AT[slot]})"
