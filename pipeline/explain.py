@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.labels import BY_SLOT, OVERALL, SLOT_ORDER, VERDICT_COLOURS, VERDICT_WORDS
+from pipeline.labels import BY_SLOT, OVERALL, SLOT_ORDER, VERDICT_COLOURS, VERDICT_WORDS, overall_bands
 from pipeline.report import AUDIO, FINDING_MIN_EVIDENCE, LIP_SYNC, VISUAL, Figure, Report
 
 logger = logging.getLogger(__name__)
@@ -310,17 +310,22 @@ def _summary(report: Report, ev: Evidence) -> Figure:
     plt = _plt()
     strongest = _strongest(report, ev)
     rows = 2 + (strongest is not None)
-    fig = plt.figure(figsize=(8, 1.5 + 2.4 * (rows - 1)))
-    gs = fig.add_gridspec(rows, 1, height_ratios=[0.55] + [1] * (rows - 1), hspace=0.55)
+    fig = plt.figure(figsize=(8, 1.9 + 2.4 * (rows - 1)))
+    gs = fig.add_gridspec(rows, 1, height_ratios=[0.8] + [1] * (rows - 1), hspace=0.5)
     head = fig.add_subplot(gs[0])
     head.axis("off")
     head.add_patch(plt.Rectangle((0, 0), 1, 1, transform=head.transAxes,
                                  color=VERDICT_COLOURS.get(report.verdict.value, "#555")))
-    head.text(0.02, 0.68, _headline(report), color="white", fontsize=13, weight="bold", transform=head.transAxes,
+    head.text(0.02, 0.8, _headline(report), color="white", fontsize=13, weight="bold", transform=head.transAxes,
               va="center")
+    th = report.fusion.thresholds
+    if report.fake_probability is not None and th:  # where the verdict's thresholds sit on the Overall scale
+        bands = overall_bands({"fusion": {"thresholds": {"authentic_below": th[0], "fake_above": th[1]}}})
+        head.text(0.02, 0.57, bands[:1].upper() + bands[1:], color="white", fontsize=8.5, transform=head.transAxes,
+                  va="center")
     first = report.findings[0] if report.findings else VERDICT_WORDS.get(report.verdict.value, "")
-    head.text(0.02, 0.25, textwrap.shorten(first[:1].upper() + first[1:], 100), color="white", fontsize=9.5,
-              transform=head.transAxes, va="center")
+    head.text(0.02, 0.24, textwrap.fill(textwrap.shorten(first[:1].upper() + first[1:], 160), 78), color="white",
+              fontsize=9.5, transform=head.transAxes, va="center", weight="bold")
     draw_timeline(fig.add_subplot(gs[1]), report)
     if strongest == VISUAL:
         sub = gs[2].subgridspec(1, len(ev.face.crops))
