@@ -42,12 +42,12 @@ def _display_score(slot: str, d: dict[str, Any]) -> float | None:
     return None if p is None else 1.0 - float(p)
 
 
-def _overall(report: dict[str, Any]) -> str:
+def _overall(report: dict[str, Any], bands: bool = True) -> str:
     """The fused score in the bars' orientation, e.g. "<overall label> 31 %", with where the verdict's thresholds
     sit on that scale."""
-    bands = overall_bands(report.get("detector_scores") or {})
+    where = overall_bands(report.get("detector_scores") or {}) if bands else None
     return (f"{OVERALL.label} {_fmt(OVERALL.shown(report['fake_probability']), True)}"
-            + (f" ({bands})" if bands else ""))
+            + (f" ({where})" if where else ""))
 
 
 def shown_timeline(det: dict[str, Any]) -> list:
@@ -99,12 +99,14 @@ def summary_text(report: dict[str, Any]) -> str:
     lines.append("")
     head = f"VERDICT: {verdict}"
     if report.get("fake_probability") is not None:
-        head += f"   {_overall(report)}   confidence {_fmt(report['confidence'], True)}"
+        head += f"   {_overall(report, bands=False)}   confidence {_fmt(report['confidence'], True)}"
     lines.append(head)
     lines.append(f"  {verdict_words(report)}" + (f": {report['reason']}" if report.get("reason") else ""))
     lines += [f"  • {f}" for f in ds.get("findings") or [] if f != report.get("reason")]
     if (ds.get("benchmark") or {}).get("sentence"):
         lines.append(f"  {ds['benchmark']['sentence']}")
+    if report.get("fake_probability") is not None and (bands := overall_bands(ds)):
+        lines.append(f"  {OVERALL.label}: {bands}.")
     if ds.get("partial"):
         lines.append("  PARTIAL RESULT: detectors this file needed are not available on this installation, so the "
                      "verdict rests on the others:")
@@ -134,7 +136,8 @@ def summary_text(report: dict[str, Any]) -> str:
         spk = {True: ", speaking", False: ", not speaking"}.get(t.get("is_speaker"), "")
         lines.append(
             f"Face {t['track_id']}{tag}: {t['frames']} frames, {t['start_s']:.1f}–{t['end_s']:.1f} s, "
-            f"{t['mean_face_size_px']:.0f} px, quality {_fmt(t['quality'])}, raw visual score {_fmt(t['visual_score'])}"
+            f"{t['mean_face_size_px']:.0f} px, quality {_fmt(t['quality'])}, "
+            f"raw face-check suspicion (uncalibrated) {_fmt(t['visual_score'])}"
             f"{spk}"
         )
     fusion = ds.get("fusion", {})
@@ -243,7 +246,7 @@ def report_html(report: dict[str, Any], figures: dict[str, bytes] | None = None)
                 d, duration, "#9ca3af" if weak else colour)
             extra = ", ".join(f"{k}: {v}" for k, v in d.items()
                               if k not in {"key", "label", "model", "status", "reason", "score", "calibrated",
-                                           "timeline"} and v is not None)
+                                           "timeline", "timeline_calibrated"} and v is not None)
         else:
             bar = f'<span class="status">{e(d["status"].replace("_", " "))}</span>'
             body = f'<div class="reason">{e(d.get("reason") or "")}</div>'
@@ -263,7 +266,8 @@ def report_html(report: dict[str, Any], figures: dict[str, bytes] | None = None)
                if t.get("thumbnail_jpeg_b64") else "")
         faces.append(
             f'<figure class="face">{img}<figcaption>face {t["track_id"]}{" (main)" if t["is_main"] else ""}<br>'
-            f'{t["start_s"]:.1f}–{t["end_s"]:.1f} s, {t["frames"]} frames<br>raw visual score {_fmt(t["visual_score"])}'
+            f'{t["start_s"]:.1f}–{t["end_s"]:.1f} s, {t["frames"]} frames<br>'
+            f'raw face-check suspicion (uncalibrated) {_fmt(t["visual_score"])}'
             f'<br>quality {_fmt(t["quality"])}</figcaption></figure>'
         )
     models = "".join(

@@ -49,6 +49,7 @@ def test_scan_prints_a_readable_summary_and_writes_html(tmp_path, dev_data):
     # the evidence pictures are embedded: the page is one self-contained file
     assert 'data-figure="timeline"' in page and 'data-figure="lip_sync"' in page
     assert "data:image/png;base64," in page
+    assert "timeline_calibrated" not in page  # per-second data is drawn, not dumped as text
 
 
 def test_scan_json_is_the_report(dev_data):

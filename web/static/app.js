@@ -309,7 +309,7 @@
       h("figcaption", {},
         `face ${t.track_id}${t.is_main ? " (main)" : ""}${t.is_speaker === true ? ", speaking" : ""}`, h("br"),
         `${Number(t.start_s).toFixed(1)}–${Number(t.end_s).toFixed(1)} s, ${t.frames} frames`, h("br"),
-        `raw visual score ${typeof t.visual_score === "number" ? t.visual_score.toFixed(2) : "—"}`, h("br"),
+        `raw face-check suspicion (uncalibrated) ${typeof t.visual_score === "number" ? t.visual_score.toFixed(2) : "—"}`, h("br"),
         `quality ${typeof t.quality === "number" ? t.quality.toFixed(2) : "—"}`)));
     return h("section", { class: "card", id: "faces" }, h("h2", {}, "Faces"),
       figs.length ? h("div", { class: "faces" }, figs) : h("p", { class: "muted" }, "No face was found."));
