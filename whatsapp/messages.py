@@ -64,7 +64,7 @@ def detector_line(slot: str, det: dict[str, Any] | None, evidence: float | None 
     """One check in words. ``evidence``: the fusion's evidence from this detector (reliability × calibrated
     P(fake)); below FINDING_MIN_EVIDENCE its words are the authentic ones, whatever band the number falls in (a
     real voice note is not told its voice "may be" synthetic by a score the verdict did not count), and evidence
-    that counted is never worded as authentic (it is a finding: "voice may be synthetic" at least)."""
+    that counted is never worded as authentic (it is a finding: the middle words at least)."""
     bar = BY_SLOT[slot]
     if det is None:
         return f"• {bar.label}: not run"
