@@ -278,15 +278,25 @@ class AASIST(nn.Module):
         ta, sa, ma = second(t1, s1, m1)
         return self.drop_way(t1 + ta), self.drop_way(s1 + sa), self.drop_way(m1 + ma)
 
-    def _run(self, x: torch.Tensor, taps: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.ndim != 2:
-            raise ValueError(f"AASIST expects (B, samples), got {tuple(x.shape)}")
+    def front(self, x: torch.Tensor) -> torch.Tensor:
+        """Waveform (B, samples) -> encoder maps (B, C, 23, T): the convolution stack, ~90 % of the compute."""
         x = F.conv1d(x.unsqueeze(1), self.sinc_filters.unsqueeze(1)).unsqueeze(1)  # (B,1,70,L-128)
         # in-place abs saves a ~18 MB/item copy; not when a caller wants input gradients (saliency)
         x = F.max_pool2d(x.abs() if x.requires_grad else x.abs_(), (3, 3))
         x = F.selu(self.first_bn(x))
-        e = self.encoder(x)  # (B,C,23,T)
+        return self.encoder(x)
 
+    def _run(self, x: torch.Tensor, taps: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim != 2:
+            raise ValueError(f"AASIST expects (B, samples), got {tuple(x.shape)}")
+        # the same stack through ONNX Runtime on CPU when the detector attached one (models/onnx_cpu.py); only for
+        # inference: with gradients on (fine-tuning, saliency) the PyTorch stack runs
+        fast = self.__dict__.get("fast_front")
+        use_fast = fast is not None and not torch.is_grad_enabled() and x.device.type == "cpu"
+        return self.head(fast(x) if use_fast else self.front(x), taps)
+
+    def head(self, e: torch.Tensor, taps: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder maps -> (last_hidden, logits): the graph-attention part."""
         spectral = e.abs().amax(dim=3).transpose(1, 2) + self.pos_S  # (B,23,C)
         temporal = e.abs().amax(dim=2).transpose(1, 2)  # (B,T,C)
         gat_s = self.GAT_layer_S(spectral)
@@ -348,6 +358,27 @@ class AASISTDetector:
         nb_samp = getattr(getattr(model, "config", None), "nb_samp", None)
         if nb_samp is not None:
             self.window_samples = int(nb_samp)
+        if self.device.type == "cpu" and weights_info is not None and weights_info.sha256:
+            self._accelerate(weights_info.sha256)
+
+    def _accelerate(self, sha256: str) -> None:
+        """The encoder stack through ONNX Runtime (1.9x faster on 2 cores, same outputs to ~1e-6 relative)."""
+        from models.onnx_cpu import accelerated
+
+        class Front(nn.Module):  # the exportable view of AASIST.front
+            def __init__(self, model: AASIST):
+                super().__init__()
+                self.model = model
+
+            def forward(self, x):
+                return self.model.front(x)
+
+        example = torch.zeros(self.batch_size, self.window_samples)
+        fast = accelerated(Front(self.model), example, f"aasist-front-{sha256[:16]}-{self.window_samples}")
+        if fast is not None:
+            self.model.__dict__["fast_front"] = fast  # a plain attribute: not a submodule, not in the state dict
+            # one window per call runs as fast per window as two and halves ONNX Runtime's buffers
+            self.batch_size = 1
 
     @classmethod
     def load(
@@ -388,9 +419,15 @@ class AASISTDetector:
         windows = self._check(windows)
         out = np.zeros((windows.shape[0], 2), dtype=np.float32)
         # fp32 on purpose: the model is very input-sensitive (SPEC 6)
+        fast = self.model.__dict__.get("fast_front")
+        batches = list(batched(windows.shape[0], self.batch_size))
         with inference(self.device, fp16=False):
-            for sl in batched(windows.shape[0], self.batch_size):
-                _, logits = self.model(torch.from_numpy(windows[sl]).to(self.device))
+            for i, sl in enumerate(batches):
+                x = torch.from_numpy(windows[sl]).to(self.device)
+                if fast is not None:  # ONNX Runtime keeps its buffers through the series, hands them back at the end
+                    _, logits = self.model.head(fast(x, release=i == len(batches) - 1))
+                else:
+                    _, logits = self.model(x)
                 out[sl] = logits.float().cpu().numpy()
         return out
 
