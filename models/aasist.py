@@ -291,9 +291,27 @@ class AASIST(nn.Module):
             raise ValueError(f"AASIST expects (B, samples), got {tuple(x.shape)}")
         # the same stack through ONNX Runtime on CPU when the detector attached one (models/onnx_cpu.py); only for
         # inference: with gradients on (fine-tuning, saliency) the PyTorch stack runs
-        fast = self.__dict__.get("fast_front")
+        fast = self.fast_front_if_current()
         use_fast = fast is not None and not torch.is_grad_enabled() and x.device.type == "cpu"
         return self.head(fast(x) if use_fast else self.front(x), taps)
+
+    def _front_tensors(self) -> list[torch.Tensor]:
+        return [self.sinc_filters, *self.first_bn.parameters(), *self.first_bn.buffers(), *self.encoder.parameters(),
+                *self.encoder.buffers()]
+
+    def attach_fast_front(self, fast) -> None:
+        """Run ``front`` through ``fast`` (an exported copy of it) for as long as its weights stay as they are now."""
+        self.__dict__["fast_front"] = fast  # a plain attribute: not a submodule, not in the state dict
+        self.__dict__["fast_front_versions"] = [t._version for t in self._front_tensors()]
+
+    def fast_front_if_current(self):
+        """The exported front, unless a weight changed since it was exported (fine-tuning, load_state_dict): an
+        exported graph never runs stale weights; the PyTorch stack does from then on."""
+        fast = self.__dict__.get("fast_front")
+        if fast is not None and [t._version for t in self._front_tensors()] != self.__dict__["fast_front_versions"]:
+            self.__dict__.pop("fast_front")
+            fast = None
+        return fast
 
     def head(self, e: torch.Tensor, taps: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder maps -> (last_hidden, logits): the graph-attention part."""
@@ -376,7 +394,7 @@ class AASISTDetector:
         example = torch.zeros(self.batch_size, self.window_samples)
         fast = accelerated(Front(self.model), example, f"aasist-front-{sha256[:16]}-{self.window_samples}")
         if fast is not None:
-            self.model.__dict__["fast_front"] = fast  # a plain attribute: not a submodule, not in the state dict
+            self.model.attach_fast_front(fast)
             # one window per call runs as fast per window as two and halves ONNX Runtime's buffers
             self.batch_size = 1
 
@@ -419,7 +437,7 @@ class AASISTDetector:
         windows = self._check(windows)
         out = np.zeros((windows.shape[0], 2), dtype=np.float32)
         # fp32 on purpose: the model is very input-sensitive (SPEC 6)
-        fast = self.model.__dict__.get("fast_front")
+        fast = self.model.fast_front_if_current()
         batches = list(batched(windows.shape[0], self.batch_size))
         with inference(self.device, fp16=False):
             for i, sl in enumerate(batches):

@@ -72,3 +72,19 @@ def test_training_never_goes_through_onnx(shared_weights):
     logits.sum().backward()
     conv = det.model.encoder[0][0].conv1.weight
     assert conv.grad is not None and conv.grad.abs().sum() > 0
+
+
+def test_changed_weights_never_run_through_the_stale_export(shared_weights):
+    """After a weight changes (an optimiser step, load_state_dict), inference runs the PyTorch stack."""
+    from models.aasist import AASISTDetector
+
+    det = AASISTDetector.load(device="cpu", variant="aasist")
+    windows = (0.1 * np.random.default_rng(1).standard_normal((1, 64600))).astype(np.float32)
+    before = det.predict_logits(windows)
+    with torch.no_grad():
+        det.model.encoder[0][0].conv1.weight.mul_(1.5)  # in place, like an optimiser step
+    assert det.model.fast_front_if_current() is None
+    with torch.inference_mode():
+        _, expected = det.model(torch.from_numpy(windows))
+    after = det.predict_logits(windows)
+    assert np.allclose(after, expected.numpy(), atol=1e-4) and not np.allclose(after, before, atol=1e-3)
