@@ -124,8 +124,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     # a typo, a folder, a pipe, a damaged or truncated file: say which, before loading any model (exit 2)
     media.probe(args.video, media.Limits.from_settings())
+    from pipeline.settings import get_settings
+
     t0 = time.perf_counter()
-    p = pipeline.build()
+    settings = get_settings()
+    if not (args.html or args.figures):  # the terminal summary shows no picture: do not draw them
+        settings = settings.model_copy(update={"explain": False})
+    p = pipeline.build(settings)
     logger.info("models loaded in %.1fs", time.perf_counter() - t0)
     bar = StageBar(Path(args.video).name)
     try:

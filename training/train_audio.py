@@ -294,17 +294,8 @@ def front(model: AASIST, x: torch.Tensor, blocks: int = FRONT_BLOCKS) -> torch.T
 
 
 def tail(model: AASIST, h: torch.Tensor, blocks: int = FRONT_BLOCKS) -> torch.Tensor:
-    """Logits from the cached front output: the remaining blocks and the graph back-end (AASIST._run from there)."""
-    e = model.encoder[blocks:](h)
-    spectral = e.abs().amax(dim=3).transpose(1, 2) + model.pos_S
-    temporal = e.abs().amax(dim=2).transpose(1, 2)
-    s = model._pool("pool_S", model.GAT_layer_S(spectral), None)
-    t = model._pool("pool_T", model.GAT_layer_T(temporal), None)
-    t1, s1, m1 = model._branch(1, t, s, None)
-    t2, s2, m2 = model._branch(2, t, s, None)
-    t, s, m = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
-    hidden = torch.cat([t.abs().amax(dim=1), t.mean(dim=1), s.abs().amax(dim=1), s.mean(dim=1), m.squeeze(1)], dim=1)
-    return model.out_layer(model.drop(hidden))
+    """Logits from the cached front output: the remaining blocks, then the model's own graph back-end."""
+    return model.head(model.encoder[blocks:](h))[1]
 
 
 def front_features(model: AASIST, windows: np.ndarray, cache: Path | None = None, batch_size: int = 8) -> np.ndarray:
