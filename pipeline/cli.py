@@ -128,7 +128,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     settings = get_settings()
-    if not (args.html or args.figures):  # the terminal summary shows no picture: do not draw them
+    if not (args.html or args.figures or args.json):  # the terminal summary shows no picture: none is drawn
+        # (--json is the report the API stores, figure names included)
         settings = settings.model_copy(update={"explain": False})
     p = pipeline.build(settings)
     logger.info("models loaded in %.1fs", time.perf_counter() - t0)
