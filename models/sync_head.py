@@ -53,7 +53,7 @@ class SyncHead(nn.Module):
 
         self.audio = conv()
         self.visual = conv()
-        # clip-level logistic on (c(near 0), peak - c(near 0)): bias, w_near, w_margin
+        # clip-level logistic on the offset curve's features (pipeline.sync.curve_features): bias, weights
         self.register_buffer("calibration", torch.tensor([0.0, -10.0, 10.0]))
         # weight of the training-free mouth-motion curve added to the head's curve (0: head alone)
         self.register_buffer("motion_weight", torch.tensor(0.0))
@@ -91,6 +91,7 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
     p = Path(resolve(NAME, path))
     ckpt = torch.load(p, map_location="cpu", weights_only=True)
     head = SyncHead(**ckpt["config"])
+    head.calibration = torch.zeros_like(ckpt["state_dict"]["calibration"])  # 2 or 5 curve features + bias
     head.load_state_dict(ckpt["state_dict"], strict=True)
     head.source_path = p
     logger.info("loaded sync head from %s", p)

@@ -250,10 +250,22 @@ def curve_summary(curve: np.ndarray, max_offset: int) -> tuple[int, float, float
     return int(d[k]), psr, near, float(curve[k] - near)
 
 
+def curve_features(curve: np.ndarray, max_offset: int, full: bool = False) -> tuple[float, ...]:
+    """What the clip-level calibration reads from an offset curve: (c(near 0), peak - c(near 0)), and with
+    ``full`` also the peak-to-sidelobe ratio, |best offset| / max_offset and the curve's spread (a flat curve:
+    no offset makes these lips and this voice agree, as with another person's speech)."""
+    best, psr, near, margin = curve_summary(curve, max_offset)
+    if not full:
+        return near, margin
+    return near, margin, psr, abs(best) / max_offset, float(np.std(curve))
+
+
 def calibrated_error(curve: np.ndarray, max_offset: int, calibration) -> float:
-    _, _, near, margin = curve_summary(curve, max_offset)
-    b, w_near, w_margin = (float(x) for x in calibration)
-    return float(1.0 / (1.0 + np.exp(-(b + w_near * near + w_margin * margin))))
+    """Logistic of the curve's features: ``calibration`` = (bias, weights...), 2 weights for the short feature
+    set and 5 for the full one (``curve_features``)."""
+    cal = np.asarray([float(x) for x in calibration])
+    x = np.asarray(curve_features(curve, max_offset, full=cal.size > 3))
+    return float(1.0 / (1.0 + np.exp(-(cal[0] + cal[1:] @ x))))
 
 
 # ----------------------------------------------------------------------------------------------
