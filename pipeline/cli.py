@@ -112,6 +112,8 @@ class StageBar:
     def __call__(self, stage: str, fraction: float) -> None:
         self.bar.set_description_str(f"{stage}")
         self.bar.update(max(0, int(round(fraction * 100)) - self.bar.n))
+        if fraction >= 1.0:  # tqdm skips draws within mininterval of the last one: the end must show
+            self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()

@@ -120,3 +120,15 @@ def test_train_temporal_tiny_videomae_then_scan_uses_it(tmp_path, synthetic_mani
     det = json.loads(r.stdout)["detector_scores"]["detectors"]["temporal"]
     assert det["status"] == "ok" and 0.0 <= det["score"] <= 1.0 and det["clips"] >= 1
     assert det["model"].startswith("videomae:")
+
+
+def test_stage_bar_shows_the_end_even_right_after_the_last_stage(capsys):
+    """tqdm skips a draw that comes within 0.1 s of the previous one: the bar used to end on 95 %."""
+    from pipeline.cli import StageBar
+
+    bar = StageBar("scan")
+    bar("report", 0.95)
+    bar("done", 1.0)
+    err = capsys.readouterr().err
+    bar.close()
+    assert "100%" in err and "done" in err
