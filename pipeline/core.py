@@ -320,18 +320,21 @@ class Pipeline:
         det = self.c.face.detector or self.c.visual.detector or self.c.audio.detector
         return str(getattr(det, "device", self.settings.device))
 
-    def fingerprint(self, with_fusion: bool = True) -> str:
+    def fingerprint(self, with_fusion: bool = True, slots: tuple[str, ...] | None = None) -> str:
         """Identity of everything that decides a report: the detectors that loaded (name + weights sha256), the
         fusion (calibration file content) and the analysis settings. Results computed under another fingerprint
         are never mixed in (an eval once resumed items scored without face weights). ``with_fusion=False``: the
-        identity of the detector scores alone (a new calibration re-fuses them; it does not change them)."""
+        identity of the detector scores alone (a new calibration re-fuses them; it does not change them).
+        ``slots``: only these detectors' identities, for inputs no other detector can see (an audio file's scores
+        do not depend on the face models)."""
         import json
 
         fm = self.c.fusion_model
         analysis = self.settings.model_dump(include=ANALYSIS_SETTINGS, mode="json")
         state = {
             "detectors": {s.slot: [s.model_name, s.available, self.identities[s.slot].sha256 if s.slot in
-                                   self.identities else None] for s in self.c.slots()},
+                                   self.identities else None] for s in self.c.slots()
+                          if slots is None or s.slot in slots},
             "settings": analysis,
         }
         if with_fusion:

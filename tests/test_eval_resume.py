@@ -74,3 +74,39 @@ def test_a_new_calibration_re_fuses_stored_scores_instead_of_rescoring(tmp_path:
                for old, new in zip(stored, again, strict=True) if old.status.get("audio") == "ok")
     lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {x["pipeline_id"] for x in lines} == {"detectors-x+cal-2"}
+
+
+class Swappable(Fingerprinted):
+    """A pipeline whose lip-sync weights can change: the identity of each detector, as ``Pipeline.fingerprint``."""
+
+    def __init__(self, sync_sha: str):
+        super().__init__(f"sync-{sync_sha}")
+        from types import SimpleNamespace
+
+        self.c = SimpleNamespace(fusion_model=None, learned_fusion=None)
+        self.sync_sha = sync_sha
+
+    def fingerprint(self, with_fusion: bool = True, slots: tuple[str, ...] | None = None) -> str:
+        ids = {"faces": "f1", "visual": "v1", "temporal": "t1", "audio": "a1", "speaker": "s1",
+               "lip_sync": self.sync_sha}
+        picked = sorted((k, v) for k, v in ids.items() if slots is None or k in slots)
+        return repr(picked) + ("+fusion" if with_fusion else "")
+
+
+def test_a_new_lip_sync_model_rescores_videos_and_keeps_audio_files(tmp_path: Path):
+    items = read_manifest(DEV_DATA / "manifest.tsv")
+    audio = [it for it in items if it.modality == "audio"][:2]
+    video = [it for it in items if it.modality == "video_av"][:1]
+    first = Swappable("old")
+    stored = {r.path: r for r in run_items(audio + video, tmp_path, None, first)}
+    assert first.calls == 3
+    second = Swappable("new")
+    again = {r.path: r for r in run_items(audio + video, tmp_path, None, second)}
+    assert second.calls == 1  # only the video: an audio file meets no lip-sync model
+    for it in audio:
+        assert again[it.path].raw == stored[it.path].raw
+    assert "new" in again[video[0].path].detectors_id
+    # back to the old weights: the video is rescored again, the audio files still stand
+    third = Swappable("old")
+    run_items(audio + video, tmp_path, None, third)
+    assert third.calls == 1

@@ -219,3 +219,20 @@ def test_a_degraded_installation_marks_its_verdict_partial(tmp_path, monkeypatch
     # the full installation is not marked
     full = pipe.run(dev_data / TALKING)
     assert not full.partial and "partial" not in full.to_dict()["detector_scores"]
+
+
+def test_fingerprint_of_some_slots_ignores_the_other_detectors(pipe):
+    """``make eval`` keys an audio file's stored scores by the audio detector alone (training/evaluate.input_slots)."""
+    import copy
+    from dataclasses import replace as dc_replace
+
+    from training.evaluate import input_slots
+
+    components = copy.copy(pipe.c)
+    components.sync = dc_replace(pipe.c.sync, model_name="another-sync-head")
+    swapped = pipeline.build(Settings(device="cpu"), components)
+    assert swapped.fingerprint(with_fusion=False) != pipe.fingerprint(with_fusion=False)
+    audio = input_slots("audio")
+    assert swapped.fingerprint(with_fusion=False, slots=audio) == pipe.fingerprint(with_fusion=False, slots=audio)
+    video = input_slots("video_av")
+    assert swapped.fingerprint(with_fusion=False, slots=video) != pipe.fingerprint(with_fusion=False, slots=video)

@@ -72,6 +72,13 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
     p = pipeline_obj or pipeline.build(Settings(explain=False))
     fingerprint = p.fingerprint()
     detectors_id = _fingerprint(p, with_fusion=False)
+    by_modality: dict[str, str | None] = {}
+
+    def scores_id(modality: str) -> str | None:  # the identity of what can change this kind of file's scores
+        if modality not in by_modality:
+            by_modality[modality] = _fingerprint(p, with_fusion=False, modality=modality) or detectors_id
+        return by_modality[modality]
+
     refuse = _refuser(p)
     done: dict[str, ItemResult] = {}
     stale = refused = 0
@@ -82,12 +89,16 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
             if not line.strip():
                 continue
             r = ItemResult(**json.loads(line))
-            if r.pipeline_id == fingerprint and r.detectors_id is None and detectors_id is not None:
-                r = replace(r, detectors_id=detectors_id)  # written before scores carried their own identity
+            if r.pipeline_id == fingerprint and r.detectors_id in (None, detectors_id) and detectors_id is not None:
+                # written before scores carried their own identity, or the identity of every detector: narrow it
+                # to the detectors this kind of file can meet
+                r = replace(r, detectors_id=scores_id(r.modality))
                 backfilled = True
             if r.pipeline_id != fingerprint:
-                # the same detectors under another calibration: their scores stand, only the fusion is redone
-                if refuse is not None and r.detectors_id is not None and r.detectors_id == detectors_id:
+                # the same detectors (or the same ones of those this kind of file can meet) under another
+                # calibration: their scores stand, only the fusion is redone
+                same = r.detectors_id is not None and r.detectors_id in (detectors_id, scores_id(r.modality))
+                if refuse is not None and same:
                     r = refuse(r, fingerprint)
                     refused += 1
                 else:  # scored by another configuration: never mixed in
@@ -115,7 +126,8 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
                         continue
                 t0 = time.perf_counter()
                 rep = p.run(src, source_name=Path(it.path).name)
-                res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities, fingerprint, detectors_id)
+                res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities, fingerprint,
+                              scores_id(it.modality))
                 f.write(json.dumps(asdict(res)) + "\n")
                 f.flush()
                 done[it.path] = res
@@ -126,11 +138,22 @@ def _kind(modality: str) -> str:
     return STREAMS[modality][0]
 
 
-def _fingerprint(p, with_fusion: bool) -> str | None:
+def _fingerprint(p, with_fusion: bool, modality: str | None = None) -> str | None:
     try:
-        return p.fingerprint(with_fusion=with_fusion)
+        if modality is None:
+            return p.fingerprint(with_fusion=with_fusion)
+        return p.fingerprint(with_fusion=with_fusion, slots=input_slots(modality))
     except TypeError:  # a test double without the detector-only identity
         return None
+
+
+def input_slots(modality: str) -> tuple[str, ...]:
+    """The detectors whose weights can change a file's scores: those its streams call for, plus the face and speaker
+    models wherever there are frames. An audio file's scores stand when only a face or lip-sync model changes."""
+    from models.registry import FACES, SPEAKER
+
+    _, has_frames, _ = STREAMS.get(modality, ("video", True, True))
+    return applicable_for(modality) + ((FACES, SPEAKER) if has_frames else ())
 
 
 # manifest modality -> the streams such a file holds (the fusion decides which detectors that calls for)
