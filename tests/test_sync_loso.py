@@ -115,3 +115,26 @@ def test_full_calibration_reads_five_curve_features_and_round_trips(tmp_path: Pa
     loaded = sync_head.load(path)
     assert loaded.calibration.shape == (6,)
     assert np.allclose(loaded.calibration.numpy(), cal)
+
+
+def test_feature_cache_keys_by_file_bytes_and_extractor_weights(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from training.split import ManifestItem
+    from training.train_sync import FeatureCache
+
+    def model(sha: str):
+        return SimpleNamespace(weights_info=SimpleNamespace(sha256=sha))
+
+    clip = tmp_path / "data" / "a.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"first version")
+    item = ManifestItem("a.mp4", "real", "video_av", "none", "g", None, clip.parent)
+    cache = FeatureCache(tmp_path / "cache", model("face-1"), model("lrasd-1"))
+    first = cache.path_for(item, "orig")
+    assert first == FeatureCache(tmp_path / "cache", model("face-1"), model("lrasd-1")).path_for(item, "orig")
+    assert cache.path_for(item, "msg") != first
+    assert FeatureCache(tmp_path / "cache", model("face-1"), model("lrasd-2")).path_for(item, "orig") != first
+    assert FeatureCache(tmp_path / "cache", model("face-2"), model("lrasd-1")).path_for(item, "orig") != first
+    clip.write_bytes(b"replaced with another clip")  # same path, other bytes: never the old entry
+    assert FeatureCache(tmp_path / "cache", model("face-1"), model("lrasd-1")).path_for(item, "orig") != first

@@ -118,12 +118,39 @@ def messenger_copy(src: Path, dst: Path, variant: int) -> Path:
 
 
 class FeatureCache:
-    """Features per (file, variant) under ``root``; variant "orig" is the file itself, "msg" its re-encode."""
+    """Features per (file, variant) under ``root``; variant "orig" is the file itself, "msg" its re-encode.
+
+    An entry is keyed by the file's bytes (sha256), the variant and the extractor's identity: the face detector's
+    and LR-ASD's weights and the analysis settings. A replaced clip, new weights or another setting is a miss,
+    never a stale hit."""
 
     def __init__(self, root: Path = CACHE_DIR, face_detector=None, lrasd=None):
         self.root = Path(root)
         self._face = face_detector
         self._lrasd = lrasd
+        self._extractor: str | None = None
+        self._digests: dict[str, str] = {}
+
+    def extractor_id(self) -> str:
+        """Identity of what makes the features: both models' weights sha256 and the analysis settings."""
+        if self._extractor is None:
+            import json
+
+            from models.weights import resolve, sha256_of
+            from pipeline.core import ANALYSIS_SETTINGS
+            from pipeline.settings import get_settings
+
+            def weights(model, name: str) -> str:
+                info = getattr(model, "weights_info", None)
+                if info is not None and getattr(info, "sha256", ""):
+                    return info.sha256
+                return sha256_of(resolve(name)) if model is None else type(model).__name__
+
+            settings = get_settings().model_dump(include=ANALYSIS_SETTINGS, mode="json")
+            self._extractor = hashlib.sha256(json.dumps(
+                [CACHE_VERSION, weights(self._face, "retinaface_mnet025"), weights(self._lrasd, "lrasd"), settings],
+                sort_keys=True).encode()).hexdigest()[:16]
+        return self._extractor
 
     def models(self):
         if self._face is None:
@@ -137,7 +164,11 @@ class FeatureCache:
         return self._face, self._lrasd
 
     def path_for(self, item: ManifestItem, variant: str) -> Path:
-        key = hashlib.sha1(f"{item.path}|{variant}".encode()).hexdigest()[:16]
+        if item.path not in self._digests:
+            from models.weights import sha256_of
+
+            self._digests[item.path] = sha256_of(item.file)
+        key = hashlib.sha256(f"{self._digests[item.path]}|{variant}|{self.extractor_id()}".encode()).hexdigest()[:16]
         return self.root / f"{Path(item.path).stem[:40]}-{variant}-{key}.npz"
 
     def get(self, item: ManifestItem, variant: str = "orig") -> ClipFeatures:
