@@ -45,3 +45,21 @@ def test_per_source_scores_each_source_against_all_reals():
     assert by["gen2"].fake_authentic == 1.0 and by["gen1"].fake_called_fake == 1.0
     assert summary["fused_auc_worst"] == 0.0 and summary["worst_source"] == "gen2"
     assert summary["real_called_fake"] == 0.5 and summary["real_called_fake_by_source"]["r2"]["fake"] == 1.0
+
+
+def test_per_source_also_scores_each_source_against_its_own_reals_only():
+    """A source whose fakes differ from the OTHER collections (bandwidth, codec) but not from the recordings of its
+    own page: high against every real, chance against its own."""
+    items = [_it("A_real/page/r1.wav", "real", "page:1", "audio"), _it("A_real/page/r2.wav", "real", "page:1", "audio"),
+             _it("A_real/books/b1.wav", "real", "id:9", "audio"), _it("A_real/books/b2.wav", "real", "id:8", "audio"),
+             _it("B_fake/tts/f1.wav", "fake", "page:1", "audio"), _it("B_fake/tts/f2.wav", "fake", "page:1", "audio")]
+
+    def res(it, p):
+        return ItemResult(it.path, it.label, it.modality, it.manipulation, it.group, "SUSPICIOUS", p, None,
+                          {"audio": "ok"}, {"audio": p}, {}, None, 1.0, None)
+
+    scores = [0.8, 0.6, 0.1, 0.2, 0.7, 0.7]  # the page's reals score like its fakes
+    rows, _ = per_source([res(it, p) for it, p in zip(items, scores, strict=True)], items, split_file=None)
+    (row,) = rows
+    assert row.n_real == 4 and row.n_own_real == 2
+    assert row.auc[FUSED] == 0.75 and row.fused_auc_own_reals == 0.5

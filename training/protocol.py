@@ -78,6 +78,10 @@ class SourceRow:
     auc: dict[str, float | None]  # detector (and "fused") -> AUC of this source's fakes vs the family's reals
     fake_authentic: float | None  # share of this source's fakes the verdict let through as AUTHENTIC
     fake_called_fake: float | None
+    # fused AUC against only the reals the fold holds out with the source (the clips it was made from, the same
+    # demo page's recordings): no collection or processing difference can stand in for the label there
+    fused_auc_own_reals: float | None = None
+    n_own_real: int = 0
 
 
 def _score(r, det: str) -> float | None:
@@ -113,8 +117,13 @@ def per_source(results: Sequence, items: Sequence[ManifestItem],
         src_items = [it for it in items if source_of(it.path) == fold.source]
         share = (sum(sides.get(it.path) == "train" for it in src_items) / len(src_items)) if sides else None
         verdicts = [r.verdict for r in fakes]
+        own = [r for r in negatives if r.path in fold.held_out]
+        pos = [s for s in (_score(r, FUSED) for r in fakes) if s is not None]
+        neg = [s for s in (_score(r, FUSED) for r in own) if s is not None]
+        own_auc = auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]) if pos and neg else None
         rows.append(SourceRow(fold.source, fam, len(fakes), len(negatives), share, aucs,
-                              verdicts.count("AUTHENTIC") / len(verdicts), verdicts.count("FAKE") / len(verdicts)))
+                              verdicts.count("AUTHENTIC") / len(verdicts), verdicts.count("FAKE") / len(verdicts),
+                              own_auc, len(own)))
     fused = [r.auc[FUSED] for r in rows if r.auc[FUSED] is not None]
     all_reals = [r for fam in reals.values() for r in fam]
     summary = {
@@ -146,12 +155,13 @@ def _f(x: float | None) -> str:
 def format_rows(rows: Sequence[SourceRow], summary: dict) -> str:
     dets = (*SLOTS, FUSED)
     head = (f"{'held-out source':<26} {'family':<6} {'fake':>4} {'real':>4} {'train':>5} "
-            + " ".join(f"{d[:8]:>8}" for d in dets) + f" {'→AUTH':>6} {'→FAKE':>6}")
+            + " ".join(f"{d[:8]:>8}" for d in dets) + f" {'→AUTH':>6} {'→FAKE':>6} {'own reals':>9} {'fused':>6}")
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=lambda r: (r.family, r.source)):
         lines.append(f"{r.source:<26} {r.family:<6} {r.n_fake:>4} {r.n_real:>4} {_f(r.train_share):>5} "
                      + " ".join(f"{_f(r.auc[d]):>8}" for d in dets)
-                     + f" {_f(r.fake_authentic):>6} {_f(r.fake_called_fake):>6}")
+                     + f" {_f(r.fake_authentic):>6} {_f(r.fake_called_fake):>6} {r.n_own_real:>9} "
+                     f"{_f(r.fused_auc_own_reals):>6}")
     lines.append("")
     lines.append(f"fused AUC over {summary['sources']} held-out sources: mean {_f(summary['fused_auc_mean'])}, "
                  f"worst {_f(summary['fused_auc_worst'])} ({summary['worst_source']})")
@@ -167,8 +177,9 @@ def write_csv(rows: Sequence[SourceRow], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["source", "family", "n_fake", "n_real", "train_share", *(f"auc_{d}" for d in (*SLOTS, FUSED)),
-                    "fake_authentic", "fake_called_fake"])
+                    "fake_authentic", "fake_called_fake", "n_own_real", "auc_fused_own_reals"])
         for r in rows:
             d = asdict(r)
             w.writerow([r.source, r.family, r.n_fake, r.n_real, r.train_share,
-                        *(d["auc"][k] for k in (*SLOTS, FUSED)), r.fake_authentic, r.fake_called_fake])
+                        *(d["auc"][k] for k in (*SLOTS, FUSED)), r.fake_authentic, r.fake_called_fake,
+                        r.n_own_real, r.fused_auc_own_reals])
