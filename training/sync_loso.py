@@ -189,8 +189,7 @@ class Config:
 
 
 def head_curve(head, v: Variant) -> np.ndarray:
-    est = sync.SyncEstimator(None, head=head, method="motion")  # only head_scores is used, with this head
-    est.head, est.max_offset = head, head.max_offset
+    est = sync.SyncEstimator(None, head=head, max_offset=head.max_offset, method="motion")  # head_scores only
     return sync.pool_curve([est.head_scores(p) for p in v.prepared], list(v.valid))
 
 
