@@ -357,12 +357,14 @@ class Pipeline:
 
     # -- entry point ------------------------------------------------------------------------------
     def run(self, source: media.MediaSource, progress: ProgressFn | None = None,
-            source_name: str | None = None) -> Report:
+            source_name: str | None = None, capture: dict | None = None) -> Report:
+        """``capture``, when given, receives what the lip-sync stage was fed (``"sync_inputs"``: audio, prepared
+        windows, main track id), so an evaluation can refit the lip-sync head on the very features scored here."""
         run = _Run(progress)
         if source_name is None and not isinstance(source, bytes | bytearray | memoryview):
             source_name = Path(source).name
         try:
-            report = self._run(source, run, source_name)
+            report = self._run(source, run, source_name, capture)
         except media.MediaError as exc:
             verdict = Verdict.NOT_APPLICABLE if exc.code == "zero_duration" else Verdict.FAILED
             report = self._empty_report(verdict, f"{exc.message} [{exc.code}]", run, source_name)
@@ -387,7 +389,8 @@ class Pipeline:
     def _slot_of(self, slot: str) -> Slot:
         return {VISUAL: self.c.visual, TEMPORAL: self.c.temporal, AUDIO: self.c.audio, LIP_SYNC: self.c.sync}[slot]
 
-    def _run(self, source: media.MediaSource, run: _Run, source_name: str | None) -> Report:
+    def _run(self, source: media.MediaSource, run: _Run, source_name: str | None,
+             capture: dict | None = None) -> Report:
         s = self.settings
         limits = media.Limits.from_settings(s)
         with run.stage("probe"):
@@ -441,6 +444,8 @@ class Pipeline:
             except Exception as exc:  # reported by the lip-sync stage as its failure, like any detector crash
                 logger.error("lip-sync crops failed: %s\n%s", exc, traceback.format_exc())
                 sync_windows = exc
+        if capture is not None and isinstance(sync_windows, list) and sync_windows:
+            capture["sync_inputs"] = (audio, sync_windows, analysis.main_track_id)
         n_dense = sum(len(d) for d in dense)
         dense = None  # the windows' frames (~280 MB of 640 px frames) are not needed past their crops
         speech = None

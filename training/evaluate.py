@@ -52,14 +52,19 @@ class ItemResult:
     detectors: dict[str, list[str]] | None = None  # slot -> [model name, weights sha256] that scored it
     pipeline_id: str | None = None  # Pipeline.fingerprint() of the run that scored it
     detectors_id: str | None = None  # Pipeline.fingerprint(with_fusion=False): the detector scores' identity
+    oof_slots: list[str] | None = None  # slots whose score came from a model fitted without this item's fold
 
     @property
     def y(self) -> int:
         return int(self.label == "fake")
 
 
-def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeline_obj=None) -> list[ItemResult]:
-    """Run the pipeline over ``items``, resuming from ``out/results.jsonl``."""
+def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeline_obj=None,
+              sync_features: Path | None = None) -> list[ItemResult]:
+    """Run the pipeline over ``items``, resuming from ``out/results.jsonl``. With ``sync_features`` (a
+    ``training.train_sync.FeatureCache`` folder) the lip-sync stage's inputs of every talking-face video are kept
+    there, keyed like the trainer's own extraction, so ``training.sync_oof`` can score these very rows with a
+    lip-sync head refitted without their fold instead of decoding every clip again."""
     from tqdm import tqdm
 
     import pipeline
@@ -79,6 +84,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
             by_modality[modality] = _fingerprint(p, with_fusion=False, modality=modality) or detectors_id
         return by_modality[modality]
 
+    keep = _sync_keeper(p, sync_features, reencode)
     refuse = _refuser(p)
     done: dict[str, ItemResult] = {}
     stale = refused = 0
@@ -125,13 +131,47 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
                         logger.error("re-encoding %s failed: %s", it.path, exc)
                         continue
                 t0 = time.perf_counter()
-                rep = p.run(src, source_name=Path(it.path).name)
+                captured: dict = {}
+                if keep is not None:
+                    rep = p.run(src, source_name=Path(it.path).name, capture=captured)
+                    keep(it, captured)
+                else:
+                    rep = p.run(src, source_name=Path(it.path).name)
                 res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities, fingerprint,
                               scores_id(it.modality))
                 f.write(json.dumps(asdict(res)) + "\n")
                 f.flush()
                 done[it.path] = res
     return [done[it.path] for it in items if it.path in done]
+
+
+def sync_variant(reencode: str | None) -> str:
+    """The feature-cache variant of an evaluated copy: "orig" is the file as it is (the trainer's own name)."""
+    return f"eval-{reencode}" if reencode else "orig"
+
+
+def _sync_keeper(p, root: Path | None, reencode: str | None):
+    """A function storing one item's captured lip-sync inputs, or None when nothing is to be kept (no folder, or a
+    pipeline without a lip-sync head on LR-ASD)."""
+    sync_slot = getattr(getattr(p, "c", None), "sync", None)
+    lrasd = getattr(getattr(sync_slot, "detector", None), "lrasd", None)
+    if root is None or lrasd is None:
+        return None
+    from training.train_sync import ClipFeatures, FeatureCache
+
+    cache = FeatureCache(root, face_detector=p.c.face.detector, lrasd=lrasd)
+    variant = sync_variant(reencode)
+
+    def keep(it: ManifestItem, captured: dict) -> None:
+        if it.modality != "video_av" or "sync_inputs" not in captured:
+            return
+        audio, windows, main_id = captured["sync_inputs"]
+        try:
+            cache.put(it, variant, ClipFeatures(audio, tuple(windows), main_id))
+        except OSError as exc:  # a full disk costs the refit this clip, never the evaluation
+            logger.warning("lip-sync features of %s not kept: %s", it.path, exc)
+
+    return keep
 
 
 def _kind(modality: str) -> str:
@@ -320,6 +360,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reals-only", action="store_true", help="only real items (processing must not make them fake)")
     p.add_argument("--out", default=None, help="results folder (default out/eval/<split>[-<reencode>])")
     p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
+    p.add_argument("--sync-features", default="out/sync_cache",
+                   help="keep each talking-face video's lip-sync inputs here for the per-fold refit of the lip-sync "
+                        "head (training.sync_oof); '' keeps nothing")
 
 
 def _processings() -> tuple[str, ...]:
@@ -341,7 +384,8 @@ def run(args: argparse.Namespace) -> int:
     tag = args.split + (f"-{args.reencode}" if args.reencode else "")
     out = Path(args.out or f"out/eval/{tag}")
     logger.info("evaluating %d item(s) -> %s", len(items), out)
-    results = run_items(items, out, args.reencode)
+    keep = getattr(args, "sync_features", "")
+    results = run_items(items, out, args.reencode, sync_features=Path(keep) if keep else None)
     rows = summarise(results)
     table = format_table(rows)
     print(table)

@@ -110,8 +110,6 @@ def trained_sources(name: str, sides: dict[str, str]) -> frozenset[str]:
 
     import torch
 
-    if name in CARD_SOURCES:
-        return frozenset(CARD_SOURCES[name])
     paths: list[str] = []
     ckpt = CHECKPOINTS / FITTED_ON_DEV[name]
     if ckpt.is_file():
@@ -119,6 +117,8 @@ def trained_sources(name: str, sides: dict[str, str]) -> frozenset[str]:
         meta = blob.get("metadata") or blob.get("meta") or {}
         listed = meta.get("train_files") or meta.get("train_paths") or []
         paths = ast.literal_eval(listed) if isinstance(listed, str) else list(listed)
+    if not paths and name in CARD_SOURCES:
+        return frozenset(CARD_SOURCES[name])
     if not paths:
         paths = [p for p, side in sides.items() if side == "train"]
     return frozenset(source_of(p) for p in paths)
@@ -129,10 +129,9 @@ def _ran(r: ItemResult, s: str) -> bool:
     return r.status.get(s) == "ok" and v is not None and math.isfinite(v)
 
 
-def build_table(results: list[ItemResult], items: list[ManifestItem], split_file: Path = DEFAULT_SPLIT) -> Table:
-    by_path = {it.path: it for it in items}
-    results = [r for r in results if r.path in by_path]
-    sides = read_split(split_file) if Path(split_file).is_file() else {}
+def fusion_folds(items: list[ManifestItem]) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
+    """(path -> fold, fold -> the paths it holds out): one fold per source, real sources too, closed under the
+    manifest's group links; a synthetic item belongs to the fold of the real clip it was made from."""
     comp_of: dict[str, str] = {}
     members: dict[str, list[ManifestItem]] = {}
     for key, comp in _components(items).items():
@@ -144,9 +143,14 @@ def build_table(results: list[ItemResult], items: list[ManifestItem], split_file
         if not it.origin:
             by_source[source_of(it.path)].append(it)
     held = {src: frozenset(m.path for it in its for m in members[comp_of[it.path]]) for src, its in by_source.items()}
+    return {it.path: source_of(it.origin if it.origin else it.path) for it in items}, held
 
-    def fold_of(it: ManifestItem) -> str:
-        return source_of(it.origin if it.origin else it.path)
+
+def build_table(results: list[ItemResult], items: list[ManifestItem], split_file: Path = DEFAULT_SPLIT) -> Table:
+    by_path = {it.path: it for it in items}
+    results = [r for r in results if r.path in by_path]
+    sides = read_split(split_file) if Path(split_file).is_file() else {}
+    fold_of, held = fusion_folds(items)
 
     identities: dict[str, tuple[str, str]] = {}
     for r in results:
@@ -163,11 +167,12 @@ def build_table(results: list[ItemResult], items: list[ManifestItem], split_file
             if _ran(r, s):
                 x[i, j] = float(logit(r.raw[s]))
                 ran[i, j] = True
-                ok[i, j] = src not in seen.get(s, ())
+                # a score from a model refitted without this row's fold (training.sync_oof) is never in-sample
+                ok[i, j] = s in (r.oof_slots or ()) or src not in seen.get(s, ())
     return Table(results, x, ran, ok, np.array([r.y for r in results]),
                  np.array([family_of(r.modality) for r in results]),
                  np.array([bool(by_path[r.path].origin) for r in results]),
-                 np.array([fold_of(by_path[r.path]) for r in results]), held, identities)
+                 np.array([fold_of[r.path] for r in results]), held, identities)
 
 
 def fit(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1e-2, iters: int = 200) -> Params:

@@ -81,7 +81,9 @@ def save_features(feat: ClipFeatures, path: Path) -> None:
                    "audio_offset": np.array(feat.audio.source_offset_s)}
     for i, w in enumerate(feat.windows):
         arrays |= {f"w{i}_tid": np.array(w.track_id), f"w{i}_ts": w.timestamps_s, f"w{i}_det": w.detected,
-                   f"w{i}_mouth": w.mouth, f"w{i}_faces": w.faces, f"w{i}_vis": w.visual}
+                   f"w{i}_mouth": w.mouth}
+        # the crops only matter while their embeddings are not made yet (~2.5 MB a window)
+        arrays |= {f"w{i}_vis": w.visual} if w.visual is not None else {f"w{i}_faces": w.faces}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -100,10 +102,20 @@ def load_features(path: Path) -> ClipFeatures | None:
         i = 0
         while f"w{i}_tid" in z:
             windows.append(sync.TrackWindow(int(z[f"w{i}_tid"]), z[f"w{i}_ts"], z[f"w{i}_det"], z[f"w{i}_mouth"],
-                                            z[f"w{i}_faces"], z[f"w{i}_vis"]))
+                                            _optional(z, f"w{i}_faces"), _optional(z, f"w{i}_vis")))
             i += 1
         main = int(z["main"])
     return ClipFeatures(audio, tuple(windows), None if main < 0 else main)
+
+
+def _optional(z, key: str) -> np.ndarray | None:
+    """The array, or None where it was left out (or saved as None, which only loads with pickling)."""
+    if key not in z.files:
+        return None
+    try:
+        return z[key]
+    except ValueError:
+        return None
 
 
 def messenger_copy(src: Path, dst: Path, variant: int) -> Path:
@@ -170,6 +182,15 @@ class FeatureCache:
             self._digests[item.path] = sha256_of(item.file)
         key = hashlib.sha256(f"{self._digests[item.path]}|{variant}|{self.extractor_id()}".encode()).hexdigest()[:16]
         return self.root / f"{Path(item.path).stem[:40]}-{variant}-{key}.npz"
+
+    def put(self, item: ManifestItem, variant: str, feat: ClipFeatures) -> Path:
+        """Store features made elsewhere (``make eval`` keeps what its lip-sync stage was fed)."""
+        path = self.path_for(item, variant)
+        save_features(feat, path)
+        return path
+
+    def has(self, item: ManifestItem, variant: str) -> bool:
+        return self.path_for(item, variant).is_file()
 
     def get(self, item: ManifestItem, variant: str = "orig") -> ClipFeatures:
         path = self.path_for(item, variant)

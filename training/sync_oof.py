@@ -1,0 +1,167 @@
+"""``python -m training.sync_oof``: lip-sync scores for the fusion's fit, each from a head that never saw its fold.
+
+The shipped lip-sync head (``models/checkpoints/sync_head.pt``, written by ``python -m training.sync_loso --ship``)
+is fitted on every real talking-face clip of the dev set. Its scores on those clips, on their processed copies and
+on the synthetic fakes made from them are in-sample: fed to the fusion they would buy lip sync a reliability it
+does not have on footage it never saw. So for every fold of the fusion (``training.evidence_fusion.fusion_folds``:
+one per source, closed under group links, a synthetic item in the fold of the real clip it was made from) the
+head and its calibration are refitted with the shipped recipe (the checkpoint's ``meta.fit``) on the reals outside
+the fold, and each of the fold's rows is scored by the runtime's own estimator on the very features ``make eval``
+fed its lip-sync stage (kept by ``--sync-features``). The rows are written again, lip-sync score replaced and
+marked out of fold, with the shipped head's identity, so ``python -m training calibrate`` reads them unchanged:
+
+    python -m training.sync_oof --manifest ../shared/data/dev/manifest.tsv out/synth/manifest.tsv \\
+        --results out/eval/all/results.jsonl out/eval/synth/results.jsonl ... --out out/eval/sync_oof
+
+A row whose features were not kept loses its lip-sync score (never the in-sample one under the new identity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from pipeline.report import LIP_SYNC
+from training.evaluate import ItemResult, sync_variant
+from training.split import ManifestItem, read_manifest
+
+logger = logging.getLogger(__name__)
+
+OOF_STATUS_MISSING = "no_features"  # the row's lip-sync inputs were not kept: it cannot be scored out of fold
+
+
+def shipped_config():
+    """The ``sync_loso.Config`` the shipped head was fitted with (its checkpoint's ``meta.fit``)."""
+    from models.sync_head import FILENAME
+    from models.weights import resolve
+    from training.sync_loso import Config
+
+    blob = torch.load(resolve("sync_head"), map_location="cpu", weights_only=False)
+    fit = (blob.get("meta") or {}).get("fit")
+    if not fit:
+        raise SystemExit(f"{FILENAME} records no fitting recipe (meta.fit): refit it with "
+                         "`python -m training.sync_loso --ship models/checkpoints/sync_head.pt`")
+    return Config(**fit)
+
+
+def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], variants: list, cfg, lrasd, cache,
+               fold_of: dict[str, str], held: dict[str, frozenset[str]]) -> tuple[dict[int, float | None], Counter]:
+    """Row index -> the lip-sync score of a head fitted without the row's fold (None: not applicable), for the rows
+    whose lip-sync stage ran."""
+    from tqdm import tqdm
+
+    from pipeline import sync
+    from training.sync_loso import fit_variant
+
+    todo: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if r.status.get(LIP_SYNC) == "ok":
+            todo[fold_of[r.path]].append(i)
+    out: dict[int, float | None] = {}
+    counts: Counter = Counter()
+    for fold in tqdm(sorted(todo), desc="lip-sync heads per fold", unit="fold", file=sys.stderr):
+        excluded = set(held.get(fold, frozenset()))
+        excluded |= {items[rows[i].path].origin or rows[i].path for i in todo[fold]}
+        train = [v for v in variants if v.clip not in excluded and v.kind != "fake"]
+        head, _ = fit_variant(train, cfg)
+        est = sync.SyncEstimator(lrasd, head=head, max_offset=head.max_offset, method="head")
+        for i in todo[fold]:
+            it = items[rows[i].path]
+            variant = sync_variant(rows[i].reencode)
+            if not cache.has(it, variant):
+                out[i] = None
+                counts["no features kept"] += 1
+                continue
+            feat = cache.get(it, variant)
+            res = est.analyse_windows(list(feat.windows), feat.audio, feat.main_track_id)
+            if hasattr(res, "lip_sync_error"):
+                out[i] = float(res.lip_sync_error)
+                counts["scored"] += 1
+            else:
+                out[i] = None
+                counts["not applicable out of fold"] += 1
+    return out, counts
+
+
+def rewrite(r: ItemResult, score: float | None, ident: tuple[str, str]) -> ItemResult:
+    status = dict(r.status)
+    raw = dict(r.raw)
+    if score is None:
+        status[LIP_SYNC] = OOF_STATUS_MISSING
+        raw[LIP_SYNC] = None
+    else:
+        raw[LIP_SYNC] = score
+    detectors = dict(r.detectors or {})
+    detectors[LIP_SYNC] = list(ident)
+    return replace(r, status=status, raw=raw, detectors=detectors,
+                   oof_slots=sorted({*(r.oof_slots or ()), LIP_SYNC}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pipeline
+    from pipeline.settings import Settings
+    from training.calibrate import _read_results
+    from training.evidence_fusion import fusion_folds
+    from training.sync_loso import build_variants, fold_of_reals
+    from training.train_sync import CACHE_DIR, FeatureCache, video_av
+
+    ap = argparse.ArgumentParser(prog="python -m training.sync_oof", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--manifest", nargs="+", required=True, help="the dev manifest first, then synthetic ones")
+    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
+    ap.add_argument("--out", default="out/eval/sync_oof", help="folder for the rewritten results (one per input)")
+    ap.add_argument("--sync-features", default=str(CACHE_DIR), help="where `make eval` kept the lip-sync inputs")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    p = pipeline.build(Settings(explain=False))
+    if not p.c.sync.available or getattr(p.c.sync.detector, "lrasd", None) is None:
+        raise SystemExit(f"the lip-sync head is unavailable ({p.c.sync.reason}); set WEIGHTS_DIR")
+    ident = (p.identities[LIP_SYNC].name, p.identities[LIP_SYNC].sha256)
+    lrasd = p.c.sync.detector.lrasd
+    cfg = shipped_config()
+    cache = FeatureCache(Path(args.sync_features), face_detector=p.c.face.detector, lrasd=lrasd)
+
+    dev = read_manifest(args.manifest[0])
+    items = [it for m in args.manifest for it in read_manifest(m)]
+    by_path = {it.path: it for it in items}
+    fold_of, held = fusion_folds(items)
+    reals = video_av(dev, "real")
+    variants = build_variants(reals, cache, lrasd, fold_of_reals(dev), with_tts=False)
+    logger.info("%d training variants of %d real clips (%.0fs); recipe %s", len(variants), len(reals),
+                time.perf_counter() - t0, cfg.label)
+
+    out_root = Path(args.out)
+    total: Counter = Counter()
+    for f in args.results:
+        rows = [r for r in _read_results(Path(f)) if r.path in by_path]
+        scores, counts = score_rows(rows, by_path, variants, cfg, lrasd, cache, fold_of, held)
+        total += counts
+        dest = out_root / Path(f).parent.name / "results.jsonl"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "w") as fh:
+            for i, r in enumerate(rows):
+                r = rewrite(r, scores[i], ident) if i in scores else replace(
+                    r, detectors={**(r.detectors or {}), LIP_SYNC: list(ident)} if r.detectors else r.detectors)
+                fh.write(json.dumps(asdict(r)) + "\n")
+        logger.info("%s -> %s: %s", f, dest, dict(counts))
+    (out_root / "summary.json").write_text(json.dumps({"recipe": cfg.__dict__, "identity": ident,
+                                                       "counts": dict(total),
+                                                       "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+    logger.info("lip-sync rows out of fold: %s (%.0fs)", dict(total), time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
