@@ -298,10 +298,10 @@ for _spec in (
         bundled=True,
     ),
     WeightSpec(
-        "sync_head", "sync_head.pt", "1db971f85066bf7511da6fd04f55a0855083f3fa4d8dfee9f08016139d7679eb",
+        "sync_head", "sync_head.pt", "9d50f3888ba976b429ed5b572eef2cfb5a337e6be68953c33b0a49d3f76f704a",
         "MIT (fitted by this project on frozen LR-ASD embeddings; training clips research-use)", None,
-        "lip-sync head (CCA projections of frozen LR-ASD embeddings), fitted on the dev train split's real clips "
-        "(training/train_sync.py)",
+        "lip-sync head (CCA projections of frozen LR-ASD embeddings) with a 5-feature curve calibration, chosen "
+        "leave-one-source-out and refitted on every real talking-face clip of the dev set (training/sync_loso.py)",
         bundled=True,
     ),
 ):

@@ -57,8 +57,6 @@ logger = logging.getLogger(__name__)
 FITTED_ON_DEV = {"lrasd_temporal": "lrasd_temporal.pt", "aasist:aasist_ft": "aasist_ft.pt",
                  "sync:lrasd-head": "sync_head.pt", "mesonet:mesoinception_ft": "mesoinception_ft.pt"}
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
-# training sources of checkpoints that do not list their files, from their model cards
-CARD_SOURCES = {"sync:lrasd-head": ("pcavs_voxceleb", "grid_lipnet", "hyperlips", "edtalk", "dfdc")}  # sync_head.md
 # total weight per (family, label, synthetic?) group in the likelihood: each family's reals and fakes count alike,
 # whatever their number of files, and synthetic fakes never outweigh real generators' fakes
 GROUP_MASS = {("video", 0, False): 1.0, ("video", 1, False): 0.5, ("video", 1, True): 0.5,
@@ -105,7 +103,7 @@ class Table:
 
 def trained_sources(name: str, sides: dict[str, str]) -> frozenset[str]:
     """The sources (generators and real collections) a dev-fitted detector saw in training: from the file list its
-    checkpoint records, else its model card's, else every source with items on the train side of the split."""
+    checkpoint records, else every source with items on the train side of the split."""
     import ast
 
     import torch
@@ -117,8 +115,6 @@ def trained_sources(name: str, sides: dict[str, str]) -> frozenset[str]:
         meta = blob.get("metadata") or blob.get("meta") or {}
         listed = meta.get("train_files") or meta.get("train_paths") or []
         paths = ast.literal_eval(listed) if isinstance(listed, str) else list(listed)
-    if not paths and name in CARD_SOURCES:
-        return frozenset(CARD_SOURCES[name])
     if not paths:
         paths = [p for p, side in sides.items() if side == "train"]
     return frozenset(source_of(p) for p in paths)
