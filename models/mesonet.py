@@ -25,8 +25,9 @@ from models.weights import resolve
 logger = logging.getLogger(__name__)
 
 INPUT_SIZE = 256
-# mesoinception_ft: this project's fine-tune of mesoinception_df (training/train_visual.py), bundled.
-VARIANTS = ("meso4_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f", "mesoinception_ft")
+# mesoinception_ft: this project's fine-tune of mesoinception_df on dev crops (training/train_visual.py), bundled;
+# mesoinception_sbi: taught on self-blended real crops only (training/train_sbi.py), bundled.
+VARIANTS = ("meso4_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f", "mesoinception_ft", "mesoinception_sbi")
 ARCHS = ("meso4", "mesoinception4")
 
 # Keras defaults: BN eps 1e-3 (PyTorch's 1e-5 shifts the goldens); Keras momentum 0.99 is PyTorch momentum 0.01,

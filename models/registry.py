@@ -208,12 +208,14 @@ register(DetectorSpec(
     "retinaface", FACES, "models.retinaface:RetinaFaceDetector", Preprocess("frames", 640, "tracks"),
     weights=("retinaface_mnet025", "retinaface_resnet50"), variants=("mnet025", "resnet50"), default_variant="mnet025",
     loader=_retinaface, name_format="{name}_{variant}", description="RetinaFace face detector with 5 landmarks"))
+# the released DF/F2F weights and this project's bundled fine-tunes (dev crops; self-blended real crops)
+MESONET_VARIANTS = ("meso4_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f", "mesoinception_ft",
+                    "mesoinception_sbi")
 register(DetectorSpec(
     "mesonet", VISUAL, "models.mesonet:MesoNetDetector", Preprocess("aligned", 256, "mean"),
-    weights=("meso4_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f", "mesoinception_ft"),
-    variants=("meso4_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f", "mesoinception_ft"),
+    weights=MESONET_VARIANTS, variants=MESONET_VARIANTS,
     default_variant="mesoinception_df", loader=_mesonet,
-    description="MesoNet spatial detector (embedded default; released DF/F2F weights or the bundled fine-tune)"))
+    description="MesoNet spatial detector (embedded default; released DF/F2F weights or the bundled fine-tunes)"))
 register(DetectorSpec(
     "efficientnet_b7", VISUAL, "models.efficientnet_b7:EfficientNetB7Detector",
     Preprocess("dfdc_box", 380, "confident"),

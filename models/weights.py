@@ -283,6 +283,13 @@ for _spec in (
         bundled=True,
     ),
     WeightSpec(
+        "mesoinception_sbi", "mesoinception_sbi.pt", "8a07b78716f698f4b236e2a81c68587e07b7d1843abef291d06a8828737aaea3",
+        "Apache-2.0 (fine-tuned by this project from DariusAf/MesoNet weights; training clips research-use)", None,
+        "MesoInception4 taught on self-blended faces of the dev set's real crops only (training/train_sbi.py), "
+        "output = REAL logit; selectable with MESONET_VARIANT=mesoinception_sbi",
+        bundled=True,
+    ),
+    WeightSpec(
         "aasist_ft", "aasist_ft.pt", "26dbdf0497743912b783dfad1eecc9f6d21f7e5e26f2c80839b83c57f769575a",
         "MIT (fine-tuned by this project from clovaai/aasist; training clips research-use)", None,
         "AASIST fine-tuned on the dev train split with codec augmentation (training/train_audio.py); "

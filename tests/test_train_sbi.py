@@ -50,6 +50,11 @@ def test_training_on_self_blends_moves_the_released_weights(real_files):
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith(("conv4", "fc")))
     scores = train_sbi.scores_of(model, real_files)
     assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+    keys = sorted(points)[:6]
+    a = train_sbi.blend_auc(model, real_files, points, keys)
+    assert 0.0 <= a <= 1.0
+    assert a == train_sbi.blend_auc(model, real_files, points, keys)  # the same fresh blends each time
+    assert train_sbi.blend_auc(model, real_files, points, []) is None
 
 
 def _file(path: str, label: str, group: str, origin: str = "") -> TrainFile:

@@ -50,12 +50,13 @@ def _files(items, face_crop, n_per_class: int = 2) -> list[TrainFile]:
     return out
 
 
-def test_bundled_checkpoint_loads_by_variant_name(face_crop):
-    assert WEIGHTS["mesoinception_ft"].bundled
-    det = MesoNetDetector.load(variant="mesoinception_ft")
+@pytest.mark.parametrize("variant", ["mesoinception_ft", "mesoinception_sbi"])
+def test_bundled_checkpoint_loads_by_variant_name(face_crop, variant):
+    assert WEIGHTS[variant].bundled
+    det = MesoNetDetector.load(variant=variant)
     assert isinstance(det.model, MesoInception4)
-    assert det.weights_info.file == "mesoinception_ft.pt"
-    assert (BUNDLED_DIR / "mesoinception_ft.pt").stat().st_size < 1_000_000  # small enough to live in git
+    assert det.weights_info.file == f"{variant}.pt"
+    assert (BUNDLED_DIR / f"{variant}.pt").stat().st_size < 1_000_000  # small enough to live in git
     p = det.predict(face_crop[None]).fake_prob
     released = MesoNetDetector.load(variant="mesoinception_df").predict(face_crop[None]).fake_prob
     assert 0.0 <= p[0] <= 1.0 and abs(p[0] - released[0]) > 1e-4  # really different weights

@@ -188,6 +188,12 @@ class Config:
         return f"dims {self.dims}, motion {self.motion_weight:g}, ridge {self.ridge:g}, calibration {self.features}"
 
 
+def parse_config(spec: str) -> Config:
+    """``dims:motion_weight:calibration[:ridge]``, e.g. ``8:1:full``."""
+    d, w, feats, *rest = spec.split(":")
+    return Config(int(d), float(w), feats, float(rest[0]) if rest else 0.5)
+
+
 def head_curve(head, v: Variant) -> np.ndarray:
     est = sync.SyncEstimator(None, head=head, max_offset=head.max_offset, method="motion")  # head_scores only
     return sync.pool_curve([est.head_scores(p) for p in v.prepared], list(v.valid))
@@ -352,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {shipped: summarise(variants, all_scores[shipped])}
     configs = {}
     for spec in args.configs.split(","):
-        d, w, feats, *rest = spec.split(":")
-        cfg = Config(int(d), float(w), feats, float(rest[0]) if rest else 0.5)
+        cfg = parse_config(spec)
         configs[cfg.label] = cfg
         all_scores[cfg.label] = loso_scores(variants, cfg, held)
         results[cfg.label] = summarise(variants, all_scores[cfg.label])

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.settings import Settings
     from training.calibrate import _read_results
     from training.evidence_fusion import fusion_folds
-    from training.sync_loso import build_variants, fold_of_reals
+    from training.sync_loso import build_variants, fold_of_reals, parse_config
     from training.train_sync import CACHE_DIR, FeatureCache, video_av
 
     ap = argparse.ArgumentParser(prog="python -m training.sync_oof", description=__doc__,
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
     ap.add_argument("--out", default="out/eval/sync_oof", help="folder for the rewritten results (one per input)")
     ap.add_argument("--sync-features", default=str(CACHE_DIR), help="where `make eval` kept the lip-sync inputs")
+    ap.add_argument("--config", default=None,
+                    help="dims:motion_weight:calibration[:ridge] instead of the shipped head's recipe (to compare "
+                         "recipes on the fusion's own rows; the rows still carry the shipped head's identity)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the lip-sync head is unavailable ({p.c.sync.reason}); set WEIGHTS_DIR")
     ident = (p.identities[LIP_SYNC].name, p.identities[LIP_SYNC].sha256)
     lrasd = p.c.sync.detector.lrasd
-    cfg = shipped_config()
+    cfg = shipped_config() if not args.config else parse_config(args.config)
     cache = FeatureCache(Path(args.sync_features), face_detector=p.c.face.detector, lrasd=lrasd)
 
     dev = read_manifest(args.manifest[0])

@@ -67,6 +67,8 @@ class SBIConfig:
     weight_decay: float = 1e-3
     freeze_blocks: int = 1
     label_smoothing: float = 0.1
+    augment: bool = True  # the re-upload augmentation of train_visual on both crops
+    train_bn: bool = False  # re-estimate BatchNorm statistics (batches are 32 crops of one task)
     seed: int = 0
 
 
@@ -111,11 +113,14 @@ def fit(model: nn.Module, files: list[TrainFile], points: dict[tuple[int, int], 
     running = []
     for step in range(1, cfg.steps + 1):
         train_mode(model)
+        if cfg.train_bn:
+            model.train()
         x, real = [], []
         for fi in rng.choice(file_ids, size=cfg.pairs):
             i, k = per_file[fi][int(rng.integers(len(per_file[fi])))]
             crop = files[i].sources["orig"].crops[k]
-            x += [augment(crop, rng), augment(blended(crop, points[(i, k)], rng), rng)]
+            pair = [crop, blended(crop, points[(i, k)], rng)]
+            x += [augment(c, rng) for c in pair] if cfg.augment else pair
             real += [1.0, 0.0]
         target = torch.tensor(real) * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
         loss = loss_fn(model(to_tensor(np.stack(x))), target)  # the network's output is the REAL logit
@@ -128,6 +133,22 @@ def fit(model: nn.Module, files: list[TrainFile], points: dict[tuple[int, int], 
                         time.perf_counter() - t0)
     model.eval()
     return model
+
+
+def blend_auc(model: nn.Module, files: list[TrainFile], points: dict[tuple[int, int], np.ndarray],
+              keys: list[tuple[int, int]], seed: int = 1) -> float | None:
+    """Crop-level AUC of fresh self-blends against their own real crops: can the model see a blend at all?"""
+    from models.mesonet import MesoNetDetector
+    from training.metrics import auc
+
+    if not keys:
+        return None
+    rng = np.random.default_rng(seed)
+    crops = np.stack([files[i].sources["orig"].crops[k] for i, k in keys])
+    blends = np.stack([blended(c, points[key], rng) for c, key in zip(crops, keys, strict=True)])
+    det = MesoNetDetector(model, device="cpu", batch_size=64)
+    p = np.r_[det.predict(blends).fake_prob, det.predict(crops).fake_prob]
+    return float(auc(np.r_[np.ones(len(keys)), np.zeros(len(keys))], p))
 
 
 def fold_of_files(files: list[TrainFile], k: int) -> np.ndarray:
@@ -193,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=SBIConfig.steps)
     ap.add_argument("--lr", type=float, default=SBIConfig.lr)
+    ap.add_argument("--no-augment", action="store_true", help="train on clean crops and blends")
+    ap.add_argument("--train-bn", action="store_true", help="re-estimate BatchNorm statistics while training")
     ap.add_argument("--report", default="out/eval/sbi", help="folder for per_source.txt / summary.json")
     ap.add_argument("--ship", default=None, help="also train on every real and write the checkpoint here")
     ap.add_argument("--threads", type=int, default=2)
@@ -200,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    cfg = SBIConfig(steps=args.steps, lr=args.lr)
+    cfg = SBIConfig(steps=args.steps, lr=args.lr, augment=not args.no_augment, train_bn=args.train_bn)
 
     items: list[ManifestItem] = []
     for m in args.manifest:
@@ -210,14 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     points = crop_landmarks(files)
     logger.info("%d files with faces (%d real), %d real crops with landmarks (%.0fs)", len(files),
                 sum(not f.fake for f in files), sum(not files[i].fake for i, _ in points), time.perf_counter() - t0)
+    if args.folds < 2:  # --folds 0: only the checkpoint (the figures come from an earlier run of the same recipe)
+        return ship(args.ship, files, points, cfg, []) if args.ship else 0
     fold = fold_of_files(files, args.folds)
     sbi = np.full(len(files), np.nan)
+    blend_aucs: list[float | None] = []
     for k in range(args.folds):
         # only the other folds' real crops are blended and learned from
         model = fit(released_model(), files, {key: v for key, v in points.items() if fold[key[0]] != k}, cfg)
         held = np.flatnonzero(fold == k)
         sbi[held] = scores_of(model, [files[i] for i in held])
-        logger.info("fold %d: %d files scored (%.0fs)", k, len(held), time.perf_counter() - t0)
+        sample = sorted(key for key in points if fold[key[0]] == k and not files[key[0]].fake)[::5]
+        blend_aucs.append(blend_auc(model, files, points, sample))
+        logger.info("fold %d: %d files scored; held-out blends vs their crops AUC %s (%.0fs)", k, len(held),
+                    blend_aucs[-1], time.perf_counter() - t0)
     released = scores_of(released_model(), files)
     names = ["released DF", "SBI (fold)"]
     rows = per_source(files, {names[0]: released, names[1]: sbi})
@@ -226,17 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.report)
     out.mkdir(parents=True, exist_ok=True)
     (out / "per_source.txt").write_text(text + "\n")
+    logger.info("held-out self-blends vs their own crops, per fold: %s", blend_aucs)
     (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "folds": args.folds, "rows": rows,
+                                                  "blend_auc": blend_aucs,
                                                   "files": len(files), "seconds": round(time.perf_counter() - t0)},
                                                  indent=1))
     if args.ship:
-        model = fit(released_model(), files, points, cfg)
-        save_checkpoint(model, args.ship, {"base": "mesoinception_df", "recipe": "self-blended images (SBI)",
-                                           "config": asdict(cfg), "train_files": [f.item.path for f in files
-                                                                                  if not f.fake],
-                                           "loso": rows})
-        logger.info("wrote %s", args.ship)
+        ship(args.ship, files, points, cfg, rows)
     logger.info("done in %.0fs", time.perf_counter() - t0)
+    return 0
+
+
+def ship(path: str, files: list[TrainFile], points: dict[tuple[int, int], np.ndarray], cfg: SBIConfig,
+         rows: list[dict]) -> int:
+    """Fit on every real's crops and write the checkpoint ``models.mesonet.load_checkpoint`` reads."""
+    model = fit(released_model(), files, points, cfg)
+    save_checkpoint(model, path, {"base": "mesoinception_df", "recipe": "self-blended images (SBI)",
+                                  "config": asdict(cfg), "train_files": [f.item.path for f in files if not f.fake],
+                                  "loso": rows})
+    logger.info("wrote %s", path)
     return 0
 
 
