@@ -109,7 +109,7 @@ def test_each_row_is_scored_by_a_head_fitted_without_its_fold(monkeypatch):
     rows = [_row(it.path, it.label) for it in items] + [_row("A_real_av/one/b.mp4", "real", reencode="whatsapp"),
                                                         _row("A_real_av/two/c.mp4", "real", status="not_applicable")]
     by_path = {it.path: it for it in items}
-    scores, counts = sync_oof.score_rows(rows, by_path, variants, None, None, cache, fold_of, held)
+    scores, counts = sync_oof.score_rows(rows, by_path, variants, None, None, cache, fold_of, held, extract=None)
     heads = {}
     for i, r in enumerate(rows):
         if r.status["lip_sync"] != "ok":
@@ -149,3 +149,29 @@ def test_item_results_written_before_the_out_of_fold_mark_still_load():
     old = dict(_row("a", "real").__dict__)
     old.pop("oof_slots")
     assert ItemResult(**old).oof_slots is None
+
+
+def test_features_the_eval_did_not_keep_are_made_again_the_same_way(monkeypatch):
+    made = []
+
+    def extract(cache, item, variant, reencode):
+        made.append((item.path, variant, reencode))
+        return SimpleNamespace(windows=(), audio=None, main_track_id=None)
+
+    class Estimator:
+        def __init__(self, *a, **k):
+            pass
+
+        def analyse_windows(self, windows, audio, main):
+            return SimpleNamespace(lip_sync_error=0.5)
+
+    monkeypatch.setattr("training.sync_loso.fit_variant", lambda train, cfg: (SimpleNamespace(max_offset=15), None))
+    monkeypatch.setattr(sync, "SyncEstimator", Estimator)
+    items = [_item("A_real_av/one/a.mp4", "real")]
+    fold_of, held = ef.fusion_folds(items)
+    cache = SimpleNamespace(has=lambda it, v: False)
+    rows = [_row(items[0].path, "real"), _row(items[0].path, "real", reencode="whatsapp")]
+    scores, counts = sync_oof.score_rows(rows, {it.path: it for it in items}, [], None, None, cache, fold_of, held,
+                                         extract=extract)
+    assert scores == {0: 0.5, 1: 0.5} and counts["features made again"] == 2
+    assert made == [(items[0].path, "orig", None), (items[0].path, "eval-whatsapp", "whatsapp")]

@@ -13,7 +13,7 @@ marked out of fold, with the shipped head's identity, so ``python -m training ca
     python -m training.sync_oof --manifest ../shared/data/dev/manifest.tsv out/synth/manifest.tsv \\
         --results out/eval/all/results.jsonl out/eval/synth/results.jsonl ... --out out/eval/sync_oof
 
-A row whose features were not kept loses its lip-sync score (never the in-sample one under the new identity).
+A row scored before ``make eval`` kept these inputs has them made again (the same decoding, the same processing).
 """
 
 from __future__ import annotations
@@ -52,10 +52,29 @@ def shipped_config():
     return Config(**fit)
 
 
+def extract_missing(cache, item: ManifestItem, variant: str, reencode: str | None):
+    """Features of a row scored before ``make eval`` kept them: decoded again exactly as the eval did (the file, or
+    the same processing of it) and stored, so the next run finds them."""
+    import tempfile
+
+    from training.reencode import process
+    from training.train_sync import extract
+
+    face, lrasd = cache.models()
+    if reencode is None:
+        return cache.get(item, "orig")
+    with tempfile.TemporaryDirectory() as tmp:
+        feat = extract(process(item.file, tmp, reencode, kind="video"), face, lrasd)
+    cache.put(item, variant, feat)
+    return feat
+
+
 def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], variants: list, cfg, lrasd, cache,
-               fold_of: dict[str, str], held: dict[str, frozenset[str]]) -> tuple[dict[int, float | None], Counter]:
+               fold_of: dict[str, str], held: dict[str, frozenset[str]], extract=extract_missing
+               ) -> tuple[dict[int, float | None], Counter]:
     """Row index -> the lip-sync score of a head fitted without the row's fold (None: not applicable), for the rows
-    whose lip-sync stage ran."""
+    whose lip-sync stage ran. Features ``make eval`` did not keep are made again by ``extract`` (None: the row gets
+    no score)."""
     from tqdm import tqdm
 
     from pipeline import sync
@@ -76,11 +95,15 @@ def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], variants:
         for i in todo[fold]:
             it = items[rows[i].path]
             variant = sync_variant(rows[i].reencode)
-            if not cache.has(it, variant):
+            if cache.has(it, variant):
+                feat = cache.get(it, variant)
+            elif extract is not None:
+                feat = extract(cache, it, variant, rows[i].reencode)
+                counts["features made again"] += 1
+            else:
                 out[i] = None
                 counts["no features kept"] += 1
                 continue
-            feat = cache.get(it, variant)
             res = est.analyse_windows(list(feat.windows), feat.audio, feat.main_track_id)
             if hasattr(res, "lip_sync_error"):
                 out[i] = float(res.lip_sync_error)
