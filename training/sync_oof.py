@@ -57,6 +57,7 @@ def extract_missing(cache, item: ManifestItem, variant: str, reencode: str | Non
     the same processing of it) and stored, so the next run finds them."""
     import tempfile
 
+    from training.evaluate import _kind
     from training.reencode import process
     from training.train_sync import extract
 
@@ -64,7 +65,7 @@ def extract_missing(cache, item: ManifestItem, variant: str, reencode: str | Non
     if reencode is None:
         return cache.get(item, "orig")
     with tempfile.TemporaryDirectory() as tmp:
-        feat = extract(process(item.file, tmp, reencode, kind="video"), face, lrasd)
+        feat = extract(process(item.file, tmp, reencode, kind=_kind(item.modality)), face, lrasd)
     cache.put(item, variant, feat)
     return feat
 
@@ -168,20 +169,24 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d training variants of %d real clips (%.0fs); recipe %s", len(variants), len(reals),
                 time.perf_counter() - t0, cfg.label)
 
+    # every file's rows at once: one head per fold serves the dev set, the synthetic set and every processed copy
+    per_file = [[r for r in _read_results(Path(f)) if r.path in by_path] for f in args.results]
+    rows = [r for file_rows in per_file for r in file_rows]
+    scores, total = score_rows(rows, by_path, variants, cfg, lrasd, cache, fold_of, held)
     out_root = Path(args.out)
-    total: Counter = Counter()
-    for f in args.results:
-        rows = [r for r in _read_results(Path(f)) if r.path in by_path]
-        scores, counts = score_rows(rows, by_path, variants, cfg, lrasd, cache, fold_of, held)
-        total += counts
+    i = 0
+    for f, file_rows in zip(args.results, per_file, strict=True):
         dest = out_root / Path(f).parent.name / "results.jsonl"
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "w") as fh:
-            for i, r in enumerate(rows):
-                r = rewrite(r, scores[i], ident) if i in scores else replace(
-                    r, detectors={**(r.detectors or {}), LIP_SYNC: list(ident)} if r.detectors else r.detectors)
+            for r in file_rows:
+                if i in scores:
+                    r = rewrite(r, scores[i], ident)
+                elif r.detectors:  # no lip-sync score to replace: only the identity the fit reads
+                    r = replace(r, detectors={**r.detectors, LIP_SYNC: list(ident)})
                 fh.write(json.dumps(asdict(r)) + "\n")
-        logger.info("%s -> %s: %s", f, dest, dict(counts))
+                i += 1
+        logger.info("%s -> %s (%d rows)", f, dest, len(file_rows))
     (out_root / "summary.json").write_text(json.dumps({"recipe": cfg.__dict__, "identity": ident,
                                                        "counts": dict(total),
                                                        "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
