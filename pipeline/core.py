@@ -434,6 +434,8 @@ class Pipeline:
         track_scores: dict[int, tuple[float, np.ndarray]] = {}
         with run.stage("visual"):
             results[VISUAL], track_scores = self._visual(info, analysis)
+        if capture is not None and results[VISUAL].ran:
+            capture["visual_inputs"] = visual_inputs(analysis)
         dense = []
         speaking: dict[int, float] = {}
         with run.stage("temporal"):
@@ -598,22 +600,14 @@ class Pipeline:
             return na(f"no face found in {analysis.n_frames} sampled frame(s)"), track_scores
 
         def go() -> DetectorResult:
-            from pipeline.aggregate import aggregate
-
-            det = slot.detector
             prep = self._visual_preprocess()
-            crops = [analysis.crops[VISUAL][t.track_id] for t in analysis.tracks]  # made while decoding
-            scores = det.predict(np.concatenate(crops))  # one batched call over every face of every track
-            pos = 0
-            for t, c in zip(analysis.tracks, crops, strict=True):
-                probs = scores.fake_prob[pos : pos + len(c)]
-                pos += len(c)
-                track_scores[t.track_id] = (aggregate(probs, prep.aggregation), probs)
-            clip = max(track_scores[t.track_id][0] for t in stages.substantial_tracks(analysis))
+            crops, substantial = visual_inputs(analysis)
+            clip, scores = stages.score_visual_crops(slot.detector.predict, crops, substantial, prep.aggregation)
+            track_scores.update(scores)
             times = np.concatenate([t.timestamps_s for t in analysis.tracks])
             probs_all = np.concatenate([track_scores[t.track_id][1] for t in analysis.tracks])
             timeline = _max_timeline(times, probs_all, info.video_duration_s or info.duration_s)
-            extras = (("faces_scored", int(len(scores))), ("tracks", len(analysis.tracks)),
+            extras = (("faces_scored", int(len(probs_all))), ("tracks", len(analysis.tracks)),
                       ("aggregation", prep.aggregation))
             return DetectorResult(VISUAL, slot.model_name, Status.OK, None, float(clip), None, timeline, extras)
 
@@ -793,6 +787,13 @@ class Pipeline:
 def applicable_slots(info) -> tuple[str, ...]:
     """The detectors a file like this calls for, by its streams (what it holds, not what could be analysed)."""
     return applicable(info.kind, info.has_video, info.has_audio)
+
+
+def visual_inputs(analysis: FaceAnalysis) -> tuple[dict[int, np.ndarray], list[int]]:
+    """What the visual detector is fed: every track's crops (made while decoding) and the tracks whose score counts
+    for the clip (``stages.score_visual_crops``)."""
+    return ({t.track_id: analysis.crops[VISUAL][t.track_id] for t in analysis.tracks},
+            [t.track_id for t in stages.substantial_tracks(analysis)])
 
 
 def _max_timeline(times: np.ndarray, probs: np.ndarray, duration: float) -> tuple[TimelinePoint, ...]:

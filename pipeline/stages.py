@@ -93,6 +93,24 @@ def substantial_tracks(analysis: FaceAnalysis) -> list[FaceTrack]:
     return [t for t in analysis.tracks if len(t) >= max(1, min(3, len(main) // 4))]
 
 
+def score_visual_crops(predict, crops: dict[int, np.ndarray], substantial: list[int], aggregation: str
+                       ) -> tuple[float, dict[int, tuple[float, np.ndarray]]]:
+    """The visual stage's rule, shared with the trainers that rescore its kept inputs: one batched ``predict`` over
+    every face of every track, per-track ``aggregation`` of P(fake), the clip's score the max over the
+    ``substantial`` tracks. Returns (clip score, track id -> (track score, per-face P(fake)))."""
+    from pipeline.aggregate import aggregate
+
+    ids = list(crops)
+    fake_prob = np.asarray(predict(np.concatenate([crops[t] for t in ids])).fake_prob)
+    track_scores: dict[int, tuple[float, np.ndarray]] = {}
+    pos = 0
+    for t in ids:
+        probs = fake_prob[pos : pos + len(crops[t])]
+        pos += len(crops[t])
+        track_scores[t] = (aggregate(probs, aggregation), probs)
+    return max(track_scores[t][0] for t in substantial), track_scores
+
+
 def dense_tracks(analysis: FaceAnalysis, *, for_sync: bool) -> list[FaceTrack]:
     """The main track; for a lip-sync check also the largest other faces seen at least 3 times (any of them may
     be the one speaking)."""

@@ -60,11 +60,12 @@ class ItemResult:
 
 
 def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeline_obj=None,
-              sync_features: Path | None = None) -> list[ItemResult]:
+              sync_features: Path | None = None, visual_features: Path | None = None) -> list[ItemResult]:
     """Run the pipeline over ``items``, resuming from ``out/results.jsonl``. With ``sync_features`` (a
     ``training.train_sync.FeatureCache`` folder) the lip-sync stage's inputs of every talking-face video are kept
     there, keyed like the trainer's own extraction, so ``training.sync_oof`` can score these very rows with a
-    lip-sync head refitted without their fold instead of decoding every clip again."""
+    lip-sync head refitted without their fold instead of decoding every clip again. ``visual_features`` likewise
+    keeps the visual detector's face crops (``training.features.VisualInputCache``) for ``training.visual_oof``."""
     from tqdm import tqdm
 
     import pipeline
@@ -84,7 +85,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
             by_modality[modality] = _fingerprint(p, with_fusion=False, modality=modality) or detectors_id
         return by_modality[modality]
 
-    keep = _sync_keeper(p, sync_features, reencode)
+    keep = _keepers(_sync_keeper(p, sync_features, reencode), _visual_keeper(p, visual_features, reencode))
     refuse = _refuser(p)
     done: dict[str, ItemResult] = {}
     stale = refused = 0
@@ -148,6 +149,51 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
 def sync_variant(reencode: str | None) -> str:
     """The feature-cache variant of an evaluated copy: "orig" is the file as it is (the trainer's own name)."""
     return f"eval-{reencode}" if reencode else "orig"
+
+
+def _keepers(*keepers):
+    """One function calling every keeper that is not None (None when none is)."""
+    live = [k for k in keepers if k is not None]
+    if not live:
+        return None
+
+    def keep(it: ManifestItem, captured: dict) -> None:
+        for k in live:
+            k(it, captured)
+
+    return keep
+
+
+def visual_cache(p, root: Path):
+    """The ``VisualInputCache`` of pipeline ``p``'s face detector, settings and visual crop (None: no visual
+    detector or face detector loaded)."""
+    c = getattr(p, "c", None)
+    if c is None or not c.visual.available or not c.face.available:
+        return None
+    from training.features import VisualInputCache
+
+    info = getattr(c.face.detector, "weights_info", None)
+    face = getattr(info, "sha256", "") or type(c.face.detector).__name__
+    prep = p._visual_preprocess()
+    return VisualInputCache(root, face, prep.crop, c.visual.detector.input_size, p.settings)
+
+
+def _visual_keeper(p, root: Path | None, reencode: str | None):
+    cache = visual_cache(p, root) if root is not None else None
+    if cache is None:
+        return None
+    variant = sync_variant(reencode)
+
+    def keep(it: ManifestItem, captured: dict) -> None:
+        if "visual_inputs" not in captured:
+            return
+        crops, substantial = captured["visual_inputs"]
+        try:
+            cache.put(it.file, variant, crops, substantial)
+        except OSError as exc:  # a full disk costs the refit this file, never the evaluation
+            logger.warning("visual inputs of %s not kept: %s", it.path, exc)
+
+    return keep
 
 
 def _sync_keeper(p, root: Path | None, reencode: str | None):
@@ -363,6 +409,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-features", default="out/sync_cache",
                    help="keep each talking-face video's lip-sync inputs here for the per-fold refit of the lip-sync "
                         "head (training.sync_oof); '' keeps nothing")
+    p.add_argument("--visual-features", default="out/visual_cache",
+                   help="keep each video's and image's visual face crops here for the per-fold refit of the visual "
+                        "detector (training.visual_oof); '' keeps nothing")
 
 
 def _processings() -> tuple[str, ...]:
@@ -385,7 +434,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"out/eval/{tag}")
     logger.info("evaluating %d item(s) -> %s", len(items), out)
     keep = getattr(args, "sync_features", "")
-    results = run_items(items, out, args.reencode, sync_features=Path(keep) if keep else None)
+    keep_visual = getattr(args, "visual_features", "")
+    results = run_items(items, out, args.reencode, sync_features=Path(keep) if keep else None,
+                        visual_features=Path(keep_visual) if keep_visual else None)
     rows = summarise(results)
     table = format_table(rows)
     print(table)

@@ -81,3 +81,56 @@ def _load_clips(path: Path) -> list[DenseFaceClip]:
     return out
 
 
+
+
+class VisualInputCache:
+    """What ``make eval`` fed the visual detector, per (manifest item, variant): every face track's crops and the
+    tracks whose score counts for the clip (``pipeline.core.visual_inputs``). ``training.visual_oof`` rescores
+    these very inputs with visual models refitted without each row's fold.
+
+    Keyed by the file's bytes (sha256), the variant ("orig", or "eval-<processing>") and the crops' maker: the face
+    detector's weights, the analysis settings and the crop (kind, size); another detector or setting is a miss."""
+
+    VERSION = 1
+
+    def __init__(self, root: Path, face_weights: str, crop: str, input_size: int, settings: Settings):
+        import json
+
+        from pipeline.core import ANALYSIS_SETTINGS
+
+        self.root = Path(root)
+        self.crop, self.input_size = crop, int(input_size)
+        analysis = settings.model_dump(include=ANALYSIS_SETTINGS, mode="json")
+        self.maker = hashlib.sha256(json.dumps([self.VERSION, face_weights, crop, int(input_size), analysis],
+                                               sort_keys=True).encode()).hexdigest()[:16]
+        self._digests: dict[str, str] = {}
+
+    def path_for(self, file: str | Path, variant: str) -> Path:
+        file = str(file)
+        if file not in self._digests:
+            from models.weights import sha256_of
+
+            self._digests[file] = sha256_of(Path(file))
+        key = hashlib.sha256(f"{self._digests[file]}|{variant}|{self.maker}".encode()).hexdigest()[:16]
+        return self.root / f"{Path(file).stem[:40]}-{variant}-{key}.npz"
+
+    def put(self, file: str | Path, variant: str, crops: dict[int, np.ndarray], substantial: list[int]) -> Path:
+        path = self.path_for(file, variant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        # uncompressed: zlib on ~10 MB of crops would cost the evaluation more than the disk it saves
+        np.savez(tmp, track_ids=np.array(list(crops), dtype=np.int64), substantial=np.array(substantial, np.int64),
+                 **{f"crops_{t}": c for t, c in crops.items()})
+        tmp.replace(path)
+        return path
+
+    def has(self, file: str | Path, variant: str) -> bool:
+        return self.path_for(file, variant).is_file()
+
+    def get(self, file: str | Path, variant: str) -> tuple[dict[int, np.ndarray], list[int]] | None:
+        path = self.path_for(file, variant)
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            crops = {int(t): z[f"crops_{int(t)}"] for t in z["track_ids"]}
+            return crops, [int(t) for t in z["substantial"]]

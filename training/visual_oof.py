@@ -1,0 +1,244 @@
+"""``python -m training.visual_oof``: visual scores for the fusion's fit from SBI models that never saw their fold.
+
+The self-blended-image detector (``training.train_sbi``, ``models/checkpoints/mesoinception_sbi.pt``) learns from
+real faces only, every dev real among them, so its scores on those reals, their processed copies and the synthetic
+fakes made from them are in-sample. Here the fusion's folds (``training.evidence_fusion.fusion_folds``: one per
+source, closed under group links) are packed into a few bins; for each bin the shipped recipe (the checkpoint's
+``meta.config``) is trained again on the real faces outside every fold of the bin, and each row of the bin is
+scored by the runtime's own rule (``pipeline.stages.score_visual_crops``) on the very crops ``make eval`` fed its
+visual stage (kept by ``--visual-features``). Rows are written again with the visual score replaced, marked out
+of fold, under the SBI detector's identity, so ``python -m training calibrate`` reads them unchanged:
+
+    python -m training.visual_oof --manifest ../shared/data/dev/manifest.tsv out/synth/manifest.tsv \\
+        --results out/eval/sync_oof/all/results.jsonl ... --out out/eval/visual_oof [--ship PATH]
+
+The training faces are the kept crops of the dev reals themselves (at most ``--crops`` per file, evenly spaced), so
+the model learns from exactly what it is later shown. ``--ship`` trains the same recipe on every real and writes the
+checkpoint first, so the rows carry the identity of what ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.report import VISUAL
+from training.evaluate import ItemResult, sync_variant
+from training.split import ManifestItem, read_manifest
+
+logger = logging.getLogger(__name__)
+
+OOF_STATUS_MISSING = "no_features"  # the row's visual inputs were not kept: it cannot be scored out of fold
+VARIANT = "mesoinception_sbi"
+MODALITIES = ("video_av", "video", "image")
+
+
+def shipped_config(path: Path | None = None):
+    """The ``SBIConfig`` the shipped SBI checkpoint was trained with (its ``meta.config``)."""
+    from models.weights import resolve
+    from training.train_sbi import SBIConfig
+
+    blob = torch.load(path or resolve(VARIANT), map_location="cpu", weights_only=False)
+    cfg = (blob.get("meta") or {}).get("config")
+    if not cfg:
+        raise SystemExit("the SBI checkpoint records no training recipe (meta.config): retrain it with "
+                         "`python -m training.visual_oof --ship models/checkpoints/mesoinception_sbi.pt`")
+    return SBIConfig(**cfg)
+
+
+def real_files(dev: list[ManifestItem], cache, per_file: int):
+    """``TrainFile``s of the dev reals with a face, from the crops ``make eval`` kept (at most ``per_file`` crops,
+    evenly spaced over every track)."""
+    from training.train_visual import FileCrops, TrainFile
+
+    out, missing = [], 0
+    for it in dev:
+        if it.label != "real" or it.modality not in MODALITIES:
+            continue
+        got = cache.get(it.file, "orig")
+        if got is None:
+            missing += 1
+            continue
+        crops, substantial = got
+        ids = list(crops)
+        stack = np.concatenate([crops[t] for t in ids])
+        track_ids = np.concatenate([np.full(len(crops[t]), t) for t in ids])
+        pick = np.unique(np.linspace(0, len(stack) - 1, min(per_file, len(stack))).round().astype(int))
+        out.append(TrainFile(it, {"orig": FileCrops(stack[pick], track_ids[pick], tuple(substantial))}))
+    if missing:
+        logger.warning("%d dev real(s) have no kept visual crops (no face, or not evaluated with "
+                       "--visual-features): not learned from", missing)
+    return out
+
+
+def pack_folds(excluded: dict[str, set[str]], n_reals: int, bins: int) -> list[list[str]]:
+    """Folds packed into ``bins`` groups, each fold into the group whose excluded reals grow least (a group
+    excludes the union of its folds' reals), largest folds first; ties go to the group holding fewest reals out."""
+    groups: list[list[str]] = [[] for _ in range(bins)]
+    held: list[set[str]] = [set() for _ in range(bins)]
+    for fold in sorted(excluded, key=lambda f: (-len(excluded[f]), f)):
+        cost = [(len(excluded[fold] - h), len(h | excluded[fold]), b) for b, h in enumerate(held)]
+        _, _, best = min(cost)
+        groups[best].append(fold)
+        held[best] |= excluded[fold]
+    for g, h in zip(groups, held, strict=True):
+        logger.info("bin of %d fold(s): %d of %d reals held out", len(g), len(h), n_reals)
+    return [g for g in groups if g]
+
+
+def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], files, points, cfg, cache, fold_of, held,
+               bins: int, aggregation: str) -> tuple[dict[int, float | None], Counter, list[dict]]:
+    """Row index -> the visual score of an SBI model trained without the row's fold, for rows whose visual stage
+    ran. Returns the scores, counts and, per bin, its folds and how many reals it learned from."""
+    from tqdm import tqdm
+
+    from models.mesonet import MesoNetDetector
+    from pipeline.stages import score_visual_crops
+    from training.train_sbi import fit
+    from training.train_visual import released_model
+
+    todo: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.status.get(VISUAL) == "ok":
+            todo.setdefault(fold_of[r.path], []).append(i)
+    excluded = {}
+    for fold, idx in todo.items():
+        ex = set(held.get(fold, frozenset()))
+        ex |= {items[rows[i].path].origin or rows[i].path for i in idx}
+        excluded[fold] = ex
+    out: dict[int, float | None] = {}
+    counts: Counter = Counter()
+    report = []
+    for group in tqdm(pack_folds(excluded, len(files), bins), desc="SBI models per bin", unit="bin",
+                      file=sys.stderr):
+        ex = set().union(*(excluded[f] for f in group))
+        keep = {k: v for k, v in points.items() if files[k[0]].item.path not in ex}
+        n_train = len({k[0] for k in keep})
+        model = fit(released_model(), files, keep, cfg)
+        det = MesoNetDetector(model, device="cpu", batch_size=64)
+        report.append({"folds": group, "reals_learned_from": n_train, "reals_held_out": len(files) - n_train})
+        for fold in group:
+            for i in todo[fold]:
+                got = cache.get(items[rows[i].path].file, sync_variant(rows[i].reencode))
+                if got is None:
+                    out[i] = None
+                    counts["no inputs kept"] += 1
+                    continue
+                crops, substantial = got
+                out[i] = float(score_visual_crops(det.predict, crops, substantial, aggregation)[0])
+                counts["scored"] += 1
+    return out, counts, report
+
+
+def rewrite(r: ItemResult, score: float | None, ident: tuple[str, str]) -> ItemResult:
+    status, raw = dict(r.status), dict(r.raw)
+    if score is None:
+        status[VISUAL] = OOF_STATUS_MISSING
+        raw[VISUAL] = None
+    else:
+        raw[VISUAL] = score
+    return replace(r, status=status, raw=raw, detectors={**(r.detectors or {}), VISUAL: list(ident)},
+                   oof_slots=sorted({*(r.oof_slots or ()), VISUAL}))
+
+
+def ship(path: Path, files, points, cfg) -> None:
+    from training.train_sbi import fit
+    from training.train_visual import released_model, save_checkpoint
+
+    model = fit(released_model(), files, points, cfg)
+    save_checkpoint(model, path, {"base": "mesoinception_df", "recipe": "self-blended images (SBI)",
+                                  "config": cfg.__dict__, "crops": "kept by make eval (--visual-features)",
+                                  "train_files": [f.item.path for f in files]})
+    logger.info("wrote %s", path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pipeline
+    from pipeline.settings import Settings
+    from training.calibrate import _read_results
+    from training.evaluate import visual_cache
+    from training.evidence_fusion import fusion_folds
+    from training.train_sbi import SBIConfig, crop_landmarks
+
+    ap = argparse.ArgumentParser(prog="python -m training.visual_oof", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--manifest", nargs="+", required=True, help="the dev manifest first, then synthetic ones")
+    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
+    ap.add_argument("--out", default="out/eval/visual_oof", help="folder for the rewritten results (one per input)")
+    ap.add_argument("--visual-features", default="out/visual_cache", help="where `make eval` kept the face crops")
+    ap.add_argument("--bins", type=int, default=6, help="SBI models trained, each for a group of folds")
+    ap.add_argument("--crops", type=int, default=32, help="training crops per real file at most")
+    ap.add_argument("--steps", type=int, default=None, help="instead of the shipped recipe's")
+    ap.add_argument("--ship", default=None, help="first train on every real and write the checkpoint here")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    if args.ship:
+        cfg = SBIConfig(steps=300, lr=1e-3, augment=False, train_bn=True)  # the recipe train_sbi selected
+    else:
+        cfg = shipped_config()
+    if args.steps:
+        cfg = replace(cfg, steps=args.steps)
+    base = pipeline.build(Settings(explain=False))
+    cache = visual_cache(base, Path(args.visual_features))
+    if cache is None:
+        raise SystemExit("no face or visual detector loads here; set WEIGHTS_DIR")
+    dev = read_manifest(args.manifest[0])
+    items = [it for m in args.manifest for it in read_manifest(m)]
+    by_path = {it.path: it for it in items}
+    files = real_files(dev, cache, args.crops)
+    points = crop_landmarks(files)
+    logger.info("%d real files, %d crops with landmarks (%.0fs); recipe %s", len(files), len(points),
+                time.perf_counter() - t0, cfg)
+    if args.ship:
+        ship(Path(args.ship), files, points, cfg)
+    p = pipeline.build(Settings(explain=False, mesonet_variant=VARIANT))
+    if not p.c.visual.available:
+        raise SystemExit(f"the SBI detector is unavailable: {p.c.visual.reason}")
+    ident = (p.identities[VISUAL].name, p.identities[VISUAL].sha256)
+    prep = p._visual_preprocess()
+    if (prep.crop, p.c.visual.detector.input_size) != (cache.crop, cache.input_size):
+        raise SystemExit(f"the SBI detector wants {prep.crop} {p.c.visual.detector.input_size} px crops, the kept "
+                         f"ones are {cache.crop} {cache.input_size} px")
+    aggregation = prep.aggregation
+    fold_of, held = fusion_folds(items)
+
+    per_file = [[r for r in _read_results(Path(f)) if r.path in by_path] for f in args.results]
+    rows = [r for file_rows in per_file for r in file_rows]
+    scores, total, bins = score_rows(rows, by_path, files, points, cfg, cache, fold_of, held, args.bins,
+                                     aggregation)
+    out_root = Path(args.out)
+    i = 0
+    for f, file_rows in zip(args.results, per_file, strict=True):
+        dest = out_root / Path(f).parent.name / "results.jsonl"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "w") as fh:
+            for r in file_rows:
+                if i in scores:
+                    r = rewrite(r, scores[i], ident)
+                elif r.detectors and VISUAL in r.detectors:
+                    r = replace(r, detectors={**r.detectors, VISUAL: list(ident)})
+                fh.write(json.dumps(asdict(r)) + "\n")
+                i += 1
+        logger.info("%s -> %s (%d rows)", f, dest, len(file_rows))
+    (out_root / "summary.json").write_text(json.dumps({"recipe": cfg.__dict__, "identity": ident, "bins": bins,
+                                                       "counts": dict(total),
+                                                       "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+    logger.info("visual rows out of fold: %s (%.0fs)", dict(total), time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
