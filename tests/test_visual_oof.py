@@ -172,3 +172,19 @@ def test_a_rewritten_row_is_marked_out_of_fold_under_the_sbi_identity(tmp_path: 
     t = ef.build_table([r, fake], items, split_file=tmp_path / "none.tsv")
     j = list(ef.SLOTS).index("visual")
     assert t.fit_ok[:, j].all() and t.identities["visual"] == ("mesonet:mesoinception_sbi", "new")
+
+
+def test_training_faces_are_the_kept_crops_of_dev_reals_evenly_thinned_one_file_per_variant():
+    items = [_item("A_real_av/one/a.mp4", "real"), _item("A_real_av/one/b.mp4", "real"),
+             _item("B_fake_av/gen/f.mp4", "fake"), _item("C_audio/x/v.flac", "real", modality="audio")]
+    kept = {("A_real_av/one/a.mp4", "orig"): ({0: _crops(0, 40), 2: _crops(1, 10)}, [0]),
+            ("A_real_av/one/a.mp4", "eval-whatsapp"): ({0: _crops(2, 3)}, [0]),
+            ("B_fake_av/gen/f.mp4", "orig"): ({0: _crops(3, 5)}, [0])}
+    file_of = {it.file: it.path for it in items}
+    cache = SimpleNamespace(get=lambda f, v: kept.get((file_of[f], v)))
+    files = visual_oof.real_files(items, cache, 32, ("orig", "eval-whatsapp"))
+    assert [f.item.path for f in files] == ["A_real_av/one/a.mp4"] * 2  # b kept nothing; fakes never learned from
+    first = files[0].sources["orig"]
+    assert len(first) == 32 and set(first.track_ids) == {0, 2}  # thinned over every track, not the first 32
+    assert np.array_equal(first.crops[0], kept[("A_real_av/one/a.mp4", "orig")][0][0][0])
+    assert len(files[1].sources["orig"]) == 3

@@ -14,7 +14,7 @@ of fold, under the SBI detector's identity, so ``python -m training calibrate`` 
 
 The training faces are the kept crops of the dev reals themselves (at most ``--crops`` per file, evenly spaced), so
 the model learns from exactly what it is later shown. ``--ship`` trains the same recipe on every real and writes the
-checkpoint first, so the rows carry the identity of what ships.
+checkpoint (and stops: the registry pins its sha256, which must move before rows are scored under its identity).
 """
 
 from __future__ import annotations
@@ -55,29 +55,34 @@ def shipped_config(path: Path | None = None):
     return SBIConfig(**cfg)
 
 
-def real_files(dev: list[ManifestItem], cache, per_file: int):
+def real_files(dev: list[ManifestItem], cache, per_file: int, variants: tuple[str, ...] = ("orig",)):
     """``TrainFile``s of the dev reals with a face, from the crops ``make eval`` kept (at most ``per_file`` crops,
-    evenly spaced over every track)."""
-    from training.train_visual import FileCrops, TrainFile
-
+    evenly spaced over every track), one per kept variant of each real ("orig", "eval-whatsapp", ...)."""
     out, missing = [], 0
     for it in dev:
         if it.label != "real" or it.modality not in MODALITIES:
             continue
-        got = cache.get(it.file, "orig")
-        if got is None:
-            missing += 1
-            continue
-        crops, substantial = got
-        ids = list(crops)
-        stack = np.concatenate([crops[t] for t in ids])
-        track_ids = np.concatenate([np.full(len(crops[t]), t) for t in ids])
-        pick = np.unique(np.linspace(0, len(stack) - 1, min(per_file, len(stack))).round().astype(int))
-        out.append(TrainFile(it, {"orig": FileCrops(stack[pick], track_ids[pick], tuple(substantial))}))
+        for variant in variants:
+            got = cache.get(it.file, variant)
+            if got is not None:
+                out.append(_train_file(it, got, per_file))
+            elif variant == "orig":
+                missing += 1
     if missing:
         logger.warning("%d dev real(s) have no kept visual crops (no face, or not evaluated with "
                        "--visual-features): not learned from", missing)
     return out
+
+
+def _train_file(it: ManifestItem, got, per_file: int):
+    from training.train_visual import FileCrops, TrainFile
+
+    crops, substantial = got
+    ids = list(crops)
+    stack = np.concatenate([crops[t] for t in ids])
+    track_ids = np.concatenate([np.full(len(crops[t]), t) for t in ids])
+    pick = np.unique(np.linspace(0, len(stack) - 1, min(per_file, len(stack))).round().astype(int))
+    return TrainFile(it, {"orig": FileCrops(stack[pick], track_ids[pick], tuple(substantial))})
 
 
 def pack_folds(excluded: dict[str, set[str]], n_reals: int, bins: int) -> list[list[str]]:
@@ -122,10 +127,11 @@ def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], files, po
                       file=sys.stderr):
         ex = set().union(*(excluded[f] for f in group))
         keep = {k: v for k, v in points.items() if files[k[0]].item.path not in ex}
-        n_train = len({k[0] for k in keep})
+        learned = {files[k[0]].item.path for k in keep}
         model = fit(released_model(), files, keep, cfg)
         det = MesoNetDetector(model, device="cpu", batch_size=64)
-        report.append({"folds": group, "reals_learned_from": n_train, "reals_held_out": len(files) - n_train})
+        report.append({"folds": group, "reals_learned_from": len(learned),
+                       "reals_held_out": len({f.item.path for f in files} - learned)})
         for fold in group:
             for i in todo[fold]:
                 got = cache.get(items[rows[i].path].file, sync_variant(rows[i].reencode))
@@ -157,7 +163,7 @@ def ship(path: Path, files, points, cfg) -> None:
     model = fit(released_model(), files, points, cfg)
     save_checkpoint(model, path, {"base": "mesoinception_df", "recipe": "self-blended images (SBI)",
                                   "config": cfg.__dict__, "crops": "kept by make eval (--visual-features)",
-                                  "train_files": [f.item.path for f in files]})
+                                  "train_files": sorted({f.item.path for f in files})})
     logger.info("wrote %s", path)
 
 
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.calibrate import _read_results
     from training.evaluate import visual_cache
     from training.evidence_fusion import fusion_folds
-    from training.train_sbi import SBIConfig, crop_landmarks
+    from training.train_sbi import crop_landmarks
 
     ap = argparse.ArgumentParser(prog="python -m training.visual_oof", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--visual-features", default="out/visual_cache", help="where `make eval` kept the face crops")
     ap.add_argument("--bins", type=int, default=6, help="SBI models trained, each for a group of folds")
     ap.add_argument("--crops", type=int, default=32, help="training crops per real file at most")
+    ap.add_argument("--train-variants", default="orig",
+                    help="comma-separated kept copies of each real to learn from: orig, eval-whatsapp, ...")
     ap.add_argument("--steps", type=int, default=None, help="instead of the shipped recipe's")
     ap.add_argument("--ship", default=None, help="first train on every real and write the checkpoint here")
     ap.add_argument("--threads", type=int, default=2)
@@ -185,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
-    if args.ship:
-        cfg = SBIConfig(steps=300, lr=1e-3, augment=False, train_bn=True)  # the recipe train_sbi selected
-    else:
-        cfg = shipped_config()
+    cfg = shipped_config()
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     base = pipeline.build(Settings(explain=False))
@@ -198,12 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     dev = read_manifest(args.manifest[0])
     items = [it for m in args.manifest for it in read_manifest(m)]
     by_path = {it.path: it for it in items}
-    files = real_files(dev, cache, args.crops)
+    files = real_files(dev, cache, args.crops, tuple(args.train_variants.split(",")))
     points = crop_landmarks(files)
     logger.info("%d real files, %d crops with landmarks (%.0fs); recipe %s", len(files), len(points),
                 time.perf_counter() - t0, cfg)
-    if args.ship:
+    if args.ship:  # the registry pins the checkpoint's sha256: the pin moves before any row is scored with it
+        from models.weights import sha256_of
+
         ship(Path(args.ship), files, points, cfg)
+        logger.info("now pin sha256 %s for mesoinception_sbi in models/weights.py, then run again without --ship",
+                    sha256_of(Path(args.ship)))
+        return 0
     p = pipeline.build(Settings(explain=False, mesonet_variant=VARIANT))
     if not p.c.visual.available:
         raise SystemExit(f"the SBI detector is unavailable: {p.c.visual.reason}")
