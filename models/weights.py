@@ -283,7 +283,7 @@ for _spec in (
         bundled=True,
     ),
     WeightSpec(
-        "mesoinception_sbi", "mesoinception_sbi.pt", "8a07b78716f698f4b236e2a81c68587e07b7d1843abef291d06a8828737aaea3",
+        "mesoinception_sbi", "mesoinception_sbi.pt", "4afbc8cee1c7b6bbd5692ce135a05c8dcb9382174f77b0380c49ca79d8283965",
         "Apache-2.0 (fine-tuned by this project from DariusAf/MesoNet weights; training clips research-use)", None,
         "MesoInception4 taught on self-blended faces of the dev set's real crops only (training/train_sbi.py), "
         "output = REAL logit; selectable with MESONET_VARIANT=mesoinception_sbi",

@@ -100,10 +100,21 @@ def pack_folds(excluded: dict[str, set[str]], n_reals: int, bins: int) -> list[l
     return [g for g in groups if g]
 
 
+def _model_key(files, keep, cfg) -> str:
+    """What a bin's model is a function of: the recipe and the exact crops it learned from."""
+    import hashlib
+
+    used = sorted({(files[i].item.path, len(files[i].sources["orig"]), int(files[i].sources["orig"].crops.sum()))
+                   for i, _ in keep})
+    return hashlib.sha256(json.dumps([cfg.__dict__, used, sorted(keep)], default=str).encode()).hexdigest()[:16]
+
+
 def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], files, points, cfg, cache, fold_of, held,
-               bins: int, aggregation: str) -> tuple[dict[int, float | None], Counter, list[dict]]:
+               bins: int, aggregation: str, model_dir: Path | None = None, reverse: bool = False
+               ) -> tuple[dict[int, float | None], Counter, list[dict]]:
     """Row index -> the visual score of an SBI model trained without the row's fold, for rows whose visual stage
-    ran. Returns the scores, counts and, per bin, its folds and how many reals it learned from."""
+    ran. Returns the scores, counts and, per bin, its folds and how many reals it learned from. With ``model_dir``
+    each bin's model is kept there under the identity of its recipe and crops, and found again next time."""
     from tqdm import tqdm
 
     from models.mesonet import MesoNetDetector
@@ -115,20 +126,35 @@ def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], files, po
     for i, r in enumerate(rows):
         if r.status.get(VISUAL) == "ok":
             todo.setdefault(fold_of[r.path], []).append(i)
-    excluded = {}
+    learnable = {f.item.path for f in files}
+    excluded = {}  # per fold, the reals its rows must not have been learned from
     for fold, idx in todo.items():
         ex = set(held.get(fold, frozenset()))
         ex |= {items[rows[i].path].origin or rows[i].path for i in idx}
-        excluded[fold] = ex
+        excluded[fold] = ex & learnable
     out: dict[int, float | None] = {}
     counts: Counter = Counter()
     report = []
-    for group in tqdm(pack_folds(excluded, len(files), bins), desc="SBI models per bin", unit="bin",
+    packed = pack_folds(excluded, len(learnable), bins)
+    for group in tqdm(packed[::-1] if reverse else packed, desc="SBI models per bin", unit="bin",
                       file=sys.stderr):
         ex = set().union(*(excluded[f] for f in group))
         keep = {k: v for k, v in points.items() if files[k[0]].item.path not in ex}
         learned = {files[k[0]].item.path for k in keep}
-        model = fit(released_model(), files, keep, cfg)
+        stored = model_dir / f"sbi-{_model_key(files, keep, cfg)}.pt" if model_dir is not None else None
+        if stored is not None and stored.is_file():
+            from models.mesonet import load_checkpoint
+
+            model = load_checkpoint(stored, "mesoinception4")
+            counts["bin models reused"] += 1
+        else:
+            model = fit(released_model(), files, keep, cfg)
+            if stored is not None:
+                from training.train_visual import save_checkpoint
+
+                tmp = stored.with_suffix(".tmp")  # another process may be reading the folder
+                save_checkpoint(model, tmp, {"config": cfg.__dict__, "held_out_folds": group})
+                tmp.replace(stored)
         det = MesoNetDetector(model, device="cpu", batch_size=64)
         report.append({"folds": group, "reals_learned_from": len(learned),
                        "reals_held_out": len({f.item.path for f in files} - learned)})
@@ -188,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="instead of the shipped recipe's")
     ap.add_argument("--ship", default=None, help="first train on every real and write the checkpoint here")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reverse", action="store_true",
+                    help="train the bins last first: a second one-thread process beside a first one shares the work "
+                         "(bin models are kept under --out/models and reused)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
@@ -228,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     per_file = [[r for r in _read_results(Path(f)) if r.path in by_path] for f in args.results]
     rows = [r for file_rows in per_file for r in file_rows]
     scores, total, bins = score_rows(rows, by_path, files, points, cfg, cache, fold_of, held, args.bins,
-                                     aggregation)
+                                     aggregation, model_dir=Path(args.out) / "models", reverse=args.reverse)
     out_root = Path(args.out)
     i = 0
     for f, file_rows in zip(args.results, per_file, strict=True):
