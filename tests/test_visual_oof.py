@@ -188,3 +188,36 @@ def test_training_faces_are_the_kept_crops_of_dev_reals_evenly_thinned_one_file_
     assert len(first) == 32 and set(first.track_ids) == {0, 2}  # thinned over every track, not the first 32
     assert np.array_equal(first.crops[0], kept[("A_real_av/one/a.mp4", "orig")][0][0][0])
     assert len(files[1].sources["orig"]) == 3
+
+
+def test_bin_models_are_kept_and_reused_only_for_the_same_recipe_and_crops(monkeypatch, tmp_path: Path):
+    from training.train_sbi import SBIConfig
+    from training.train_visual import FileCrops, TrainFile
+
+    items = [_item("A_real_av/one/a.mp4", "real", group="p1"), _item("A_real_av/two/b.mp4", "real", group="p2")]
+    by_path = {it.path: it for it in items}
+    fold_of, held = ef.fusion_folds(items)
+    files = [TrainFile(it, {"orig": FileCrops(_crops(i, 2), np.zeros(2, np.int64), (0,))})
+             for i, it in enumerate(items)]
+    points = {(i, k): np.zeros((468, 2)) for i in range(2) for k in range(2)}
+    fits = []
+    monkeypatch.setattr("training.train_sbi.fit", lambda model, fs, pts, cfg: fits.append(cfg) or "model")
+    monkeypatch.setattr("training.train_visual.released_model", lambda: None)
+    monkeypatch.setattr("training.train_visual.save_checkpoint", lambda m, path, meta: Path(path).write_text(m))
+    monkeypatch.setattr("models.mesonet.load_checkpoint", lambda path, arch: Path(path).read_text())
+    monkeypatch.setattr("models.mesonet.MesoNetDetector",
+                        lambda m, device, batch_size: SimpleNamespace(predict=lambda x: SimpleNamespace(
+                            fake_prob=np.full(len(x), 0.5))))
+    cache = SimpleNamespace(get=lambda f, v: ({0: _crops(0, 1)}, [0]))
+    rows = [_row(it.path, it.label) for it in items]
+
+    def run(cfg):
+        return visual_oof.score_rows(rows, by_path, files, points, cfg, cache, fold_of, held, 2, "mean",
+                                     model_dir=tmp_path)
+
+    run(SBIConfig())
+    assert len(fits) == 2 and len(list(tmp_path.glob("sbi-*.pt"))) == 2
+    _, counts, _ = run(SBIConfig())
+    assert len(fits) == 2 and counts["bin models reused"] == 2
+    run(SBIConfig(steps=10))  # another recipe is another model
+    assert len(fits) == 4
