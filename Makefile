@@ -9,7 +9,7 @@ VIDEO ?=
 OUT ?= out
 MANIFEST ?= ../shared/data/dev/manifest.tsv
 
-.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve synth calibrate train clean
+.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve synth calibrate visual-oof train clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -98,6 +98,17 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/$(r)/results.jsonl)
 	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso \
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/sync_oof/$(r)/results.jsonl)
+
+# A comparison, not a refit of what ships: after `make calibrate`, the visual rows scored again by SBI models
+# trained without each row's fold, two one-thread processes sharing the bins, then the fusion's LOSO on them.
+visual-oof: ## SBI vs the released MesoNet through the fused LOSO (after make calibrate): out/eval/loso_sbi
+	@$(ONE_THREAD) $(VISUAL_OOF) --threads 1 --reverse > $(OUT)/eval/visual_oof.log 2>&1 & rev=$$!; \
+	 $(ONE_THREAD) $(VISUAL_OOF) --threads 1; rc=$$?; kill $$rev 2>/dev/null; exit $$rc
+	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso_sbi \
+	  --out '' --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/visual_oof/$(r)/results.jsonl)
+
+VISUAL_OOF = $(PY) -m training.visual_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/visual_oof \
+	--results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/sync_oof/$(r)/results.jsonl)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache out
