@@ -146,6 +146,41 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
     return [done[it.path] for it in items if it.path in done]
 
 
+OOF_STATUS_MISSING = "no_features"  # a row whose kept inputs are gone: it cannot be scored out of fold
+
+
+def mark_out_of_fold(r: ItemResult, slot: str, score: float | None, ident: tuple[str, str]) -> ItemResult:
+    """``r`` with ``slot``'s score replaced by one from a model fitted without the row's fold (None: the row could
+    not be scored that way and loses the score), under the shipped model's identity, marked out of fold."""
+    status, raw = dict(r.status), dict(r.raw)
+    if score is None:
+        status[slot] = OOF_STATUS_MISSING
+    raw[slot] = score
+    return replace(r, status=status, raw=raw, detectors={**(r.detectors or {}), slot: list(ident)},
+                   oof_slots=sorted({*(r.oof_slots or ()), slot}))
+
+
+def write_rescored(results: list[str], per_file: list[list[ItemResult]], out_root: Path,
+                   scores: dict[int, float | None], slot: str, ident: tuple[str, str],
+                   tag_unscored: bool = True) -> None:
+    """Each results file's rows again under ``out_root/<its run>/results.jsonl``, row ``i`` (counted over all
+    files) with ``scores[i]`` out of fold; an unscored row only takes ``ident`` (where it names detectors, and with
+    ``tag_unscored`` False only where it names ``slot``), so the fit reads one identity."""
+    i = 0
+    for f, file_rows in zip(results, per_file, strict=True):
+        dest = out_root / Path(f).parent.name / "results.jsonl"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "w") as fh:
+            for r in file_rows:
+                if i in scores:
+                    r = mark_out_of_fold(r, slot, scores[i], ident)
+                elif r.detectors and (tag_unscored or slot in r.detectors):
+                    r = replace(r, detectors={**r.detectors, slot: list(ident)})
+                fh.write(json.dumps(asdict(r)) + "\n")
+                i += 1
+        logger.info("%s -> %s (%d rows)", f, dest, len(file_rows))
+
+
 def sync_variant(reencode: str | None) -> str:
     """The feature-cache variant of an evaluated copy: "orig" is the file as it is (the trainer's own name)."""
     return f"eval-{reencode}" if reencode else "orig"

@@ -24,18 +24,22 @@ import logging
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from pipeline.report import LIP_SYNC
-from training.evaluate import ItemResult, sync_variant
+from training.evaluate import (
+    OOF_STATUS_MISSING,  # noqa: F401 (the status a row without kept inputs gets)
+    ItemResult,
+    mark_out_of_fold,
+    sync_variant,
+    write_rescored,
+)
 from training.split import ManifestItem, read_manifest
 
 logger = logging.getLogger(__name__)
 
-OOF_STATUS_MISSING = "no_features"  # the row's lip-sync inputs were not kept: it cannot be scored out of fold
 
 
 def shipped_config():
@@ -116,17 +120,7 @@ def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], variants:
 
 
 def rewrite(r: ItemResult, score: float | None, ident: tuple[str, str]) -> ItemResult:
-    status = dict(r.status)
-    raw = dict(r.raw)
-    if score is None:
-        status[LIP_SYNC] = OOF_STATUS_MISSING
-        raw[LIP_SYNC] = None
-    else:
-        raw[LIP_SYNC] = score
-    detectors = dict(r.detectors or {})
-    detectors[LIP_SYNC] = list(ident)
-    return replace(r, status=status, raw=raw, detectors=detectors,
-                   oof_slots=sorted({*(r.oof_slots or ()), LIP_SYNC}))
+    return mark_out_of_fold(r, LIP_SYNC, score, ident)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,19 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for file_rows in per_file for r in file_rows]
     scores, total = score_rows(rows, by_path, variants, cfg, lrasd, cache, fold_of, held)
     out_root = Path(args.out)
-    i = 0
-    for f, file_rows in zip(args.results, per_file, strict=True):
-        dest = out_root / Path(f).parent.name / "results.jsonl"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest, "w") as fh:
-            for r in file_rows:
-                if i in scores:
-                    r = rewrite(r, scores[i], ident)
-                elif r.detectors:  # no lip-sync score to replace: only the identity the fit reads
-                    r = replace(r, detectors={**r.detectors, LIP_SYNC: list(ident)})
-                fh.write(json.dumps(asdict(r)) + "\n")
-                i += 1
-        logger.info("%s -> %s (%d rows)", f, dest, len(file_rows))
+    write_rescored(args.results, per_file, out_root, scores, LIP_SYNC, ident)
     (out_root / "summary.json").write_text(json.dumps({"recipe": cfg.__dict__, "identity": ident,
                                                        "counts": dict(total),
                                                        "seconds": round(time.perf_counter() - t0, 1)}, indent=1))

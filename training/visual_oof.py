@@ -25,19 +25,24 @@ import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.report import VISUAL
-from training.evaluate import ItemResult, sync_variant
+from training.evaluate import (
+    OOF_STATUS_MISSING,  # noqa: F401 (the status a row without kept inputs gets)
+    ItemResult,
+    mark_out_of_fold,
+    sync_variant,
+    write_rescored,
+)
 from training.split import ManifestItem, read_manifest
 
 logger = logging.getLogger(__name__)
 
-OOF_STATUS_MISSING = "no_features"  # the row's visual inputs were not kept: it cannot be scored out of fold
 VARIANT = "mesoinception_sbi"
 MODALITIES = ("video_av", "video", "image")
 
@@ -172,14 +177,7 @@ def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], files, po
 
 
 def rewrite(r: ItemResult, score: float | None, ident: tuple[str, str]) -> ItemResult:
-    status, raw = dict(r.status), dict(r.raw)
-    if score is None:
-        status[VISUAL] = OOF_STATUS_MISSING
-        raw[VISUAL] = None
-    else:
-        raw[VISUAL] = score
-    return replace(r, status=status, raw=raw, detectors={**(r.detectors or {}), VISUAL: list(ident)},
-                   oof_slots=sorted({*(r.oof_slots or ()), VISUAL}))
+    return mark_out_of_fold(r, VISUAL, score, ident)
 
 
 def ship(path: Path, files, points, cfg) -> None:
@@ -259,19 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     scores, total, bins = score_rows(rows, by_path, files, points, cfg, cache, fold_of, held, args.bins,
                                      aggregation, model_dir=Path(args.out) / "models", reverse=args.reverse)
     out_root = Path(args.out)
-    i = 0
-    for f, file_rows in zip(args.results, per_file, strict=True):
-        dest = out_root / Path(f).parent.name / "results.jsonl"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest, "w") as fh:
-            for r in file_rows:
-                if i in scores:
-                    r = rewrite(r, scores[i], ident)
-                elif r.detectors and VISUAL in r.detectors:
-                    r = replace(r, detectors={**r.detectors, VISUAL: list(ident)})
-                fh.write(json.dumps(asdict(r)) + "\n")
-                i += 1
-        logger.info("%s -> %s (%d rows)", f, dest, len(file_rows))
+    write_rescored(args.results, per_file, out_root, scores, VISUAL, ident, tag_unscored=False)
     (out_root / "summary.json").write_text(json.dumps({"recipe": cfg.__dict__, "identity": ident, "bins": bins,
                                                        "counts": dict(total),
                                                        "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
