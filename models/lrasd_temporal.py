@@ -255,25 +255,44 @@ class LRASDTemporalDetector:
         """Embedding windows (N, window, 128) -> per-window Scores."""
         return Scores.from_fake_logits(head_logits(self.head, np.asarray(windows, np.float32)))
 
+    def usable(self, clips: Sequence) -> list:
+        """The clips long enough for one window (shorter ones contribute nothing)."""
+        return [c for c in clips if len(c) >= self.cfg.window]
+
+    def sequences(self, clips: Sequence) -> list[np.ndarray]:
+        """The (T, 128) embedding sequence the head reads of each usable clip (memoised on the clip, so asking
+        again after ``predict_clips`` costs nothing): what a head refitted elsewhere must be shown."""
+        return [clip_embeddings(self.front, c)[0] for c in self.usable(clips)]
+
     def predict_clips(self, clips: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Dense face clips (``pipeline.dense.DenseFaceClip``) -> P(fake) per window, window starts and ends (s).
 
         Clips shorter than one window contribute nothing. All windows of all clips go through the head as
         one batch; the front-end runs once per clip (batched by clip length).
         """
-        usable = [c for c in clips if len(c) >= self.cfg.window]
+        usable = self.usable(clips)
         if not usable:
             return np.zeros(0), np.zeros(0), np.zeros(0)
-        embs = [clip_embeddings(self.front, c)[0] for c in usable]
-        wins, starts, ends = [], [], []
-        for c, emb in zip(usable, embs, strict=True):
-            w, idx = sequence_windows(emb, self.cfg)
-            wins.append(w)
+        probs, idx = self.predict_sequences(self.sequences(usable))
+        starts, ends = [], []
+        for c, i in zip(usable, idx, strict=True):
             t = np.asarray(c.timestamps_s, float)
-            starts.append(t[idx])
-            ends.append(t[idx + self.cfg.window - 1] + 1.0 / c.fps)
-        scores = self.predict(np.concatenate(wins))
-        return scores.fake_prob, np.concatenate(starts), np.concatenate(ends)
+            starts.append(t[i])
+            ends.append(t[i + self.cfg.window - 1] + 1.0 / c.fps)
+        return probs, np.concatenate(starts), np.concatenate(ends)
+
+    def predict_sequences(self, embs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """P(fake) of every window of every (T, 128) sequence, in one batch, and per sequence its windows' start
+        frames. The clip score is the mean of the windows: what a trainer scoring kept sequences
+        with a refitted head calls too."""
+        wins, idx = [], []
+        for emb in embs:
+            w, starts = sequence_windows(emb, self.cfg)
+            wins.append(w)
+            idx.append(starts)
+        if not wins or not sum(len(w) for w in wins):
+            return np.zeros(0), idx
+        return self.predict(np.concatenate(wins)).fake_prob, idx
 
 
 def embed_faces(front, faces_list: Sequence[np.ndarray]) -> list[np.ndarray]:

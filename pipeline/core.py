@@ -358,8 +358,10 @@ class Pipeline:
     # -- entry point ------------------------------------------------------------------------------
     def run(self, source: media.MediaSource, progress: ProgressFn | None = None,
             source_name: str | None = None, capture: dict | None = None) -> Report:
-        """``capture``, when given, receives what the lip-sync stage was fed (``"sync_inputs"``: audio, prepared
-        windows, main track id), so an evaluation can refit the lip-sync head on the very features scored here."""
+        """``capture``, when given, receives what the trained stages were fed, so an evaluation can score the very
+        same inputs with models refitted without their fold: ``"sync_inputs"`` (audio, prepared windows, main track
+        id), ``"visual_inputs"`` (crops per track, substantial tracks), ``"temporal_inputs"`` (the temporal head's
+        embedding sequences) and ``"audio_windows"`` (starts, ends, P(fake) of every audio window)."""
         run = _Run(progress)
         if source_name is None and not isinstance(source, bytes | bytearray | memoryview):
             source_name = Path(source).name
@@ -440,7 +442,7 @@ class Pipeline:
         speaking: dict[int, float] = {}
         with run.stage("temporal"):
             dense = self._dense_windows(source, info, analysis, run)
-            results[TEMPORAL] = self._temporal(info, analysis, dense)
+            results[TEMPORAL] = self._temporal(info, analysis, dense, keep=capture)
             try:  # the lip-sync crops, while the dense frames are here
                 sync_windows = self._sync_windows(info, audio, dense)
             except Exception as exc:  # reported by the lip-sync stage as its failure, like any detector crash
@@ -452,7 +454,7 @@ class Pipeline:
         dense = None  # the windows' frames (~280 MB of 640 px frames) are not needed past their crops
         speech = None
         with run.stage("audio"):
-            results[AUDIO], speech = self._audio(info, audio)
+            results[AUDIO], speech = self._audio(info, audio, keep=capture)
         kept: dict[str, object] = {}  # what the evidence figures need of the lip-sync check
         with run.stage("lip_sync"):
             results[LIP_SYNC], speaking = self._lip_sync(info, analysis, sync_windows, audio, results[AUDIO], speech,
@@ -649,7 +651,8 @@ class Pipeline:
             on_error=lambda track, exc: run.warnings.append(
                 f"dense window of track {track.track_id} failed: {exc.message}"))
 
-    def _temporal(self, info, analysis, dense) -> DetectorResult:
+    def _temporal(self, info, analysis, dense, keep: dict | None = None) -> DetectorResult:
+        """``keep``, when given, receives the embedding sequences a windowed head read (``"temporal_inputs"``)."""
         slot = self.c.temporal
         if not slot.available:
             return DetectorResult(TEMPORAL, slot.model_name, Status.UNAVAILABLE, slot.reason)
@@ -669,6 +672,8 @@ class Pipeline:
 
             if hasattr(det, "predict_clips"):  # windowed detectors that make their own crops (LR-ASD head)
                 probs, starts, ends = det.predict_clips(clips)
+                if keep is not None and hasattr(det, "sequences"):
+                    keep["temporal_inputs"] = det.sequences(clips)
                 timeline = timeline_from_windows(starts, ends, probs, info.duration_s)
                 return DetectorResult(TEMPORAL, slot.model_name, Status.OK, None, float(probs.mean()), None,
                                       timeline, (("clips", len(clips)), ("windows", len(probs))))
@@ -680,9 +685,10 @@ class Pipeline:
 
         return self._guard(TEMPORAL, go)
 
-    def _audio(self, info, audio):
+    def _audio(self, info, audio, keep: dict | None = None):
         """The audio detector's result, and the speech found in the whole track (the lip-sync stage reuses it
-        rather than running the VAD again)."""
+        rather than running the VAD again). ``keep``, when given, receives every scored window's start, end and
+        P(fake) (``"audio_windows"``): what the clip score is the mean of."""
         from pipeline.audio import NotApplicable, detect_speech, score_audio
 
         slot = self.c.audio
@@ -701,6 +707,8 @@ class Pipeline:
             if isinstance(res, NotApplicable):
                 return DetectorResult(AUDIO, slot.model_name, Status.NOT_APPLICABLE, res.reason,
                                       extras=(("speech_seconds", float(res.speech_seconds)),))
+            if keep is not None:
+                keep["audio_windows"] = (res.window_starts_s, res.window_ends_s, res.window_fake_prob)
             timeline = timeline_from_windows(res.window_starts_s, res.window_ends_s, res.window_fake_prob,
                                              info.duration_s)
             extras = (("windows", len(res.window_fake_prob)), ("speech_seconds", float(res.speech_seconds)),

@@ -34,7 +34,7 @@ class FakePipeline:
     def loaded_detectors(self) -> list[str]:
         return ["fake:visual", "fake:temporal", "fake:audio", "fake:lip_sync"]
 
-    def run(self, source, progress=None, source_name: str | None = None):
+    def run(self, source, progress=None, source_name: str | None = None, capture: dict | None = None):
         from pipeline import media
         from pipeline.report import (
             SLOTS,

@@ -83,7 +83,7 @@ def test_visual_score_is_the_max_over_substantial_tracks_of_per_track_aggregates
     assert tracks[7][0] == pytest.approx(0.99) and len(tracks[1][1]) == 3
 
 
-def test_pipeline_captures_exactly_what_its_visual_stage_scored(shared_weights):
+def test_pipeline_captures_exactly_what_its_trained_stages_scored(shared_weights):
     import pipeline
 
     p = pipeline.build(Settings(device="cpu", explain=False))
@@ -93,6 +93,16 @@ def test_pipeline_captures_exactly_what_its_visual_stage_scored(shared_weights):
     clip, _ = score_visual_crops(p.c.visual.detector.predict, crops, substantial, p._visual_preprocess().aggregation)
     assert clip == pytest.approx(rep.detector("visual").score, abs=1e-6)
     assert sum(len(c) for c in crops.values()) == rep.detector("visual").extra("faces_scored")
+    # the temporal head's embedding sequences, scored again by the rule a refitted head is scored with
+    seqs = captured["temporal_inputs"]
+    assert seqs and all(s.shape[1] == 128 and len(s) >= p.c.temporal.detector.num_frames for s in seqs)
+    probs, _ = p.c.temporal.detector.predict_sequences(seqs)
+    assert len(probs) == rep.detector("temporal").extra("windows")
+    assert float(probs.mean()) == pytest.approx(rep.detector("temporal").score, abs=1e-9)
+    # the audio clip score is the mean of the windows kept
+    starts, ends, window_probs = captured["audio_windows"]
+    assert len(window_probs) == rep.detector("audio").extra("windows") and np.all(ends - starts > 4.0)
+    assert float(np.mean(window_probs)) == pytest.approx(rep.detector("audio").score, abs=1e-9)
 
 
 def test_folds_are_packed_so_each_bin_holds_out_the_union_of_its_folds_reals():

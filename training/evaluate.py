@@ -53,6 +53,7 @@ class ItemResult:
     pipeline_id: str | None = None  # Pipeline.fingerprint() of the run that scored it
     detectors_id: str | None = None  # Pipeline.fingerprint(with_fusion=False): the detector scores' identity
     oof_slots: list[str] | None = None  # slots whose score came from a model fitted without this item's fold
+    audio_windows: list[list[float]] | None = None  # [[start_s, end_s, P(fake)], ...]: what the audio score means
 
     @property
     def y(self) -> int:
@@ -60,12 +61,15 @@ class ItemResult:
 
 
 def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeline_obj=None,
-              sync_features: Path | None = None, visual_features: Path | None = None) -> list[ItemResult]:
+              sync_features: Path | None = None, visual_features: Path | None = None,
+              temporal_features: Path | None = None) -> list[ItemResult]:
     """Run the pipeline over ``items``, resuming from ``out/results.jsonl``. With ``sync_features`` (a
     ``training.train_sync.FeatureCache`` folder) the lip-sync stage's inputs of every talking-face video are kept
     there, keyed like the trainer's own extraction, so ``training.sync_oof`` can score these very rows with a
     lip-sync head refitted without their fold instead of decoding every clip again. ``visual_features`` likewise
-    keeps the visual detector's face crops (``training.features.VisualInputCache``) for ``training.visual_oof``."""
+    keeps the visual detector's face crops (``training.features.VisualInputCache``) for ``training.visual_oof``, and
+    ``temporal_features`` the temporal head's embedding sequences (``TemporalInputCache``) for
+    ``training.temporal_oof``. Every row keeps its audio windows' scores."""
     from tqdm import tqdm
 
     import pipeline
@@ -85,7 +89,8 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
             by_modality[modality] = _fingerprint(p, with_fusion=False, modality=modality) or detectors_id
         return by_modality[modality]
 
-    keep = _keepers(_sync_keeper(p, sync_features, reencode), _visual_keeper(p, visual_features, reencode))
+    keep = _keepers(_sync_keeper(p, sync_features, reencode), _visual_keeper(p, visual_features, reencode),
+                    _temporal_keeper(p, temporal_features, reencode))
     refuse = _refuser(p)
     done: dict[str, ItemResult] = {}
     stale = refused = 0
@@ -133,13 +138,11 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
                         continue
                 t0 = time.perf_counter()
                 captured: dict = {}
+                rep = p.run(src, source_name=Path(it.path).name, capture=captured)
                 if keep is not None:
-                    rep = p.run(src, source_name=Path(it.path).name, capture=captured)
                     keep(it, captured)
-                else:
-                    rep = p.run(src, source_name=Path(it.path).name)
                 res = _result(it, rep, time.perf_counter() - t0, reencode, p.identities, fingerprint,
-                              scores_id(it.modality))
+                              scores_id(it.modality), captured.get("audio_windows"))
                 f.write(json.dumps(asdict(res)) + "\n")
                 f.flush()
                 done[it.path] = res
@@ -231,6 +234,39 @@ def _visual_keeper(p, root: Path | None, reencode: str | None):
     return keep
 
 
+def temporal_cache(p, root: Path):
+    """The ``TemporalInputCache`` of pipeline ``p``'s face detector, LR-ASD front-end and temporal head window (None:
+    no windowed temporal head on LR-ASD, or no face detector, loaded)."""
+    c = getattr(p, "c", None)
+    det = getattr(getattr(c, "temporal", None), "detector", None)
+    if c is None or not c.temporal.available or not c.face.available or not hasattr(det, "sequences"):
+        return None
+    from training.features import TemporalInputCache
+
+    def weights(model) -> str:
+        info = getattr(model, "weights_info", None)
+        return getattr(info, "sha256", "") or type(model).__name__
+
+    return TemporalInputCache(root, weights(c.face.detector), weights(det.front), det.num_frames, p.settings)
+
+
+def _temporal_keeper(p, root: Path | None, reencode: str | None):
+    cache = temporal_cache(p, root) if root is not None else None
+    if cache is None:
+        return None
+    variant = sync_variant(reencode)
+
+    def keep(it: ManifestItem, captured: dict) -> None:
+        if "temporal_inputs" not in captured:
+            return
+        try:
+            cache.put(it.file, variant, captured["temporal_inputs"])
+        except OSError as exc:  # a full disk costs the refit this file, never the evaluation
+            logger.warning("temporal inputs of %s not kept: %s", it.path, exc)
+
+    return keep
+
+
 def _sync_keeper(p, root: Path | None, reencode: str | None):
     """A function storing one item's captured lip-sync inputs, or None when nothing is to be kept (no folder, or a
     pipeline without a lip-sync head on LR-ASD)."""
@@ -311,7 +347,7 @@ def _refuser(p):
 
 
 def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identities=None,
-            pipeline_id: str | None = None, detectors_id: str | None = None) -> ItemResult:
+            pipeline_id: str | None = None, detectors_id: str | None = None, audio_windows=None) -> ItemResult:
     return ItemResult(
         path=it.path, label=it.label, modality=it.modality, manipulation=it.manipulation, group=it.group,
         verdict=rep.verdict.value, fake_probability=rep.fake_probability, reason=rep.reason,
@@ -323,6 +359,8 @@ def _result(it: ManifestItem, rep, seconds: float, reencode: str | None, identit
         detectors={s: [i.name, i.sha256] for s, i in (identities or {}).items() if s in SLOTS},
         pipeline_id=pipeline_id,
         detectors_id=detectors_id,
+        audio_windows=None if audio_windows is None else
+        [[round(float(a), 4), round(float(b), 4), float(p)] for a, b, p in zip(*audio_windows, strict=True)],
     )
 
 
@@ -447,6 +485,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--visual-features", default="out/visual_cache",
                    help="keep each video's and image's visual face crops here for the per-fold refit of the visual "
                         "detector (training.visual_oof); '' keeps nothing")
+    p.add_argument("--temporal-features", default="out/temporal_cache",
+                   help="keep each video's temporal-head embedding sequences here for the per-fold refit of the "
+                        "temporal head (training.temporal_oof); '' keeps nothing")
 
 
 def _processings() -> tuple[str, ...]:
@@ -470,8 +511,10 @@ def run(args: argparse.Namespace) -> int:
     logger.info("evaluating %d item(s) -> %s", len(items), out)
     keep = getattr(args, "sync_features", "")
     keep_visual = getattr(args, "visual_features", "")
+    keep_temporal = getattr(args, "temporal_features", "")
     results = run_items(items, out, args.reencode, sync_features=Path(keep) if keep else None,
-                        visual_features=Path(keep_visual) if keep_visual else None)
+                        visual_features=Path(keep_visual) if keep_visual else None,
+                        temporal_features=Path(keep_temporal) if keep_temporal else None)
     rows = summarise(results)
     table = format_table(rows)
     print(table)

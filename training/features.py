@@ -83,25 +83,22 @@ def _load_clips(path: Path) -> list[DenseFaceClip]:
 
 
 
-class VisualInputCache:
-    """What ``make eval`` fed the visual detector, per (manifest item, variant): every face track's crops and the
-    tracks whose score counts for the clip (``pipeline.core.visual_inputs``). ``training.visual_oof`` rescores
-    these very inputs with visual models refitted without each row's fold.
-
-    Keyed by the file's bytes (sha256), the variant ("orig", or "eval-<processing>") and the crops' maker: the face
-    detector's weights, the analysis settings and the crop (kind, size); another detector or setting is a miss."""
+class KeptInputs:
+    """What ``make eval`` fed one trained stage, per (manifest item, variant), so a trainer can score these very
+    inputs with models refitted without each row's fold. Keyed by the file's bytes (sha256), the variant ("orig",
+    or "eval-<processing>") and the inputs' maker (``maker_parts``: weights, analysis settings, ...): another
+    detector or setting is a miss."""
 
     VERSION = 1
 
-    def __init__(self, root: Path, face_weights: str, crop: str, input_size: int, settings: Settings):
+    def __init__(self, root: Path, settings: Settings, *maker_parts):
         import json
 
         from pipeline.core import ANALYSIS_SETTINGS
 
         self.root = Path(root)
-        self.crop, self.input_size = crop, int(input_size)
         analysis = settings.model_dump(include=ANALYSIS_SETTINGS, mode="json")
-        self.maker = hashlib.sha256(json.dumps([self.VERSION, face_weights, crop, int(input_size), analysis],
+        self.maker = hashlib.sha256(json.dumps([self.VERSION, *maker_parts, analysis],
                                                sort_keys=True).encode()).hexdigest()[:16]
         self._digests: dict[str, str] = {}
 
@@ -114,18 +111,32 @@ class VisualInputCache:
         key = hashlib.sha256(f"{self._digests[file]}|{variant}|{self.maker}".encode()).hexdigest()[:16]
         return self.root / f"{Path(file).stem[:40]}-{variant}-{key}.npz"
 
-    def put(self, file: str | Path, variant: str, crops: dict[int, np.ndarray], substantial: list[int]) -> Path:
-        path = self.path_for(file, variant)
+    def has(self, file: str | Path, variant: str) -> bool:
+        return self.path_for(file, variant).is_file()
+
+    def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         # uncompressed: zlib on ~10 MB of crops would cost the evaluation more than the disk it saves
-        np.savez(tmp, track_ids=np.array(list(crops), dtype=np.int64), substantial=np.array(substantial, np.int64),
-                 **{f"crops_{t}": c for t, c in crops.items()})
+        np.savez(tmp, **arrays)
         tmp.replace(path)
         return path
 
-    def has(self, file: str | Path, variant: str) -> bool:
-        return self.path_for(file, variant).is_file()
+
+class VisualInputCache(KeptInputs):
+    """The visual stage's inputs: every face track's crops and the tracks whose score counts for the clip
+    (``pipeline.core.visual_inputs``), for ``training.visual_oof``; made by the face detector's weights, the
+    analysis settings and the crop (kind, size)."""
+
+    def __init__(self, root: Path, face_weights: str, crop: str, input_size: int, settings: Settings):
+        super().__init__(root, settings, face_weights, crop, int(input_size))
+        self.crop, self.input_size = crop, int(input_size)
+
+    def put(self, file: str | Path, variant: str, crops: dict[int, np.ndarray], substantial: list[int]) -> Path:
+        return self._write(self.path_for(file, variant),
+                           {"track_ids": np.array(list(crops), dtype=np.int64),
+                            "substantial": np.array(substantial, np.int64),
+                            **{f"crops_{t}": c for t, c in crops.items()}})
 
     def get(self, file: str | Path, variant: str) -> tuple[dict[int, np.ndarray], list[int]] | None:
         path = self.path_for(file, variant)
@@ -134,3 +145,24 @@ class VisualInputCache:
         with np.load(path) as z:
             crops = {int(t): z[f"crops_{int(t)}"] for t in z["track_ids"]}
             return crops, [int(t) for t in z["substantial"]]
+
+
+class TemporalInputCache(KeptInputs):
+    """The temporal head's inputs: the frozen LR-ASD embedding sequences (T, 128) of the main face track's dense
+    windows (``LRASDTemporalDetector.sequences``), for ``training.temporal_oof``; made by the face detector's and
+    LR-ASD's weights, the analysis settings and the head's window (shorter windows are not kept)."""
+
+    def __init__(self, root: Path, face_weights: str, front_weights: str, window: int, settings: Settings):
+        super().__init__(root, settings, "temporal", face_weights, front_weights, int(window))
+
+    def put(self, file: str | Path, variant: str, sequences: list[np.ndarray]) -> Path:
+        return self._write(self.path_for(file, variant),
+                           {"n": np.array(len(sequences))} | {f"emb_{i}": np.asarray(e, np.float32)
+                                                              for i, e in enumerate(sequences)})
+
+    def get(self, file: str | Path, variant: str) -> list[np.ndarray] | None:
+        path = self.path_for(file, variant)
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return [z[f"emb_{i}"] for i in range(int(z["n"]))]
