@@ -234,6 +234,7 @@ class AudioResult:
     speech_seconds: float
     vad_method: str = ""
     speech_segments: list[tuple[float, float]] = field(default_factory=list)
+    windows: np.ndarray | None = field(default=None, repr=False)  # (N, window) what the detector was fed
 
     @property
     def max_window(self) -> int:
@@ -295,6 +296,7 @@ def score_audio(
         speech_seconds=activity.speech_seconds,
         vad_method=activity.method,
         speech_segments=list(activity.segments),
+        windows=win.windows,
     )
 
 

@@ -361,7 +361,8 @@ class Pipeline:
         """``capture``, when given, receives what the trained stages were fed, so an evaluation can score the very
         same inputs with models refitted without their fold: ``"sync_inputs"`` (audio, prepared windows, main track
         id), ``"visual_inputs"`` (crops per track, substantial tracks), ``"temporal_inputs"`` (the temporal head's
-        embedding sequences) and ``"audio_windows"`` (starts, ends, P(fake) of every audio window)."""
+        embedding sequences), ``"audio_inputs"`` (the audio detector's windows) and ``"audio_windows"`` (their
+        starts, ends and P(fake))."""
         run = _Run(progress)
         if source_name is None and not isinstance(source, bytes | bytearray | memoryview):
             source_name = Path(source).name
@@ -687,8 +688,8 @@ class Pipeline:
 
     def _audio(self, info, audio, keep: dict | None = None):
         """The audio detector's result, and the speech found in the whole track (the lip-sync stage reuses it
-        rather than running the VAD again). ``keep``, when given, receives every scored window's start, end and
-        P(fake) (``"audio_windows"``): what the clip score is the mean of."""
+        rather than running the VAD again). ``keep``, when given, receives the windows scored (``"audio_inputs"``)
+        and each one's start, end and P(fake) (``"audio_windows"``): what the clip score is the mean of."""
         from pipeline.audio import NotApplicable, detect_speech, score_audio
 
         slot = self.c.audio
@@ -709,6 +710,7 @@ class Pipeline:
                                       extras=(("speech_seconds", float(res.speech_seconds)),))
             if keep is not None:
                 keep["audio_windows"] = (res.window_starts_s, res.window_ends_s, res.window_fake_prob)
+                keep["audio_inputs"] = res.windows
             timeline = timeline_from_windows(res.window_starts_s, res.window_ends_s, res.window_fake_prob,
                                              info.duration_s)
             extras = (("windows", len(res.window_fake_prob)), ("speech_seconds", float(res.speech_seconds)),

@@ -13,7 +13,7 @@ from fake_pipeline import FakePipeline
 from pipeline.settings import Settings
 from training import evidence_fusion as ef
 from training import temporal_oof
-from training.evaluate import ItemResult, run_items, temporal_cache
+from training.evaluate import ItemResult, audio_cache, run_items, temporal_cache
 from training.features import TemporalInputCache
 from training.split import ManifestItem
 
@@ -134,6 +134,7 @@ class Capturing(FakePipeline):
         self.c = SimpleNamespace(face=SimpleNamespace(available=True, detector=SimpleNamespace(weights_info=info)),
                                  temporal=SimpleNamespace(available=True, detector=SimpleNamespace(
                                      sequences=None, num_frames=40, front=SimpleNamespace(weights_info=info))),
+                                 audio=SimpleNamespace(available=True, detector=SimpleNamespace(window_samples=4)),
                                  visual=SimpleNamespace(available=False), sync=SimpleNamespace(detector=None))
 
     def fingerprint(self, **_):
@@ -143,20 +144,25 @@ class Capturing(FakePipeline):
         if capture is not None and Path(source).suffix == ".mp4":
             capture["temporal_inputs"] = _seqs(1, (45,))
             capture["audio_windows"] = (np.array([0.0, 2.0]), np.array([4.04, 6.04]), np.array([0.25, 0.75]))
+            capture["audio_inputs"] = np.arange(8, dtype=np.float32).reshape(2, 4)
         return super().run(source, progress, source_name)
 
 
-def test_make_eval_keeps_the_temporal_inputs_and_audio_windows_of_every_row(tmp_path: Path):
+def test_make_eval_keeps_the_temporal_and_audio_inputs_and_audio_windows_of_every_row(tmp_path: Path):
     items = [ManifestItem("A_real_av/x/a.mp4", "real", "video_av", "none", "g", None, tmp_path, ""),
              ManifestItem("C_audio/x/v.wav", "real", "audio", "none", "h", None, tmp_path, "")]
     for it in items:
         it.file.parent.mkdir(parents=True, exist_ok=True)
         it.file.write_bytes(it.path.encode())
     p = Capturing()
-    rows = run_items(items, tmp_path / "run", None, p, temporal_features=tmp_path / "kept")
+    rows = run_items(items, tmp_path / "run", None, p, temporal_features=tmp_path / "kept",
+                     audio_features=tmp_path / "audio")
     cache = temporal_cache(p, tmp_path / "kept")
     assert np.array_equal(cache.get(items[0].file, "orig")[0], _seqs(1, (45,))[0])
     assert cache.get(items[1].file, "orig") is None and cache.get(items[0].file, "eval-whatsapp") is None
+    kept_audio = audio_cache(p, tmp_path / "audio")
+    assert np.array_equal(kept_audio.get(items[0].file, "orig"), np.arange(8).reshape(2, 4))
+    assert kept_audio.get(items[1].file, "orig") is None
     assert rows[0].audio_windows == [[0.0, 4.04, 0.25], [2.0, 6.04, 0.75]] and rows[1].audio_windows is None
     stored = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
     assert stored["audio_windows"] == rows[0].audio_windows

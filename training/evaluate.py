@@ -62,14 +62,15 @@ class ItemResult:
 
 def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeline_obj=None,
               sync_features: Path | None = None, visual_features: Path | None = None,
-              temporal_features: Path | None = None) -> list[ItemResult]:
+              temporal_features: Path | None = None, audio_features: Path | None = None) -> list[ItemResult]:
     """Run the pipeline over ``items``, resuming from ``out/results.jsonl``. With ``sync_features`` (a
     ``training.train_sync.FeatureCache`` folder) the lip-sync stage's inputs of every talking-face video are kept
     there, keyed like the trainer's own extraction, so ``training.sync_oof`` can score these very rows with a
     lip-sync head refitted without their fold instead of decoding every clip again. ``visual_features`` likewise
     keeps the visual detector's face crops (``training.features.VisualInputCache``) for ``training.visual_oof``, and
     ``temporal_features`` the temporal head's embedding sequences (``TemporalInputCache``) for
-    ``training.temporal_oof``. Every row keeps its audio windows' scores."""
+    ``training.temporal_oof``, and ``audio_features`` the audio detector's windows (``AudioInputCache``). Every row
+    keeps its audio windows' times and scores."""
     from tqdm import tqdm
 
     import pipeline
@@ -90,7 +91,7 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
         return by_modality[modality]
 
     keep = _keepers(_sync_keeper(p, sync_features, reencode), _visual_keeper(p, visual_features, reencode),
-                    _temporal_keeper(p, temporal_features, reencode))
+                    _temporal_keeper(p, temporal_features, reencode), _audio_keeper(p, audio_features, reencode))
     refuse = _refuser(p)
     done: dict[str, ItemResult] = {}
     stale = refused = 0
@@ -263,6 +264,34 @@ def _temporal_keeper(p, root: Path | None, reencode: str | None):
             cache.put(it.file, variant, captured["temporal_inputs"])
         except OSError as exc:  # a full disk costs the refit this file, never the evaluation
             logger.warning("temporal inputs of %s not kept: %s", it.path, exc)
+
+    return keep
+
+
+def audio_cache(p, root: Path):
+    """The ``AudioInputCache`` of pipeline ``p``'s audio detector window and settings (None: none loaded)."""
+    c = getattr(p, "c", None)
+    det = getattr(getattr(c, "audio", None), "detector", None)
+    if c is None or not c.audio.available or not hasattr(det, "window_samples"):
+        return None
+    from training.features import AudioInputCache
+
+    return AudioInputCache(root, det.window_samples, p.settings.audio_sample_rate, p.settings)
+
+
+def _audio_keeper(p, root: Path | None, reencode: str | None):
+    cache = audio_cache(p, root) if root is not None else None
+    if cache is None:
+        return None
+    variant = sync_variant(reencode)
+
+    def keep(it: ManifestItem, captured: dict) -> None:
+        if captured.get("audio_inputs") is None:
+            return
+        try:
+            cache.put(it.file, variant, captured["audio_inputs"])
+        except OSError as exc:  # a full disk costs the refit this file, never the evaluation
+            logger.warning("audio inputs of %s not kept: %s", it.path, exc)
 
     return keep
 
@@ -488,6 +517,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-features", default="out/temporal_cache",
                    help="keep each video's temporal-head embedding sequences here for the per-fold refit of the "
                         "temporal head (training.temporal_oof); '' keeps nothing")
+    p.add_argument("--audio-features", default="out/audio_inputs",
+                   help="keep the audio detector's windows of each file here for its per-fold refit; '' keeps nothing")
 
 
 def _processings() -> tuple[str, ...]:
@@ -512,9 +543,11 @@ def run(args: argparse.Namespace) -> int:
     keep = getattr(args, "sync_features", "")
     keep_visual = getattr(args, "visual_features", "")
     keep_temporal = getattr(args, "temporal_features", "")
+    keep_audio = getattr(args, "audio_features", "")
     results = run_items(items, out, args.reencode, sync_features=Path(keep) if keep else None,
                         visual_features=Path(keep_visual) if keep_visual else None,
-                        temporal_features=Path(keep_temporal) if keep_temporal else None)
+                        temporal_features=Path(keep_temporal) if keep_temporal else None,
+                        audio_features=Path(keep_audio) if keep_audio else None)
     rows = summarise(results)
     table = format_table(rows)
     print(table)

@@ -166,3 +166,22 @@ class TemporalInputCache(KeptInputs):
             return None
         with np.load(path) as z:
             return [z[f"emb_{i}"] for i in range(int(z["n"]))]
+
+
+class AudioInputCache(KeptInputs):
+    """The audio detector's inputs: the (N, window) 16 kHz windows of the speech it scored (``score_audio``), for
+    refitting the audio detector per fold; made by the window length, the sample rate and the analysis settings
+    (VAD, overlap, window cap)."""
+
+    def __init__(self, root: Path, window: int, sample_rate: int, settings: Settings):
+        super().__init__(root, settings, "audio", int(window), int(sample_rate))
+
+    def put(self, file: str | Path, variant: str, windows: np.ndarray) -> Path:
+        return self._write(self.path_for(file, variant), {"windows": np.asarray(windows, np.float32)})
+
+    def get(self, file: str | Path, variant: str) -> np.ndarray | None:
+        path = self.path_for(file, variant)
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return z["windows"]
