@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=Recipe.epochs)
     ap.add_argument("--l2", type=float, default=Recipe.l2)
     ap.add_argument("--no-synthetic", action="store_true", help="learn from dev fakes only")
+    ap.add_argument("--head", default=None, metavar="JSON",
+                    help='HeadConfig fields instead of the shipped head\'s, e.g. \'{"kind": "conv"}\' (same window)')
     ap.add_argument("--variants", default="orig", help="comma-separated kept copies learned from")
     ap.add_argument("--ship", default=None, help="fit on every video and write the checkpoint here")
     ap.add_argument("--threads", type=int, default=2)
@@ -196,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     if cache is None:
         raise SystemExit("no windowed temporal head on LR-ASD (or no face detector) loads here; set WEIGHTS_DIR")
     head_cfg = p.c.temporal.detector.cfg
+    if args.head:
+        from dataclasses import replace
+
+        head_cfg = replace(head_cfg, **json.loads(args.head))
+        if head_cfg.window != p.c.temporal.detector.cfg.window:
+            raise SystemExit("the kept sequences are those at least one shipped window long: keep the window")
     ident = (p.identities[TEMPORAL].name, p.identities[TEMPORAL].sha256)
     items = [it for m in args.manifest for it in read_manifest(m)]
     by_path = {it.path: it for it in items}
@@ -215,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     scores, total, bins = score_rows(rows, by_path, train, cache, head_cfg, recipe, fold_of, held, args.bins)
     out_root = Path(args.out)
     write_rescored(args.results, per_file, out_root, scores, TEMPORAL, ident, tag_unscored=False)
-    (out_root / "summary.json").write_text(json.dumps({"recipe": asdict(recipe), "identity": ident, "bins": bins,
+    (out_root / "summary.json").write_text(json.dumps({"recipe": asdict(recipe), "head": asdict(head_cfg),
+                                                       "identity": ident, "bins": bins,
                                                        "counts": dict(total),
                                                        "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
     logger.info("temporal rows out of fold: %s (%.0fs)", dict(total), time.perf_counter() - t0)

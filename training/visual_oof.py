@@ -101,7 +101,7 @@ def pack_folds(excluded: dict[str, set[str]], n_reals: int, bins: int) -> list[l
         groups[best].append(fold)
         held[best] |= excluded[fold]
     for g, h in zip(groups, held, strict=True):
-        logger.info("bin of %d fold(s): %d of %d reals held out", len(g), len(h), n_reals)
+        logger.info("bin of %d fold(s): %d of %d learnable clips held out", len(g), len(h), n_reals)
     return [g for g in groups if g]
 
 
