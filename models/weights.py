@@ -297,7 +297,7 @@ for _spec in (
         bundled=True,
     ),
     WeightSpec(
-        "lrasd_temporal", "lrasd_temporal.pt", "2b3c9873dab58489eb119b9c36e1ee0a92acb02275cefe45151ebda6767fefe3",
+        "lrasd_temporal", "lrasd_temporal.pt", "d904049091130b0a46438d76ff9a6bec5f5803cef7d5831dfd17e48bdbd39ed3",
         "MIT (head trained by this project on frozen Junhua-Liao/LR-ASD features; training clips research-use)",
         None,
         "Temporal head over frozen LR-ASD visual embeddings of 25 fps face crops (training/train_temporal.py "

@@ -139,7 +139,14 @@ def test_loso_scores_every_row_without_its_fold_and_its_synthetic_children(monke
         assert not any(src in path for path in fitted_paths)  # its fakes, its reals, and what was made from them
 
 
-def test_scores_of_a_dev_fitted_detector_on_sources_it_trained_on_are_left_out_of_the_fit(tmp_path: Path):
+def test_scores_of_a_dev_fitted_detector_on_sources_it_trained_on_are_left_out_of_the_fit(tmp_path: Path,
+                                                                                         monkeypatch):
+    import torch
+
+    # a head whose checkpoint lists the files it learned from (the shipped one now learned from every source)
+    ckpt = tmp_path / "head.pt"
+    torch.save({"metadata": {"train_files": ["A_real_av/grid_lipnet/9.mp4", "B_fake_av/sadtalker/9.mp4"]}}, ckpt)
+    monkeypatch.setitem(ef.FITTED_ON_DEV, "lrasd_temporal", str(ckpt))
     items = [_item("A_real_av/grid_lipnet/0.mp4", "real", "g0"),  # a real collection the temporal head trained on
              _item("A_real_av/ghost_inputs/1.mp4", "real", "g1"),  # added to the dev set after it was trained
              _item("av_shift/a.mp4", "fake", "g0", origin="A_real_av/grid_lipnet/0.mp4"),
