@@ -234,3 +234,19 @@ def test_the_output_map_is_monotone_and_travels_with_the_calibration(tmp_path: P
     unmapped = noisy_or({s: back.calibrators[IDS[s][0]].reliability * back.calibrators[IDS[s][0]](v)
                          for s, v in raw_scores.items()}, 0.3)
     assert fused == pytest.approx(out(unmapped))
+
+
+def test_a_kind_at_chance_does_not_flatten_the_output_map():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(300), np.ones(300)]
+    raw = np.clip(0.3 + 0.4 * y * rng.random(600) + 0.2 * rng.random(600), 0.3, 0.99)
+    # three inverted image fakes that weigh as much as their 100 reals (the table's group mass)
+    img_y = np.r_[np.zeros(100), np.ones(3)]
+    img_raw = np.r_[np.full(100, 0.4), np.full(3, 0.001)]
+    p, yy = np.r_[raw, img_raw], np.r_[y, img_y]
+    w = np.r_[np.ones(600), np.ones(100), np.full(3, 100 / 3)]
+    kind = np.array(["video"] * 600 + ["image"] * 103)
+    told = ef.fit_output(p, yy, w, kind)
+    blind = ef.fit_output(p, yy, w)
+    assert told.a == pytest.approx(ef.fit_output(raw, y, np.ones(600)).a)  # only the kind it can tell apart
+    assert blind.a < told.a / 2  # what the chance-level kind did to the map

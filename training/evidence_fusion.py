@@ -257,9 +257,14 @@ def kind_thresholds(p: np.ndarray, y: np.ndarray, kind: np.ndarray, max_fake_on_
         if not (y[m] == 0).any():
             continue
         lo, hi = pick_thresholds(p[m], y[m], max_fake_on_real, max_flagged_real)
-        separable = len(set(y[m])) == 2 and (y[m] == 1).sum() >= 5 and auc(y[m], p[m]) >= MIN_AUC_FOR_FAKE
-        out[str(k)] = (lo, hi) if separable else (lo, 1.0)
+        out[str(k)] = (lo, hi) if separable(p[m], y[m]) else (lo, 1.0)
     return out
+
+
+def separable(p: np.ndarray, y: np.ndarray) -> bool:
+    """Whether out-of-fold scores tell this kind's fakes from its reals at all (at least 5 fakes, AUC at least
+    ``MIN_AUC_FOR_FAKE``)."""
+    return len(set(y)) == 2 and (y == 1).sum() >= 5 and auc(y, p) >= MIN_AUC_FOR_FAKE
 
 
 def verdicts(p: np.ndarray, cov: np.ndarray, kind: np.ndarray, thresholds: dict[str, tuple[float, float]]
@@ -269,11 +274,17 @@ def verdicts(p: np.ndarray, cov: np.ndarray, kind: np.ndarray, thresholds: dict[
             for pi, ci, k in zip(p, cov, kind, strict=True)]
 
 
-def fit_output(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
-    """Platt map of the noisy-OR output to P(fake), fitted on out-of-fold scores with the table's weights."""
+def fit_output(p: np.ndarray, y: np.ndarray, w: np.ndarray, kind: np.ndarray | None = None) -> Calibrator:
+    """Platt map of the noisy-OR output to P(fake), fitted on out-of-fold scores with the table's weights, on the
+    kinds the fusion can tell apart (``separable``): a kind at chance (images: 3 fakes, AUC 0.54, weighing as much as
+    their 165 reals) says nothing about how raw scores map to P(fake), and its few fakes flattened the map."""
     from sklearn.linear_model import LogisticRegression
 
     ok = ~np.isnan(p)
+    if kind is not None:
+        told = [k for k in np.unique(kind[ok]) if separable(p[ok & (kind == k)], y[ok & (kind == k)])]
+        if told:
+            ok &= np.isin(kind, told)
     lr = LogisticRegression(C=10.0).fit(np.asarray(logit(p[ok])).reshape(-1, 1), y[ok], sample_weight=w[ok])
     return Calibrator("platt", float(max(lr.coef_[0, 0], 1e-3)), float(lr.intercept_[0]))
 
@@ -348,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_p, models = out_of_fold(t)
     # P(fake) as a probability on a benchmark where each kind's reals and fakes weigh alike (monotone: the AUCs and,
     # since thresholds are picked on this scale, the verdicts are those of the raw noisy-OR output)
-    output = fit_output(raw_p, t.y, t.weights)
+    output = fit_output(raw_p, t.y, t.weights, t.family)
     p = np.array([np.nan if np.isnan(x) else output(x) for x in raw_p])
     # the false-FAKE budget is spent on reals; per fold, thresholds are picked on the other folds' reals
     fold_verdicts = ["" for _ in p]
