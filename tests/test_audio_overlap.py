@@ -40,3 +40,25 @@ def test_thinned_or_foreign_windows_are_not_guessed_from():
     assert overlap_free(full[::2]) is None  # thinned (MAX_AUDIO_WINDOWS): not the complete set
     assert overlap_free([[s + 0.3 * i, e + 0.3 * i, p] for i, (s, e, p) in enumerate(full)]) is None
     assert overlap_free([]) is None
+
+
+def test_another_detector_rescores_every_audio_row_on_its_kept_windows():
+    from types import SimpleNamespace
+
+    from training.audio_rescore import score_rows
+    from training.split import ManifestItem
+
+    items = {p: ManifestItem(p, "real", "audio", "none", "g", None, Path("/nowhere"), "")
+             for p in ("a.wav", "b.wav", "c.wav")}
+    kept = {(str(items["a.wav"].file), "orig"): np.array([[0.2], [0.6]]),
+            (str(items["b.wav"].file), "eval-telephone"): np.array([[0.9]])}
+    cache = SimpleNamespace(get=lambda f, v: kept.get((str(f), v)))
+
+    def row(path, status="ok", reencode=None):
+        return ItemResult(path, "real", "audio", "none", "g", "AUTHENTIC", 0.1, None, {"audio": status},
+                          {"audio": 0.5}, {}, None, 1.0, reencode)
+
+    rows = [row("a.wav"), row("b.wav", reencode="telephone"), row("c.wav"), row("a.wav", status="not_applicable")]
+    scores, counts = score_rows(rows, items, cache, lambda w: SimpleNamespace(fake_prob=w[:, 0]))
+    assert scores == {0: pytest.approx(0.4), 1: pytest.approx(0.9), 2: None}  # the row's own variant's windows
+    assert counts == {"scored": 2, "no inputs kept": 1}

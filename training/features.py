@@ -175,6 +175,7 @@ class AudioInputCache(KeptInputs):
 
     def __init__(self, root: Path, window: int, sample_rate: int, settings: Settings):
         super().__init__(root, settings, "audio", int(window), int(sample_rate))
+        self.window = int(window)
 
     def put(self, file: str | Path, variant: str, windows: np.ndarray) -> Path:
         return self._write(self.path_for(file, variant), {"windows": np.asarray(windows, np.float32)})
