@@ -187,3 +187,43 @@ def test_sequences_shorter_than_a_window_give_no_score(n):
     det = LRASDTemporalDetector(build_head(HeadConfig()), front=None)
     probs, starts = det.predict_sequences(_seqs(0, (n,)))
     assert len(probs) == 0 and len(starts[0]) == 0
+
+
+def test_the_command_rewrites_every_results_file_with_out_of_fold_temporal_scores(tmp_path: Path, monkeypatch):
+    """What `make calibrate` runs between sync_oof and the fit, end to end on a small manifest."""
+    from dataclasses import asdict
+
+    from models.lrasd_temporal import HeadConfig, LRASDTemporalDetector, build_head
+    from training.calibrate import _read_results
+
+    dev = tmp_path / "dev"
+    rows_in = []
+    lines = ["path\tlabel\tmodality\tmanipulation\tgroup"]
+    for i in range(12):
+        label = "fake" if i % 2 else "real"
+        path = f"{'B_fake_av' if i % 2 else 'A_real_av'}/src{i // 2}/{i}.mp4"  # six sources, a real and a fake each
+        (dev / path).parent.mkdir(parents=True, exist_ok=True)
+        (dev / path).write_bytes(f"clip {i}".encode())
+        lines.append(f"{path}\t{label}\tvideo_av\t{'lipsync' if i % 2 else 'none'}\tg{i // 2}")
+        rows_in.append(_row(path, label))
+    (dev / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    det = LRASDTemporalDetector(build_head(HeadConfig()), front=SimpleNamespace(weights_info=None), cfg=HeadConfig())
+    p = Capturing()
+    p.c.temporal.detector = SimpleNamespace(sequences=None, num_frames=40, front=det.front, cfg=det.cfg)
+    p.identities = {"temporal": SimpleNamespace(name="lrasd_temporal", sha256="shipped")}
+    monkeypatch.setattr("pipeline.build", lambda settings: p)
+    cache = temporal_cache(p, tmp_path / "kept")
+    for i, r in enumerate(rows_in):
+        cache.put(dev / r.path, "orig", _seqs(i, (60,)))
+    results = tmp_path / "run" / "all" / "results.jsonl"
+    results.parent.mkdir(parents=True)
+    results.write_text("".join(json.dumps(asdict(r)) + "\n" for r in rows_in))
+    rc = temporal_oof.main(["--manifest", str(dev / "manifest.tsv"), "--results", str(results),
+                            "--out", str(tmp_path / "oof"), "--temporal-features", str(tmp_path / "kept"),
+                            "--bins", "2", "--epochs", "2", "--threads", "1"])
+    assert rc == 0
+    out = _read_results(tmp_path / "oof" / "all" / "results.jsonl")
+    assert [r.path for r in out] == [r.path for r in rows_in]
+    assert all(r.oof_slots == ["temporal"] and r.detectors["temporal"] == ["lrasd_temporal", "shipped"] for r in out)
+    assert all(0 < r.raw["temporal"] < 1 and r.raw["temporal"] != 0.2 for r in out)
+    assert json.loads((tmp_path / "oof" / "summary.json").read_text())["counts"] == {"scored": 12}
