@@ -227,3 +227,17 @@ def test_the_command_rewrites_every_results_file_with_out_of_fold_temporal_score
     assert all(r.oof_slots == ["temporal"] and r.detectors["temporal"] == ["lrasd_temporal", "shipped"] for r in out)
     assert all(0 < r.raw["temporal"] < 1 and r.raw["temporal"] != 0.2 for r in out)
     assert json.loads((tmp_path / "oof" / "summary.json").read_text())["counts"] == {"scored": 12}
+
+
+def test_balanced_sources_weigh_the_same_within_a_class():
+    ex = [temporal_oof.Example(p, "", "orig", y, ()) for p, y in
+          [("A_real_av/a/1.mp4", 0), ("A_real_av/a/2.mp4", 0), ("A_real_av/a/3.mp4", 0), ("A_real_av/b/1.mp4", 0),
+           ("B_fake_av/edtalk/1.mp4", 1), ("B_fake_av/edtalk/2.mp4", 1), ("face_swap/s.mp4", 1)]]
+    w = temporal_oof.source_weights(ex)
+    by_source = {}
+    for e in ex:
+        by_source[(e.label, e.path.split("/")[-2])] = by_source.get((e.label, e.path.split("/")[-2]), 0) + \
+            w[(e.path, e.variant)]
+    assert by_source[(0, "a")] == pytest.approx(by_source[(0, "b")]) == pytest.approx(2.0)
+    assert by_source[(1, "edtalk")] == pytest.approx(1.5)  # face_swap/s.mp4's source is the recipe
+    assert np.mean([w[(e.path, "orig")] for e in ex if e.label == 0]) == pytest.approx(1.0)

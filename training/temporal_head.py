@@ -43,12 +43,15 @@ def fit_head(
     head_cfg: HeadConfig = HeadConfig(),
     fit_cfg: FitConfig = FitConfig(),
     holdout: tuple[Sequence[np.ndarray], Sequence] | None = None,
+    video_weight: dict | None = None,
 ) -> tuple[TemporalHead, FitHistory]:
     """Train a fresh head on embedding sequences (T_i, 128) labelled per sequence (1 = fake).
 
     Several sequences may share a video id (augmented copies, several dense windows): every epoch draws
     ``windows_per_video`` random windows per video, from any of its sequences, and weights the two classes
-    equally. ``holdout`` (sequences, video ids) is scored after every epoch for early stopping.
+    equally. ``holdout`` (sequences, video ids) is scored after every epoch for early stopping. ``video_weight``
+    (video id -> factor, mean 1 within a class) reweights videos inside their class, e.g. so every source counts
+    alike however many clips it has.
     """
     rng = np.random.default_rng(fit_cfg.seed)
     torch.manual_seed(fit_cfg.seed)
@@ -82,7 +85,7 @@ def fit_head(
                 s = int(rng.integers(len(emb) - head_cfg.window + 1))
                 xs.append(emb[s : s + head_cfg.window])
                 ys.append(video_label[vid])
-                ws.append(class_w[video_label[vid]])
+                ws.append(class_w[video_label[vid]] * (video_weight or {}).get(vid, 1.0))
         order = rng.permutation(len(xs))
         x_all = torch.from_numpy(np.stack(xs).astype(np.float32))
         y_all = torch.tensor(ys, dtype=torch.float32)

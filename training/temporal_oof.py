@@ -54,6 +54,7 @@ class Recipe:
     synthetic: bool = True  # learn from the synthetic face recipes' fakes too
     variants: tuple[str, ...] = ("orig",)
     windows_per_video: int = 8
+    balance_sources: bool = False  # every source weighs the same within its class, however many clips it has
     seed: int = 0
 
     def fit_config(self):
@@ -111,8 +112,21 @@ def fit(train: list[Example], head_cfg, recipe: Recipe):
             seqs.append(s)
             labels.append(e.label)
             vids.append((e.path, e.variant))
-    head, _ = fit_head(seqs, labels, vids, head_cfg, recipe.fit_config())
+    head, _ = fit_head(seqs, labels, vids, head_cfg, recipe.fit_config(),
+                       video_weight=source_weights(train) if recipe.balance_sources else None)
     return head
+
+
+def source_weights(train: list[Example]) -> dict:
+    """(path, variant) -> weight such that, within each class, every source (a synthetic recipe counts as one)
+    weighs the same; mean 1 within a class."""
+    from training.evidence_fusion import source_of
+
+    key = {(e.path, e.variant): (e.label, source_of(e.path)) for e in train}
+    count = Counter(key.values())
+    sources = Counter(label for label, _ in count)
+    per_class = Counter(e.label for e in train)
+    return {v: per_class[k[0]] / (sources[k[0]] * count[k]) for v, k in key.items()}
 
 
 def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], train: list[Example], cache, head_cfg,
@@ -181,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=Recipe.epochs)
     ap.add_argument("--l2", type=float, default=Recipe.l2)
     ap.add_argument("--no-synthetic", action="store_true", help="learn from dev fakes only")
+    ap.add_argument("--balance-sources", action="store_true",
+                    help="every source weighs the same within its class, however many clips it has")
     ap.add_argument("--head", default=None, metavar="JSON",
                     help='HeadConfig fields instead of the shipped head\'s, e.g. \'{"kind": "conv"}\' (same window)')
     ap.add_argument("--variants", default="orig", help="comma-separated kept copies learned from")
@@ -192,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     recipe = Recipe(epochs=args.epochs, l2=args.l2, synthetic=not args.no_synthetic,
-                    variants=tuple(args.variants.split(",")))
+                    variants=tuple(args.variants.split(",")), balance_sources=args.balance_sources)
     p = pipeline.build(Settings(explain=False))
     cache = temporal_cache(p, Path(args.temporal_features))
     if cache is None:
