@@ -20,6 +20,10 @@ embeddings are cached under ``out/lrasd_temporal`` (gitignored). The number of e
 k-fold on the TRAIN groups (mean held-out per-video AUC), as is the read-out's L2 penalty; then the head is
 refit on all of them.
 Validation items are refused by the trainer.
+
+The bundled head is no longer this recipe's: it comes from ``python -m training.temporal_oof --ship`` (every dev
+video and the synthetic face fakes, the recipe chosen under LOSO; ``models/checkpoints/lrasd_temporal.md``). This
+train-side recipe stays for comparison and for the VideoMAE path.
 """
 
 from __future__ import annotations
