@@ -90,8 +90,10 @@ def run_items(items: list[ManifestItem], out: Path, reencode: str | None, pipeli
             by_modality[modality] = _fingerprint(p, with_fusion=False, modality=modality) or detectors_id
         return by_modality[modality]
 
-    keep = _keepers(_sync_keeper(p, sync_features, reencode), _visual_keeper(p, visual_features, reencode),
-                    _temporal_keeper(p, temporal_features, reencode), _audio_keeper(p, audio_features, reencode))
+    keep = _keepers(_sync_keeper(p, sync_features, reencode),
+                    _input_keeper(p, visual_cache, visual_features, reencode, "visual_inputs"),
+                    _input_keeper(p, temporal_cache, temporal_features, reencode, "temporal_inputs"),
+                    _input_keeper(p, audio_cache, audio_features, reencode, "audio_inputs"))
     refuse = _refuser(p)
     done: dict[str, ItemResult] = {}
     stale = refused = 0
@@ -203,6 +205,12 @@ def _keepers(*keepers):
     return keep
 
 
+def _weights_id(model) -> str:
+    """What a cache of a model's inputs is keyed by: its weights' sha256 (its class name for an in-memory one)."""
+    info = getattr(model, "weights_info", None)
+    return getattr(info, "sha256", "") or type(model).__name__
+
+
 def visual_cache(p, root: Path):
     """The ``VisualInputCache`` of pipeline ``p``'s face detector, settings and visual crop (None: no visual
     detector or face detector loaded)."""
@@ -211,28 +219,8 @@ def visual_cache(p, root: Path):
         return None
     from training.features import VisualInputCache
 
-    info = getattr(c.face.detector, "weights_info", None)
-    face = getattr(info, "sha256", "") or type(c.face.detector).__name__
     prep = p._visual_preprocess()
-    return VisualInputCache(root, face, prep.crop, c.visual.detector.input_size, p.settings)
-
-
-def _visual_keeper(p, root: Path | None, reencode: str | None):
-    cache = visual_cache(p, root) if root is not None else None
-    if cache is None:
-        return None
-    variant = sync_variant(reencode)
-
-    def keep(it: ManifestItem, captured: dict) -> None:
-        if "visual_inputs" not in captured:
-            return
-        crops, substantial = captured["visual_inputs"]
-        try:
-            cache.put(it.file, variant, crops, substantial)
-        except OSError as exc:  # a full disk costs the refit this file, never the evaluation
-            logger.warning("visual inputs of %s not kept: %s", it.path, exc)
-
-    return keep
+    return VisualInputCache(root, _weights_id(c.face.detector), prep.crop, c.visual.detector.input_size, p.settings)
 
 
 def temporal_cache(p, root: Path):
@@ -244,28 +232,7 @@ def temporal_cache(p, root: Path):
         return None
     from training.features import TemporalInputCache
 
-    def weights(model) -> str:
-        info = getattr(model, "weights_info", None)
-        return getattr(info, "sha256", "") or type(model).__name__
-
-    return TemporalInputCache(root, weights(c.face.detector), weights(det.front), det.num_frames, p.settings)
-
-
-def _temporal_keeper(p, root: Path | None, reencode: str | None):
-    cache = temporal_cache(p, root) if root is not None else None
-    if cache is None:
-        return None
-    variant = sync_variant(reencode)
-
-    def keep(it: ManifestItem, captured: dict) -> None:
-        if "temporal_inputs" not in captured:
-            return
-        try:
-            cache.put(it.file, variant, captured["temporal_inputs"])
-        except OSError as exc:  # a full disk costs the refit this file, never the evaluation
-            logger.warning("temporal inputs of %s not kept: %s", it.path, exc)
-
-    return keep
+    return TemporalInputCache(root, _weights_id(c.face.detector), _weights_id(det.front), det.num_frames, p.settings)
 
 
 def audio_cache(p, root: Path):
@@ -279,19 +246,22 @@ def audio_cache(p, root: Path):
     return AudioInputCache(root, det.window_samples, p.settings.audio_sample_rate, p.settings)
 
 
-def _audio_keeper(p, root: Path | None, reencode: str | None):
-    cache = audio_cache(p, root) if root is not None else None
+def _input_keeper(p, make_cache, root: Path | None, reencode: str | None, key: str):
+    """A function storing one item's ``captured[key]`` (a tuple is the ``put`` arguments) in the cache
+    ``make_cache(p, root)`` makes, or None when nothing is to be kept (no folder, or no such stage loaded)."""
+    cache = make_cache(p, root) if root is not None else None
     if cache is None:
         return None
     variant = sync_variant(reencode)
 
     def keep(it: ManifestItem, captured: dict) -> None:
-        if captured.get("audio_inputs") is None:
+        got = captured.get(key)
+        if got is None:
             return
         try:
-            cache.put(it.file, variant, captured["audio_inputs"])
+            cache.put(it.file, variant, *(got if isinstance(got, tuple) else (got,)))
         except OSError as exc:  # a full disk costs the refit this file, never the evaluation
-            logger.warning("audio inputs of %s not kept: %s", it.path, exc)
+            logger.warning("%s of %s not kept: %s", key, it.path, exc)
 
     return keep
 
