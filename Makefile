@@ -93,14 +93,16 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 	     $(EVAL) --manifest "$(MANIFEST)" --reals-only --reencode $$p --out $(OUT)/eval/real-$$p || exit 1; done ); \
 	 here=$$?; wait $$side; side_rc=$$?; \
 	 if [ $$side_rc -ne 0 ]; then tail -20 $(OUT)/eval/side.log; fi; test $$here -eq 0 -a $$side_rc -eq 0
-	@# the shipped lip-sync and temporal heads saw dev clips: the fusion is fitted on scores of heads refitted
-	@# without each fold
+	@# the shipped lip-sync head, temporal head and AASIST-ft saw dev clips: the fusion is fitted on scores of
+	@# models refitted without each fold
 	$(PY) -m training.sync_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/sync_oof \
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/$(r)/results.jsonl)
 	$(PY) -m training.temporal_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/temporal_oof \
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/sync_oof/$(r)/results.jsonl)
+	$(ONE_THREAD) $(PY) -m training.audio_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/audio_oof \
+	  --jobs 2 --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/temporal_oof/$(r)/results.jsonl)
 	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso \
-	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/temporal_oof/$(r)/results.jsonl)
+	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
 
 # A comparison, not a refit of what ships: after `make calibrate`, the visual rows scored again by SBI models
 # trained without each row's fold, two one-thread processes sharing the bins, then the fusion's LOSO on them.
@@ -111,7 +113,7 @@ visual-oof: ## SBI vs the released MesoNet through the fused LOSO (after make ca
 	  --out '' --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/visual_oof/$(r)/results.jsonl)
 
 VISUAL_OOF = $(PY) -m training.visual_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/visual_oof \
-	--results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/temporal_oof/$(r)/results.jsonl)
+	--results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache out
