@@ -103,3 +103,19 @@ def test_a_bin_learns_only_from_clips_outside_it(windows, tmp_path: Path):
     assert info["fake_windows"] == 1 and 0.0 <= scores[7] <= 1.0
     before = audio_oof.score_rows(released.model, plan, [7])[7]
     assert scores[7] != pytest.approx(before, abs=1e-9)  # the tail was refitted, not the released model's
+
+
+def test_each_recipe_learns_from_the_voices_it_names():
+    items = [_item("audio/fsdd/r.wav", "real"), _item("audio/valle/f.wav", "fake"),
+             ManifestItem("audio/freevc/c.wav", "fake", "audio", "voice_conversion", "g", None, Path("/n"), ""),
+             _item("A_real_av/grid/v.mp4", "real", "video_av"),
+             ManifestItem("B_fake_av/sadtalker/t.mp4", "fake", "video_av", "talking_head", "g", None, Path("/n"), ""),
+             ManifestItem("voice_over/o.mp4", "fake", "video_av", "voice_over", "g", None, Path("/n"),
+                          "A_real_av/grid/v.mp4"),
+             ManifestItem("av_swap/s.mp4", "fake", "video_av", "av_swap", "g", None, Path("/n"), "A_real_av/grid/v.mp4")]
+    names = {r: [it.path for it in audio_oof.learnable_items(items, r, {"train_paths": ["audio/valle/f.wav"]})]
+             for r in audio_oof.LEARN_FROM}
+    assert names["checkpoint"] == ["audio/valle/f.wav"]
+    # a fake video's soundtrack is mostly genuine speech, and av_swap's is a real voice: never learned as fake
+    assert names["dev"] == ["audio/fsdd/r.wav", "audio/valle/f.wav", "audio/freevc/c.wav", "A_real_av/grid/v.mp4"]
+    assert names["dev+synth"] == names["dev"] + ["voice_over/o.mp4"]

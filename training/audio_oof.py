@@ -66,6 +66,29 @@ def train_config(fields: dict):
     return TrainConfig(**fields, augment=AugmentConfig(**aug))
 
 
+LEARN_FROM = ("checkpoint", "dev", "dev+synth")
+VOICE_FAKES = ("tts", "vocoder", "voice_conversion")  # dev fakes whose voice is synthetic
+SYNTH_VOICES = ("voice_over", "voice_resynth")  # synthetic recipes whose soundtrack is synthetic speech
+
+
+def learnable_items(items: list, learn_from: str, meta: dict) -> list:
+    """The clips a model of recipe ``learn_from`` learns from (manifest order): ``checkpoint`` = those the shipped
+    checkpoint lists; ``dev`` = every dev voice clip (real audio, real videos' soundtracks, TTS, vocoder and voice
+    conversion fakes); ``dev+synth`` = also the synthetic ``voice_over`` and ``voice_resynth`` soundtracks."""
+    from training.train_audio import is_audio_item
+
+    if learn_from == "checkpoint":
+        listed = set(learned_from(meta))
+        return [it for it in items if it.path in listed]
+    if learn_from not in LEARN_FROM:
+        raise ValueError(f"learn_from must be one of {LEARN_FROM}, not {learn_from!r}")
+    out = [it for it in items if not it.origin and (
+        is_audio_item(it) or (it.modality == "audio" and it.label == "fake" and it.manipulation in VOICE_FAKES))]
+    if learn_from == "dev+synth":
+        out += [it for it in items if it.origin and it.label == "fake" and it.manipulation in SYNTH_VOICES]
+    return out
+
+
 def learned_from(meta: dict) -> list[str]:
     paths = meta.get("train_paths") or []
     if not paths:
@@ -193,6 +216,29 @@ def _bin_job(args: tuple) -> tuple[int, dict[int, float | None], dict]:
         "rows": len(rows), "fit_seconds": round(fit_s, 1)}
 
 
+def ship(path: Path, train: TrainingWindows, cfg, learn_from: str, sha: str, jobs: int) -> int:
+    """Fit the recipe on every learnable clip and write the checkpoint with the meta a later run reads back."""
+    from models.weights import sha256_of
+    from training.train_audio import fit, released_model, save_checkpoint
+
+    if train.pending is not None:
+        _front_features_job(([train.pending], sha, max(jobs, 1)))
+        train.done()
+    torch.set_num_threads(max(jobs, 1))
+    model = released_model(cfg.variant)
+    logs = fit(model, np.asarray(np.load(train.features, mmap_mode="r")), np.asarray(train.label), train.strata, cfg)
+    first = dict(zip(train.clip_path[::-1], train.strata[::-1], strict=True))  # clip -> stratum
+    aug = asdict(cfg.augment)
+    save_checkpoint(model, path, {
+        "base": cfg.variant, "frozen": "sinc front-end, first_bn, encoder.0-3", "learn_from": learn_from,
+        "train_config": {k: v for k, v in asdict(cfg).items() if k != "augment"}, "augment": aug,
+        "clips": dict(sorted(Counter(first.values()).items())), "windows": dict(Counter(train.strata)),
+        "epochs": logs, "train_paths": list(dict.fromkeys(train.clip_path))})
+    logger.info("wrote %s: now pin sha256 %s for aasist_ft in models/weights.py, then run again without --ship",
+                path, sha256_of(path))
+    return 0
+
+
 def _pool(jobs: int):
     import multiprocessing as mp
 
@@ -219,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--front-cache", default=str(FRONT_CACHE))
     ap.add_argument("--bins", type=int, default=6, help="models fitted, each for a group of folds")
     ap.add_argument("--jobs", type=int, default=2, help="one-thread processes side by side")
+    ap.add_argument("--learn-from", choices=LEARN_FROM, default="checkpoint",
+                    help="checkpoint: the shipped checkpoint's clips (its scores made out of fold); dev, dev+synth: "
+                         "another recipe, judged the same way (rows written under the shipped identity)")
+    ap.add_argument("--steps-per-epoch", type=int, default=None, help="instead of one pass over the windows")
+    ap.add_argument("--ship", default=None, help="fit the recipe on every learnable clip, write the checkpoint here "
+                                                 "and stop (the registry pins its sha256)")
     ap.add_argument("--check", type=int, default=20,
                     help="rows already out of fold rescored by the shipped model, to show the cached path agrees")
     args = ap.parse_args(argv)
@@ -243,16 +295,26 @@ def main(argv: list[str] | None = None) -> int:
     meta = blob.get("meta") or {}
     # the shipped checkpoint's recipe exactly (``training.train_audio.train`` wrote it into the meta)
     cfg = train_config({**meta["train_config"], "augment": meta["augment"]})
+    if args.steps_per_epoch:
+        from dataclasses import replace
+
+        cfg = replace(cfg, steps_per_epoch=args.steps_per_epoch)
     released = AASISTDetector.load(variant=cfg.variant, device="cpu")
     sha = released.weights_info.sha256
 
     items = [it for m in args.manifest for it in read_manifest(m)]
     by_path = {it.path: it for it in items}
-    learnable = set(learned_from(meta))
-    missing = sorted(learnable - by_path.keys())
-    if missing:
-        raise SystemExit(f"{len(missing)} clip(s) the checkpoint learned from are not in the manifests, e.g. "
-                         f"{missing[0]}: pass the manifest it was trained from")
+    if args.learn_from == "checkpoint":
+        missing = sorted(set(learned_from(meta)) - by_path.keys())
+        if missing:
+            raise SystemExit(f"{len(missing)} clip(s) the checkpoint learned from are not in the manifests, e.g. "
+                             f"{missing[0]}: pass the manifest it was trained from")
+    learn_items = learnable_items(items, args.learn_from, meta)
+    learnable = {it.path for it in learn_items}
+    front_root = Path(args.front_cache)
+    train = training_windows(learn_items, cfg, sha, front_root)
+    if args.ship:
+        return ship(Path(args.ship), train, cfg, args.learn_from, sha, args.jobs)
     per_file = [[r for r in _read_results(Path(f)) if r.path in by_path] for f in args.results]
     rows = [r for file_rows in per_file for r in file_rows]
     fold_of, held = fusion_folds(items)
@@ -263,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
                 "(their %d rows are already out of fold)", len(todo), len(refit), len(untouched),
                 sum(len(todo[f]) for f in untouched))
 
-    front_root = Path(args.front_cache)
-    train = training_windows([it for it in items if it.path in learnable], cfg, sha, front_root)
+    # the shipped checkpoint IS its recipe fitted on every clip: rows of folds it never learned from keep their
+    # scores (a sample is checked); another recipe's all-clips model scores them
+    keep_untouched = args.learn_from == "checkpoint"
     counts: Counter = Counter()
     rng = np.random.default_rng(0)
-    check = [i for f in untouched for i in todo[f]]
-    check = sorted(rng.choice(check, size=min(args.check, len(check)), replace=False).tolist()) if check else []
+    untouched_rows = [i for f in untouched for i in todo[f]]
+    if keep_untouched:
+        check = sorted(rng.choice(untouched_rows, size=min(args.check, len(untouched_rows)), replace=False).tolist()
+                       ) if untouched_rows else []
+    else:
+        check = untouched_rows
     row_feats: dict[int, str] = {}
     jobs: list[tuple[str, str]] = []
     if train.pending is not None:
@@ -304,13 +371,16 @@ def main(argv: list[str] | None = None) -> int:
         groups = pack_folds(refit, len(learnable), args.bins)
         tasks = [(k, plan, set().union(*(refit[f] for f in g)), [i for f in g for i in todo[f] if i in row_feats], 1)
                  for k, g in enumerate(groups)]
+        if not keep_untouched and untouched_rows:
+            groups.append(sorted(untouched))
+            tasks.append((len(tasks), plan, set(), [i for i in untouched_rows if i in row_feats], 1))
         scores: dict[int, float | None] = {}
         report: list[dict] = [{} for _ in groups]
         for k, got, info in _map(pool, _bin_job, tasks):
             scores.update(got)
             report[k] = {"folds": groups[k], **info}
             logger.info("bin %d of %d: %s", k + 1, len(groups), info)
-        if check:  # the shipped model through the same cached path, on rows already out of fold
+        if keep_untouched and check:  # the shipped model through the same cached path, on rows already out of fold
             torch.set_num_threads(1)
             shipped = score_rows(det.model, plan, [i for i in check if i in row_feats])
             diff = [abs(v - rows[i].raw[AUDIO]) for i, v in shipped.items() if v is not None]
@@ -326,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     out_root = Path(args.out)
     write_rescored(args.results, per_file, out_root, scores, AUDIO, ident, tag_unscored=False)
     (out_root / "summary.json").write_text(json.dumps({
-        "identity": ident, "train_config": asdict(cfg), "refitted_folds": sorted(refit),
+        "identity": ident, "learn_from": args.learn_from, "train_config": asdict(cfg),
+        "refitted_folds": sorted(refit),
         "untouched_folds": sorted(untouched), "bins": report,
         "counts": dict(counts), "seconds": round(time.perf_counter() - t0, 1)}, indent=1, default=str))
     logger.info("audio rows out of fold: %s (%.0fs)", dict(counts), time.perf_counter() - t0)
