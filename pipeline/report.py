@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pipeline.labels import BY_SLOT, FINDING_MIN_EVIDENCE
+from pipeline.labels import BY_SLOT, FINDING_MIN_EVIDENCE, OVERALL
 from pipeline.provenance import ContentCredentials
 
 SCHEMA_VERSION = "1.0"
@@ -190,7 +190,8 @@ class Report:
 
     @property
     def findings(self) -> tuple[str, ...]:
-        """The one to three findings, in plain words, that drove the verdict (shown before any number)."""
+        """The one to three findings, in plain words, that drove the verdict (shown before any number), and last a
+        note when the fused score sits at a verdict line."""
         return findings(self)
 
     # -- convenience ----------------------------------------------------------------------------
@@ -397,6 +398,26 @@ def _why_not_run(d: DetectorResult) -> str | None:
     return None
 
 
+# within this much P(fake) of a verdict line the call could as well have gone the other way: the reader is told
+BORDERLINE = 0.02
+
+
+def borderline_sentence(report: Report) -> str | None:
+    """Says so when the fused score sits within ``BORDERLINE`` of the line between two verdicts, on the scale the
+    reader sees (the fused bar, higher = more authentic)."""
+    p = report.fake_probability
+    if p is None or report.declared_ai or report.verdict not in (Verdict.AUTHENTIC, Verdict.SUSPICIOUS, Verdict.FAKE):
+        return None
+    lo, hi = report.fusion.thresholds
+    for line, below, above in ((lo, Verdict.AUTHENTIC, Verdict.SUSPICIOUS), (hi, Verdict.SUSPICIOUS, Verdict.FAKE)):
+        if report.verdict in (below, above) and math.isfinite(line) and abs(p - line) <= BORDERLINE:
+            other = above if report.verdict is below else below
+            return (f"a borderline call: {OVERALL.label} {OVERALL.shown(p):.0%} is within "
+                    f"{BORDERLINE * 100:.0f} points of where it would read {other.value} "
+                    f"({OVERALL.shown(line):.0%}), so weigh the evidence yourself")
+    return None
+
+
 def findings(report: Report) -> tuple[str, ...]:
     if report.verdict in (Verdict.NOT_APPLICABLE, Verdict.FAILED):
         return (report.reason,) if report.reason else ()
@@ -404,7 +425,9 @@ def findings(report: Report) -> tuple[str, ...]:
     if report.declared_ai:  # the file says what it is: that comes before anything a detector measured
         return (said, *_detector_findings(report))[:3]
     found = _detector_findings(report)
-    return (*found[:2], said) if said else found
+    found = (*found[:2], said) if said else found
+    near = borderline_sentence(report)
+    return (*found, near) if near else found
 
 
 def leans_fake(d: DetectorResult) -> bool:

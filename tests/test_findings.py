@@ -119,7 +119,7 @@ def test_a_voice_note_is_not_told_it_has_no_sound():
         DetectorResult("audio", "aasist", Status.OK, score=0.3, calibrated=0.1),
         DetectorResult("lip_sync", "sync", Status.NOT_APPLICABLE, reason="no video stream (audio only)"),
     )
-    found = _report(Verdict.AUTHENTIC, dets, (("audio", 0.09),), p=0.2).findings
+    found = _report(Verdict.AUTHENTIC, dets, (("audio", 0.09),), p=0.1).findings
     assert found == ("none of the checks that ran (audio authenticity) found a sign of manipulation",)
     photo = (
         DetectorResult("visual", "mesonet", Status.OK, score=0.1, calibrated=0.05),
@@ -189,3 +189,27 @@ def test_a_voice_score_the_verdict_did_not_count_is_not_worded_as_synthetic():
     low = {"status": "ok", "score": 0.4, "calibrated": 0.34}
     assert detector_line("audio", low, evidence=0.29) == "• Audio Authenticity: *66 %*, voice may be synthetic"
     assert detector_line("audio", low, evidence=0.2) == "• Audio Authenticity: *66 %*, voice sounds natural"
+
+
+@pytest.mark.parametrize(("verdict", "p", "said"), [
+    (Verdict.FAKE, 0.81, "where it would read SUSPICIOUS (20%)"),  # just over the FAKE line (0.8)
+    (Verdict.SUSPICIOUS, 0.79, "where it would read FAKE (20%)"),
+    (Verdict.SUSPICIOUS, 0.21, "where it would read AUTHENTIC (80%)"),
+    (Verdict.AUTHENTIC, 0.19, "where it would read SUSPICIOUS (80%)"),
+])
+def test_a_call_at_a_verdict_line_says_it_is_borderline_on_every_surface(verdict, p, said):
+    dets = _dubbed().detectors
+    r = _report(verdict, dets, (("lip_sync", 0.9),), p=p)
+    note = r.findings[-1]
+    assert note.startswith("a borderline call: Overall Authenticity") and said in note
+    assert note[note.index("Authenticity") + 13:].startswith(f"{1 - p:.0%}")
+    d = r.to_dict()
+    assert "borderline call" in summary_text(d) and "borderline call" in report_html(d)
+    assert "• A borderline call" in verdict_text(d)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.95, 0.05, 0.77, 0.23])
+def test_a_clear_call_carries_no_borderline_note(p):
+    verdict = Verdict.FAKE if p >= 0.8 else Verdict.AUTHENTIC if p < 0.2 else Verdict.SUSPICIOUS
+    assert not [f for f in _report(verdict, _dubbed().detectors, (("lip_sync", 0.9),), p=p).findings
+                if "borderline" in f]
