@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="instead of one pass over the windows")
     ap.add_argument("--ship", default=None, help="fit the recipe on every learnable clip, write the checkpoint here "
                                                  "and stop (the registry pins its sha256)")
+    ap.add_argument("--features-only", action="store_true",
+                    help="stop once every frozen-front feature is cached (e.g. while other runs are still scoring)")
     ap.add_argument("--check", type=int, default=20,
                     help="rows already out of fold rescored by the shipped model, to show the cached path agrees")
     args = ap.parse_args(argv)
@@ -365,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update()
             bar.close()
         train.done()
+        if args.features_only:
+            logger.info("frozen-front features cached (%.0fs)", time.perf_counter() - t0)
+            return 0
         plan = Plan(train_cfg=asdict(cfg), released_sha=sha, train_features=str(train.features),
                     train_label=train.label, train_strata=train.strata, train_clip_path=train.clip_path,
                     row_features=row_feats)
