@@ -112,7 +112,8 @@ def test_each_recipe_learns_from_the_voices_it_names():
              ManifestItem("B_fake_av/sadtalker/t.mp4", "fake", "video_av", "talking_head", "g", None, Path("/n"), ""),
              ManifestItem("voice_over/o.mp4", "fake", "video_av", "voice_over", "g", None, Path("/n"),
                           "A_real_av/grid/v.mp4"),
-             ManifestItem("av_swap/s.mp4", "fake", "video_av", "av_swap", "g", None, Path("/n"), "A_real_av/grid/v.mp4")]
+             ManifestItem("av_swap/s.mp4", "fake", "video_av", "av_swap", "g", None, Path("/n"),
+                          "A_real_av/grid/v.mp4")]
     names = {r: [it.path for it in audio_oof.learnable_items(items, r, {"train_paths": ["audio/valle/f.wav"]})]
              for r in audio_oof.LEARN_FROM}
     assert names["checkpoint"] == ["audio/valle/f.wav"]
