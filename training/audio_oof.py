@@ -21,7 +21,6 @@ then run on those features. ``--jobs 2`` runs two one-thread processes side by s
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from pipeline.report import AUDIO
-from training.evaluate import sync_variant, write_rescored
+from training.evaluate import rescore_parser, sync_variant, write_rescored
 from training.split import read_manifest
 from training.visual_oof import pack_folds
 
@@ -252,15 +251,12 @@ def _map(pool, fn, tasks):
 def main(argv: list[str] | None = None) -> int:
     import pipeline
     from models.aasist import AASISTDetector
+    from models.weights import sha256_of
     from pipeline.settings import Settings
     from training.calibrate import _read_results
     from training.evaluate import audio_cache
-    from training.evidence_fusion import fusion_folds
-    ap = argparse.ArgumentParser(prog="python -m training.audio_oof", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", nargs="+", required=True, help="the dev manifest first, then synthetic ones")
-    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
-    ap.add_argument("--out", default="out/eval/audio_oof", help="folder for the rewritten results (one per input)")
+    from training.evidence_fusion import CHECKPOINTS, FITTED_ON_DEV, fusion_folds
+    ap = rescore_parser("audio_oof", __doc__)
     ap.add_argument("--audio-features", default="out/audio_inputs", help="where `make eval` kept the windows")
     ap.add_argument("--front-cache", default=str(FRONT_CACHE))
     ap.add_argument("--bins", type=int, default=6, help="models fitted, each for a group of folds")
@@ -285,9 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     if cache is None or det is None or not isinstance(det, AASISTDetector):
         raise SystemExit(f"no AASIST audio detector loads here ({p.c.audio.reason}); set WEIGHTS_DIR")
     ident = (p.identities[AUDIO].name, p.identities[AUDIO].sha256)
-    from models.weights import sha256_of
-    from training.evidence_fusion import CHECKPOINTS, FITTED_ON_DEV
-
     if ident[0] not in FITTED_ON_DEV:
         raise SystemExit(f"the audio detector {ident[0]} was not fitted on dev clips: its scores are out of fold")
     ckpt = CHECKPOINTS / FITTED_ON_DEV[ident[0]]

@@ -187,6 +187,17 @@ def write_rescored(results: list[str], per_file: list[list[ItemResult]], out_roo
         logger.info("%s -> %s (%d rows)", f, dest, len(file_rows))
 
 
+def rescore_parser(name: str, doc: str | None):
+    """The command line every out-of-fold rescorer (``training.<name>``) shares: the manifests, the ``make eval``
+    results it rewrites and the folder they go to (``out/eval/<name>``); each adds its own options."""
+    ap = argparse.ArgumentParser(prog=f"python -m training.{name}", description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--manifest", nargs="+", required=True, help="the dev manifest first, then synthetic ones")
+    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
+    ap.add_argument("--out", default=f"out/eval/{name}", help="folder for the rewritten results (one per input)")
+    return ap
+
+
 def sync_variant(reencode: str | None) -> str:
     """The feature-cache variant of an evaluated copy: "orig" is the file as it is (the trainer's own name)."""
     return f"eval-{reencode}" if reencode else "orig"

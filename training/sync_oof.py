@@ -18,7 +18,6 @@ A row scored before ``make eval`` kept these inputs has them made again (the sam
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -33,6 +32,7 @@ from training.evaluate import (
     OOF_STATUS_MISSING,  # noqa: F401 (the status a row without kept inputs gets)
     ItemResult,
     mark_out_of_fold,
+    rescore_parser,
     sync_variant,
     write_rescored,
 )
@@ -131,11 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.sync_loso import build_variants, fold_of_reals, parse_config
     from training.train_sync import CACHE_DIR, FeatureCache, video_av
 
-    ap = argparse.ArgumentParser(prog="python -m training.sync_oof", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", nargs="+", required=True, help="the dev manifest first, then synthetic ones")
-    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
-    ap.add_argument("--out", default="out/eval/sync_oof", help="folder for the rewritten results (one per input)")
+    ap = rescore_parser("sync_oof", __doc__)
     ap.add_argument("--sync-features", default=str(CACHE_DIR), help="where `make eval` kept the lip-sync inputs")
     ap.add_argument("--config", default=None,
                     help="dims:motion_weight:calibration[:ridge] instead of the shipped head's recipe (to compare "

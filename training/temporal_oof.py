@@ -24,7 +24,6 @@ sha256, which must move before rows are scored under its identity).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from pipeline.report import TEMPORAL
-from training.evaluate import ItemResult, sync_variant, write_rescored
+from training.evaluate import ItemResult, rescore_parser, sync_variant, write_rescored
 from training.split import ManifestItem, read_manifest
 from training.synth import FACE_RECIPES
 from training.visual_oof import pack_folds
@@ -184,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.evaluate import temporal_cache
     from training.evidence_fusion import fusion_folds
 
-    ap = argparse.ArgumentParser(prog="python -m training.temporal_oof", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", nargs="+", required=True, help="the dev manifest first, then synthetic ones")
-    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
-    ap.add_argument("--out", default="out/eval/temporal_oof", help="folder for the rewritten results (one per input)")
+    ap = rescore_parser("temporal_oof", __doc__)
     ap.add_argument("--temporal-features", default="out/temporal_cache",
                     help="where `make eval` kept the temporal inputs")
     ap.add_argument("--bins", type=int, default=6, help="heads fitted, each for a group of folds")

@@ -19,7 +19,6 @@ checkpoint (and stops: the registry pins its sha256, which must move before rows
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -36,6 +35,7 @@ from training.evaluate import (
     OOF_STATUS_MISSING,  # noqa: F401 (the status a row without kept inputs gets)
     ItemResult,
     mark_out_of_fold,
+    rescore_parser,
     sync_variant,
     write_rescored,
 )
@@ -199,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.evidence_fusion import fusion_folds
     from training.train_sbi import crop_landmarks
 
-    ap = argparse.ArgumentParser(prog="python -m training.visual_oof", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", nargs="+", required=True, help="the dev manifest first, then synthetic ones")
-    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files of `make eval` runs")
-    ap.add_argument("--out", default="out/eval/visual_oof", help="folder for the rewritten results (one per input)")
+    ap = rescore_parser("visual_oof", __doc__)
     ap.add_argument("--visual-features", default="out/visual_cache", help="where `make eval` kept the face crops")
     ap.add_argument("--bins", type=int, default=6, help="SBI models trained, each for a group of folds")
     ap.add_argument("--crops", type=int, default=32, help="training crops per real file at most")
