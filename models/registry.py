@@ -236,6 +236,10 @@ register(DetectorSpec(
     weights=("aasist", "aasist_l", "aasist_ft"), variants=("aasist", "aasist_l", "aasist_ft"),
     default_variant="aasist_ft", description="AASIST synthetic-voice detector (released weights or the fine-tune)"))
 register(DetectorSpec(
+    "whisper_head", AUDIO, "models.whisper_audio:WhisperAudioDetector", Preprocess("audio", 4.0, "mean"),
+    weights=("whisper_tiny_en", "whisper_head"),
+    description="logistic head over frozen Whisper tiny.en encoder features (30 s context, pooled per 4 s window)"))
+register(DetectorSpec(
     "wav2vec2", AUDIO, "models.wav2vec2:Wav2Vec2Detector", Preprocess("audio", 4.0, "mean"),
     weights=("wav2vec2_deepfake",), checkpoint_setting="wav2vec2_checkpoint", default_checkpoint_label="default",
     loader=_with_checkpoint,

