@@ -9,7 +9,7 @@ VIDEO ?=
 OUT ?= out
 MANIFEST ?= ../shared/data/dev/manifest.tsv
 
-.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve synth calibrate visual-oof train clean
+.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve synth calibrate calibrate-whisper visual-oof train clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -99,10 +99,20 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/$(r)/results.jsonl)
 	$(PY) -m training.temporal_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/temporal_oof \
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/sync_oof/$(r)/results.jsonl)
-	$(ONE_THREAD) $(PY) -m training.audio_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/audio_oof \
-	  --jobs 2 --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/temporal_oof/$(r)/results.jsonl)
+	$(AUDIO_OOF) --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/audio_oof \
+	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/temporal_oof/$(r)/results.jsonl)
 	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso \
-	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
+	  --out $(CALIBRATION_OUT) --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
+
+# the audio rows refitted per fold: AASIST-ft fine-tuned again (default), or the Whisper head (calibrate-whisper)
+AUDIO_OOF ?= $(ONE_THREAD) $(PY) -m training.audio_oof --jobs 2
+CALIBRATION_OUT ?= pipeline/calibration.json
+
+# The same protocol with the Whisper audio detector in the audio slot, into its own fusion file (the scoring runs
+# under out/whisper; the synthetic set is shared): AUDIO_DETECTOR=whisper_head CALIBRATION_FILE=<that file>.
+calibrate-whisper: ## the evidence fusion for AUDIO_DETECTOR=whisper_head -> pipeline/calibration_whisper.json
+	AUDIO_DETECTOR=whisper_head $(MAKE) calibrate OUT=$(OUT)/whisper SYNTH=$(SYNTH) \
+	  AUDIO_OOF="$(PY) -m training.whisper_oof" CALIBRATION_OUT=pipeline/calibration_whisper.json
 
 # A comparison, not a refit of what ships: after `make calibrate`, the visual rows scored again by SBI models
 # trained without each row's fold, two one-thread processes sharing the bins, then the fusion's LOSO on them.

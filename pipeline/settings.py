@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     visual_aggregation: str | None = Field(
         None, description="per-track aggregation of frame scores: mean or confident (default: the detector's own)")
     audio_detector: str = Field("auto", description="auto (aasist_ft, else aasist), aasist, aasist_l, aasist_ft, "
-                                "wav2vec2")
+                                "whisper_head (with CALIBRATION_FILE=pipeline/calibration_whisper.json), wav2vec2")
     wav2vec2_checkpoint: str | None = Field(None, description="local dir or hub id of a wav2vec2 deepfake classifier")
     videomae_checkpoint: str | None = Field(None, description="fine-tuned VideoMAE deepfake checkpoint (dir or hub id)")
     temporal_detector: str = Field("auto", description="auto (VideoMAE if configured, else lrasd_temporal), videomae, "

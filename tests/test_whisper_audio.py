@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DEV_DATA
 
 from models.whisper_audio import (
     CHUNK,
@@ -165,3 +166,23 @@ def test_whisper_oof_scores_each_fold_with_a_head_that_never_saw_it(monkeypatch)
     head = real_fit([e for e in train if fold_of[e.path] != "b"], 0.01)
     i = next(k for k, r in enumerate(rows) if r.path == "B_fake_audio/b/1.wav")
     assert scores[i] == pytest.approx(whisper_oof.clip_score(head, feats["B_fake_audio/b/1.wav"]))
+
+
+def test_the_whisper_fusion_file_fits_the_shipped_head_and_calibrates_a_voice_note():
+    """AUDIO_DETECTOR=whisper_head runs with its own fusion file (make calibrate-whisper): a calibrator for exactly
+    the pinned head, so a voice note's audio score is calibrated rather than counted at the uncalibrated weight."""
+    import pipeline
+    from models.weights import WEIGHTS
+    from pipeline.fusion import FusionModel
+    from pipeline.report import AUDIO, Status
+    from pipeline.settings import Settings
+
+    path = Path(__file__).resolve().parent.parent / "pipeline" / "calibration_whisper.json"
+    model = FusionModel.load(path)
+    assert model.calibrator_for("whisper_head", WEIGHTS["whisper_head"].sha256) is not None
+    p = pipeline.build(Settings(audio_detector="whisper_head", calibration_file=path, explain=False))
+    voice = DEV_DATA / "C_audio/tortoise_real_voices/tortoise__voices__angie__1.flac"
+    rep = p.run(voice)
+    audio = next(d for d in rep.detectors if d.slot == AUDIO)
+    assert audio.model == "whisper_head" and audio.status is Status.OK
+    assert audio.calibrated is not None and 0.0 <= audio.calibrated <= 1.0
