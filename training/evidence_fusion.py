@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 # detectors whose weights were fitted on dev items, and their checkpoints (whose metadata lists the files)
 FITTED_ON_DEV = {"lrasd_temporal": "lrasd_temporal.pt", "aasist:aasist_ft": "aasist_ft.pt",
                  "sync:lrasd-head": "sync_head.pt", "mesonet:mesoinception_ft": "mesoinception_ft.pt",
-                 "mesonet:mesoinception_sbi": "mesoinception_sbi.pt"}
+                 "mesonet:mesoinception_sbi": "mesoinception_sbi.pt", "whisper_head": "whisper_head.pt"}
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
 # total weight per (family, label, synthetic?) group in the likelihood: each family's reals and fakes count alike,
 # whatever their number of files, and synthetic fakes never outweigh real generators' fakes

@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = {"learn_from": args.learn_from, "reals": labels[0], "fakes": labels[1],
                 "windows": int(sum(len(e.features) for e in train)), "inputs": "kept by make eval (--audio-features)",
+                "train_files": sorted(e.path for e in train),
                 "recipe": "standardised logistic regression over window features, items weigh alike per class"}
         fit(train, c, meta).save(args.ship)
         logger.info("wrote %s; now pin sha256 %s for whisper_head in models/weights.py", args.ship,
