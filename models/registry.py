@@ -240,6 +240,11 @@ register(DetectorSpec(
     weights=("whisper_tiny_en", "whisper_head"),
     description="logistic head over frozen Whisper tiny.en encoder features (30 s context, pooled per 4 s window)"))
 register(DetectorSpec(
+    "audio_by_kind", AUDIO, "models.audio_by_kind:AudioByKind", Preprocess("audio", 4.0, "mean"),
+    weights=("whisper_tiny_en", "whisper_head", "aasist_ft"),
+    description="the Whisper head for audio-only files, AASIST-ft for the soundtracks of videos (each won its kind "
+                "under leave-one-source-out)"))
+register(DetectorSpec(
     "wav2vec2", AUDIO, "models.wav2vec2:Wav2Vec2Detector", Preprocess("audio", 4.0, "mean"),
     weights=("wav2vec2_deepfake",), checkpoint_setting="wav2vec2_checkpoint", default_checkpoint_label="default",
     loader=_with_checkpoint,

@@ -700,11 +700,14 @@ class Pipeline:
             return DetectorResult(AUDIO, slot.model_name, Status.UNAVAILABLE, slot.reason), None
         speech = []
 
+        # a detector per kind of input (audio_by_kind): the one that won that kind under leave-one-source-out
+        det = slot.detector.for_kind(info.kind) if hasattr(slot.detector, "for_kind") else slot.detector
+
         def go() -> DetectorResult:
             speech.append(detect_speech(audio.samples, audio.sample_rate))
-            res = score_audio(slot.detector, audio.samples, audio.sample_rate, min_speech_s=self.settings.min_speech_s,
+            res = score_audio(det, audio.samples, audio.sample_rate, min_speech_s=self.settings.min_speech_s,
                               max_windows=self.settings.max_audio_windows, activity=speech[0],
-                              hop=round(slot.detector.window_samples * (1 - self.settings.audio_window_overlap)))
+                              hop=round(det.window_samples * (1 - self.settings.audio_window_overlap)))
             if isinstance(res, NotApplicable):
                 return DetectorResult(AUDIO, slot.model_name, Status.NOT_APPLICABLE, res.reason,
                                       extras=(("speech_seconds", float(res.speech_seconds)),))

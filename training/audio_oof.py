@@ -278,17 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     t0 = time.perf_counter()
 
+    from models.audio_by_kind import member_for
+    from models.registry import identity
+
     p = pipeline.build(Settings(explain=False))
     cache = audio_cache(p, Path(args.audio_features))
-    det = p.c.audio.detector if p.c.audio.available else None
+    # AASIST-ft itself, or audio_by_kind's member for videos (the rows it scores at runtime are the ones refitted)
+    det = member_for(p.c.audio.detector, "video") if p.c.audio.available else None
     if cache is None or det is None or not isinstance(det, AASISTDetector):
         raise SystemExit(f"no AASIST audio detector loads here ({p.c.audio.reason}); set WEIGHTS_DIR")
-    ident = (p.identities[AUDIO].name, p.identities[AUDIO].sha256)
-    if ident[0] not in FITTED_ON_DEV:
-        raise SystemExit(f"the audio detector {ident[0]} was not fitted on dev clips: its scores are out of fold")
-    ckpt = CHECKPOINTS / FITTED_ON_DEV[ident[0]]
-    if sha256_of(ckpt) != ident[1]:
-        raise SystemExit(f"{ckpt} is not the checkpoint the pipeline loaded ({ident[1][:12]})")
+    ident = (p.identities[AUDIO].name, p.identities[AUDIO].sha256)  # what the rows are written under
+    variant = "aasist:" + det.weights_info.name if ":" not in det.weights_info.name else det.weights_info.name
+    own = identity(variant, det)
+    if own.name not in FITTED_ON_DEV:
+        raise SystemExit(f"the audio detector {own.name} was not fitted on dev clips: its scores are out of fold")
+    ckpt = CHECKPOINTS / FITTED_ON_DEV[own.name]
+    if sha256_of(ckpt) != own.sha256:
+        raise SystemExit(f"{ckpt} is not the checkpoint the pipeline loaded ({own.sha256[:12]})")
     blob = torch.load(ckpt, map_location="cpu", weights_only=False)
     meta = blob.get("meta") or {}
     # the shipped checkpoint's recipe exactly (``training.train_audio.train`` wrote it into the meta)
@@ -318,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     fold_of, held = fusion_folds(items)
 
     todo, refit = plan_refit(rows, by_path, fold_of, held, learnable)
+    # only the rows this detector scores at runtime (audio_by_kind: the videos'; the other member refits its own)
+    todo = {f: kept for f, idx in todo.items()
+            if (kept := [i for i in idx if member_for(p.c.audio.detector, rows[i].modality) is det])}
+    refit = {f: ex for f, ex in refit.items() if f in todo}
     untouched = [f for f in todo if f not in refit]
     logger.info("%d fold(s) with audio rows: %d hold clips AASIST-ft learned from (refitted), %d do not "
                 "(their %d rows are already out of fold)", len(todo), len(refit), len(untouched),

@@ -56,7 +56,8 @@ logger = logging.getLogger(__name__)
 # detectors whose weights were fitted on dev items, and their checkpoints (whose metadata lists the files)
 FITTED_ON_DEV = {"lrasd_temporal": "lrasd_temporal.pt", "aasist:aasist_ft": "aasist_ft.pt",
                  "sync:lrasd-head": "sync_head.pt", "mesonet:mesoinception_ft": "mesoinception_ft.pt",
-                 "mesonet:mesoinception_sbi": "mesoinception_sbi.pt", "whisper_head": "whisper_head.pt"}
+                 "mesonet:mesoinception_sbi": "mesoinception_sbi.pt", "whisper_head": "whisper_head.pt",
+                 "audio_by_kind": ("whisper_head.pt", "aasist_ft.pt")}
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
 # total weight per (family, label, synthetic?) group in the likelihood: each family's reals and fakes count alike,
 # whatever their number of files, and synthetic fakes never outweigh real generators' fakes
@@ -110,12 +111,14 @@ def trained_sources(name: str, sides: dict[str, str]) -> frozenset[str]:
     import torch
 
     paths: list[str] = []
-    ckpt = CHECKPOINTS / FITTED_ON_DEV[name]
-    if ckpt.is_file():
-        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
-        meta = blob.get("metadata") or blob.get("meta") or {}
-        listed = meta.get("train_files") or meta.get("train_paths") or []
-        paths = ast.literal_eval(listed) if isinstance(listed, str) else list(listed)
+    files = FITTED_ON_DEV[name]
+    for file in (files,) if isinstance(files, str) else files:  # a detector of several fitted members: all of them
+        ckpt = CHECKPOINTS / file
+        if ckpt.is_file():
+            blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+            meta = blob.get("metadata") or blob.get("meta") or {}
+            listed = meta.get("train_files") or meta.get("train_paths") or []
+            paths += ast.literal_eval(listed) if isinstance(listed, str) else list(listed)
     if not paths:
         paths = [p for p, side in sides.items() if side == "train"]
     return frozenset(source_of(p) for p in paths)

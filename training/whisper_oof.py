@@ -59,8 +59,12 @@ class Example:
     features: np.ndarray  # (windows, 768)
 
 
-def examples(rows: list[ItemResult], items: dict[str, ManifestItem], cache, learn_from: str) -> list[Example]:
-    out, seen, missing = [], set(), 0
+def examples(rows: list[ItemResult], items: dict[str, ManifestItem], cache, learn_from: str,
+             encode_missing=None) -> list[Example]:
+    """One example per learnable clip whose audio stage ran, with the Whisper features ``make eval`` kept; a clip
+    another detector scored (a video's soundtrack under ``audio_by_kind``) is read by ``encode_missing``
+    (``training.whisper_head.item_features``: the runtime's own feature rule) when given, else left out."""
+    out, seen, todo = [], set(), []
     for r in rows:
         it = items[r.path]
         label = audio_label(it, learn_from)
@@ -69,11 +73,14 @@ def examples(rows: list[ItemResult], items: dict[str, ManifestItem], cache, lear
         seen.add(r.path)
         feats = cache.get_features(it.file, "orig")
         if feats is None or not len(feats):
-            missing += 1
+            todo.append((it, label))
             continue
         out.append(Example(r.path, it.origin, label, feats))
-    if missing:
-        logger.warning("%d scored clip(s) have no kept Whisper features: not learned from", missing)
+    if todo and encode_missing is not None:
+        for (it, label), feats in zip(todo, encode_missing([it for it, _ in todo]), strict=True):
+            out.append(Example(it.path, it.origin, label, feats))
+    elif todo:
+        logger.warning("%d scored clip(s) have no kept Whisper features: not learned from", len(todo))
     return out
 
 
@@ -91,11 +98,13 @@ def clip_score(head, features: np.ndarray | None) -> float | None:
 
 
 def score_rows(rows: list[ItemResult], items: dict[str, ManifestItem], train: list[Example], cache, c: float,
-               fold_of: dict[str, str], held: dict[str, frozenset[str]]) -> tuple[dict[int, float | None], Counter]:
-    """Row index -> the audio score of a head fitted without the row's fold, for rows whose audio stage ran."""
+               fold_of: dict[str, str], held: dict[str, frozenset[str]],
+               mine=lambda r: True) -> tuple[dict[int, float | None], Counter]:
+    """Row index -> the audio score of a head fitted without the row's fold, for rows whose audio stage ran and
+    that the head scores at runtime (``mine``)."""
     todo: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
-        if r.status.get(AUDIO) == "ok":
+        if r.status.get(AUDIO) == "ok" and mine(r):
             todo.setdefault(fold_of[r.path], []).append(i)
     out: dict[int, float | None] = {}
     counts: Counter = Counter()
@@ -127,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     t0 = time.perf_counter()
-    p = pipeline.build(Settings(explain=False, audio_detector="whisper_head"))
-    det = p.c.audio.detector
+    from models.audio_by_kind import member_for
+    from training.whisper_head import item_features
+
+    p = pipeline.build(Settings(explain=False))  # whisper_head itself, or audio_by_kind's member for audio files
+    det = member_for(p.c.audio.detector, "audio")
     if det is None or not hasattr(det, "head"):
-        raise SystemExit(f"the Whisper audio detector does not load here: {p.c.audio.reason}")
+        raise SystemExit(f"no Whisper audio detector in the audio slot here ({p.c.audio.model_name}: "
+                         f"{p.c.audio.reason or 'another detector'})")
     cache = audio_cache(p, Path(args.audio_features))
     c = args.c if args.c is not None else float(det.head.meta.get("C", 0.003))
     ident = (p.identities[AUDIO].name, p.identities[AUDIO].sha256)
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     by_path = {it.path: it for it in items}
     per_file = [[r for r in _read_results(Path(f)) if r.path in by_path] for f in args.results]
     rows = [r for file_rows in per_file for r in file_rows]
-    train = examples(rows, by_path, cache, args.learn_from)
+    train = examples(rows, by_path, cache, args.learn_from, encode_missing=item_features)
     labels = Counter(e.label for e in train)
     logger.info("%d real and %d fake clips to learn from (%s, C=%s)", labels[0], labels[1], args.learn_from, c)
     if args.ship:
@@ -153,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                     sha256_of(Path(args.ship)))
         return 0
     fold_of, held = fusion_folds(items)
-    scores, total = score_rows(rows, by_path, train, cache, c, fold_of, held)
+    scores, total = score_rows(rows, by_path, train, cache, c, fold_of, held,
+                               mine=lambda r: member_for(p.c.audio.detector, r.modality) is det)
     out_root = Path(args.out)
     write_rescored(args.results, per_file, out_root, scores, AUDIO, ident, tag_unscored=False)
     (out_root / "summary.json").write_text(json.dumps({
