@@ -51,3 +51,13 @@ def test_the_pipeline_scores_each_kind_with_its_member():
         _audio_score(Settings(explain=False, audio_detector="whisper_head"), VOICE), abs=1e-9)
     assert _audio_score(default, TALKING) == pytest.approx(
         _audio_score(Settings(explain=False, audio_detector="aasist:aasist_ft"), TALKING), abs=1e-6)
+
+
+def test_the_fusion_knows_every_clip_either_member_learned_from():
+    """Its rows are in-sample wherever either member trained (unless rescored out of fold)."""
+    from training.evidence_fusion import trained_sources
+
+    both = trained_sources("audio_by_kind", {})
+    whisper, aasist = trained_sources("whisper_head", {}), trained_sources("aasist:aasist_ft", {})
+    assert whisper and aasist and both == whisper | aasist
+    assert {"tortoise_tts", "valle_demo"} <= whisper and "valle_demo" not in aasist
