@@ -103,7 +103,8 @@ def test_pipeline_captures_exactly_what_its_trained_stages_scored(shared_weights
     starts, ends, window_probs = captured["audio_windows"]
     assert len(window_probs) == rep.detector("audio").extra("windows") and np.all(ends - starts > 4.0)
     assert float(np.mean(window_probs)) == pytest.approx(rep.detector("audio").score, abs=1e-9)
-    windows = captured["audio_inputs"]
+    windows, features = captured["audio_inputs"]  # AASIST reads its windows alone: no context features
+    assert features is None
     assert windows.shape == (len(window_probs), p.c.audio.detector.window_samples)
     assert np.allclose(p.c.audio.detector.predict(windows).fake_prob, window_probs, atol=1e-6)
 
