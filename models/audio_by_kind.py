@@ -13,8 +13,6 @@ kept inputs) is the members' own. The identity the fusion keys its calibration b
 
 from __future__ import annotations
 
-import os
-
 from models.base import WeightsInfo
 
 AUDIO_FILES = "audio"  # MediaInfo.kind of an audio-only input
@@ -45,7 +43,7 @@ class AudioByKind:
         self.weights_info = WeightsInfo(self.name, "+".join(i.file for i in self.weights_infos), "")
 
     @classmethod
-    def load(cls, device: str = "cpu", weights: str | os.PathLike | None = None) -> AudioByKind:
+    def load(cls, device: str = "cpu") -> AudioByKind:
         from models.aasist import AASISTDetector
         from models.whisper_audio import WhisperAudioDetector
 

@@ -17,6 +17,7 @@ offline, so ``model.bin`` is pinned by sha256 (``models.weights``, ``whisper_tin
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,11 @@ CHUNK_FRAMES = CHUNK // SAMPLES_PER_FRAME
 ENCODER_FILES = ("model.bin", "config.json", "vocabulary.txt")
 
 
+@functools.cache
 def _mel_filters() -> torch.Tensor:
     import librosa
 
     return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)).float()
-
-
-_FILTERS: list[torch.Tensor] = []
 
 
 def log_mel(windows: np.ndarray) -> np.ndarray:
@@ -51,13 +50,11 @@ def log_mel(windows: np.ndarray) -> np.ndarray:
 
     Whisper's own recipe (periodic Hann STFT, 400/160, Slaney mel, log10, floor 8 decades below each input's peak,
     (x + 4) / 4), without padding to 30 s."""
-    if not _FILTERS:
-        _FILTERS.append(_mel_filters())
     x = torch.as_tensor(np.asarray(windows, np.float32))
     spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), center=True, pad_mode="reflect",
                       return_complex=True)
     power = spec[..., :-1].abs() ** 2
-    mel = torch.matmul(_FILTERS[0], power)
+    mel = torch.matmul(_mel_filters(), power)
     log = torch.clamp(mel, min=1e-10).log10()
     log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
     frames = log.shape[-1] - log.shape[-1] % 2  # the encoder's stride-2 conv halves it
@@ -101,7 +98,7 @@ def encoder_dir(explicit: str | os.PathLike | None = None) -> Path:
 class WhisperEncoder:
     """Frozen Whisper tiny.en encoder (CTranslate2): windows -> (n, 768) pooled features."""
 
-    def __init__(self, model, threads: int | None = None, batch_size: int = 8):
+    def __init__(self, model, batch_size: int = 8):
         self.model = model
         self.batch_size = batch_size
 

