@@ -650,7 +650,22 @@ class Pipeline:
         return stages.dense_windows(
             source, info, analysis, self.c.face.detector, self.settings, for_sync=needs_sync,
             on_error=lambda track, exc: run.warnings.append(
-                f"dense window of track {track.track_id} failed: {exc.message}"))
+                f"dense window of track {track.track_id} failed: {exc.message}"),
+            prepare=functools.partial(self._window_crops, needs_sync=needs_sync))
+
+    def _window_crops(self, clip, needs_sync: bool):
+        """The crops the temporal and lip-sync stages read of a dense window, made while its frames are here;
+        then the frames go (~140 MB per 8 s window of 640 px), so no encoder runs beside them and two windows
+        are never held at once. A temporal detector that reads aligned frames itself (VideoMAE) keeps them."""
+        from models.lrasd import clip_faces
+        from pipeline.sync import MOUTH_MARGIN, MOUTH_SIZE
+
+        if self.c.temporal.available and not hasattr(self.c.temporal.detector, "predict_clips"):
+            return clip
+        clip_faces(clip)
+        if needs_sync:
+            clip.aligned_gray(MOUTH_SIZE, MOUTH_MARGIN)
+        return clip.without_frames()
 
     def _temporal(self, info, analysis, dense, keep: dict | None = None) -> DetectorResult:
         """``keep``, when given, receives the embedding sequences a windowed head read (``"temporal_inputs"``)."""

@@ -8,6 +8,7 @@ to the interpolated landmarks and are flagged ``detected=False``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,12 +53,31 @@ class DenseFaceClip:
     def detection_rate(self) -> float:
         return float(self.detected.mean()) if len(self) else 0.0
 
+    @property
+    def has_frames(self) -> bool:
+        return self.frames.size > 0 or not len(self)
+
+    def without_frames(self) -> DenseFaceClip:
+        """This window with its frames let go (an 8 s window of 640 px frames is ~140 MB), keeping everything
+        already derived from them (``memo``: crops, embeddings). For stages that read only crops made first."""
+        clip = dataclasses.replace(self, frames=np.empty((len(self), 0, 0, 3), np.uint8))
+        clip.features.update(self.features)
+        return clip
+
+    def require_frames(self) -> np.ndarray:
+        if not self.has_frames:
+            raise RuntimeError("this dense window's frames were let go (without_frames) before this crop was made")
+        return self.frames
+
     def aligned(self, size: int, margin: float = 0.0) -> np.ndarray:
         """Aligned RGB face crops (T, size, size, 3)."""
-        return np.stack([align_face(f, lm, size, margin) for f, lm in zip(self.frames, self.landmarks, strict=True)])
+        return np.stack([align_face(f, lm, size, margin) for f, lm in zip(self.require_frames(), self.landmarks,
+                                                                            strict=True)])
 
     def aligned_gray(self, size: int, margin: float = 0.0) -> np.ndarray:
-        return np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in self.aligned(size, margin)])
+        """Aligned gray face crops (T, size, size), made once per window (``memo``)."""
+        return self.memo(("aligned_gray", size, margin), lambda: np.stack(
+            [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in self.aligned(size, margin)]))
 
     def slice(self, start: int, stop: int) -> DenseFaceClip:
         return DenseFaceClip(self.frames[start:stop], self.timestamps_s[start:stop], self.boxes[start:stop],
@@ -88,8 +108,10 @@ def track_windows(
     detect_side: int = 320,
     threshold: float = 0.6,
     limits: media.Limits | None = None,
+    prepare: Callable[[DenseFaceClip], DenseFaceClip] | None = None,
 ) -> list[DenseFaceClip]:
-    """Up to ``max_windows`` windows of ``window_s`` seconds spread over the track's time span."""
+    """Up to ``max_windows`` windows of ``window_s`` seconds spread over the track's time span. ``prepare`` sees
+    each located window before the next one is decoded (see ``DenseFaceClip.without_frames``)."""
     t0, t1 = track.span_s
     span = max(0.0, t1 - t0)
     # the sparse track covers [t0, t1] at 2 fps; a window may extend half a sample beyond each end
@@ -101,16 +123,19 @@ def track_windows(
     n_windows = max(1, min(max_windows, int(span // window_s) if span >= window_s else 1))
     starts = np.linspace(lo, hi - length, n_windows) if n_windows > 1 else np.array([lo])
     n_frames = int(round(length * fps))
-    clips = media.decode_dense(source, starts, n_frames, fps=fps, info=info, max_side=max_side, limits=limits)
     out = []
-    for clip in clips:
-        rel = clip.scale / sparse_scale  # sparse-track pixels -> dense-frame pixels
-        out.append(_locate(clip, track, detector, rel, detect_side, threshold))
+    for clip in media.iter_decode_dense(source, starts, n_frames, fps=fps, info=info, max_side=max_side,
+                                        limits=limits):
+        located = _locate(clip, track, detector, clip.scale / sparse_scale, detect_side, threshold)
+        del clip  # each window is located and prepared before the next is decoded: no name here keeps its frames
+        out.append(prepare(located) if prepare else located)
+        del located
     return out
 
 
 def _locate(clip: media.DenseClip, track: FaceTrack, detector, rel: float, detect_side: int,
             threshold: float) -> DenseFaceClip:
+    """The window with the track's face on every frame; ``rel`` maps sparse-track pixels to dense-frame pixels."""
     n = len(clip)
     expect_boxes = np.stack([track.box_at(t) * rel for t in clip.timestamps_s])
     expect_lms = np.stack([track.landmarks_at(t) * rel for t in clip.timestamps_s])

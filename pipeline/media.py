@@ -784,6 +784,31 @@ def decode_dense(
     Windows running past the end are cut short; windows starting after the end are dropped. All
     windows come from one decoding pass (seeking between distant windows).
     """
+    return list(iter_decode_dense(source, starts_s, n_frames, fps, info, max_side, limits))
+
+
+def iter_decode_dense(
+    source: MediaSource,
+    starts_s: list[float] | np.ndarray,
+    n_frames: int,
+    fps: float = 25.0,
+    info: MediaInfo | None = None,
+    max_side: int | None = 640,
+    limits: Limits | None = None,
+) -> Iterator[DenseClip]:
+    """``decode_dense`` one window at a time, from the same single pass: a caller that keeps only what it
+    derives from a window's frames (an 8 s window of 640 px frames is ~140 MB) never holds two. Decoder failures
+    while iterating become typed errors, as in ``decode_dense``."""
+    try:
+        yield from _dense_clips(source, starts_s, n_frames, fps, info, max_side, limits)
+    except (MediaError, FileNotFoundError):
+        raise
+    except Exception as exc:  # PyAV raises FFmpegError, OSError subclasses, ValueError, AttributeError...
+        raise _undecodable("decode_dense", source, exc) from exc
+
+
+def _dense_clips(source: MediaSource, starts_s, n_frames: int, fps: float, info: MediaInfo | None,
+                 max_side: int | None, limits: Limits | None) -> Iterator[DenseClip]:
     limits = limits or Limits.from_settings()
     info = info or probe(source, limits)
     if not info.has_video or info.kind == "image":
@@ -796,12 +821,11 @@ def decode_dense(
         if ticks.size:
             windows.append(ticks)
     if not windows:
-        return []
+        return
     # Frames are converted as they stream into each window's preallocated array: holding the decoder's frames
     # until the end kept ~1.4 MB per 720p tick alive (550 MB for two 8 s windows).
     picked = _nearest(source, info, np.concatenate(windows), limits, seek_gap_s=max(2.0, 4.0 / fps))
     last: tuple[tuple[float, int | None], np.ndarray] | None = None  # a source frame repeated on the next tick
-    clips: list[DenseClip] = []
     try:
         for ticks in windows:
             frames: np.ndarray | None = None
@@ -817,12 +841,12 @@ def decode_dense(
                 n += 1
             if frames is None:
                 break
-            clips.append(DenseClip(frames[:n], ticks[:n], times[:n], fps, scale))
+            yield DenseClip(frames[:n], ticks[:n], times[:n], fps, scale)
+            frames = None  # the caller's to keep or let go
             if n < ticks.size:  # the stream ended inside this window
                 break
     finally:
         picked.close()  # closes the container now, not whenever the generator is collected
-    return clips
 
 
 @_typed

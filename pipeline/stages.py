@@ -127,9 +127,11 @@ def dense_tracks(analysis: FaceAnalysis, *, for_sync: bool) -> list[FaceTrack]:
 def dense_windows(source: media.MediaSource, info: media.MediaInfo, analysis: FaceAnalysis, face_detector,
                   settings: Settings, *, for_sync: bool, window_s: float | None = None,
                   max_windows: int | None = None,
-                  on_error: Callable[[FaceTrack, media.MediaError], None] | None = None) -> list[DenseFaceClip]:
+                  on_error: Callable[[FaceTrack, media.MediaError], None] | None = None,
+                  prepare: Callable[[DenseFaceClip], DenseFaceClip] | None = None) -> list[DenseFaceClip]:
     """25 fps windows of ``dense_tracks``: up to ``MAX_DENSE_WINDOWS`` over the main track, one for the others.
-    A track whose window cannot be decoded is skipped (``on_error`` hears why) unless ``on_error`` is None."""
+    A track whose window cannot be decoded is skipped (``on_error`` hears why) unless ``on_error`` is None.
+    ``prepare`` sees each window as soon as its face is located, before the next one is decoded."""
     limits = media.Limits.from_settings(settings)
     main_id = analysis.main_track_id
     max_windows = max_windows or settings.max_dense_windows
@@ -139,7 +141,7 @@ def dense_windows(source: media.MediaSource, info: media.MediaInfo, analysis: Fa
             clips += track_windows(source, info, track, face_detector, window_s=window_s or settings.dense_window_s,
                                    max_windows=max_windows if track.track_id == main_id else 1,
                                    fps=settings.dense_fps, sparse_scale=analysis.scale,
-                                   detect_side=settings.dense_detect_side, limits=limits)
+                                   detect_side=settings.dense_detect_side, limits=limits, prepare=prepare)
         except media.MediaError as exc:
             if on_error is None:
                 raise

@@ -147,6 +147,30 @@ def test_dense_windows_resample_30fps_to_25fps(tmp_path):
         assert [_index_of(f) for f in clip.frames] == list(expected % 32)
 
 
+def test_dense_windows_stream_one_at_a_time(tmp_path):
+    """``iter_decode_dense`` hands over each window before decoding the next (a caller keeping only crops never
+    holds two windows' frames) and gives exactly ``decode_dense``'s frames."""
+    path = write_video(tmp_path / "30.mp4", n_frames=90, fps=30, frame_fn=lambda i: level_frame(i % 32))
+    whole = media.decode_dense(path, [0.0, 1.5], n_frames=12, fps=25.0)
+    it = media.iter_decode_dense(path, [0.0, 1.5], n_frames=12, fps=25.0)
+    first = next(it)
+    np.testing.assert_array_equal(first.frames, whole[0].frames)
+    np.testing.assert_array_equal(first.source_timestamps_s, whole[0].source_timestamps_s)
+    rest = list(it)
+    assert len(rest) == 1
+    np.testing.assert_array_equal(rest[0].frames, whole[1].frames)
+    assert not np.shares_memory(first.frames, rest[0].frames)  # each window its own array, freed on its own
+
+
+def test_streamed_dense_windows_of_a_damaged_file_raise_typed_errors(tmp_path):
+    path = write_video(tmp_path / "ok.mp4", n_frames=50, fps=25)
+    info = media.probe(path)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(media.MediaError):
+        list(media.iter_decode_dense(cut, [0.0, 1.0], n_frames=10, fps=25.0, info=info))
+
+
 def test_dense_window_past_the_end_is_cut(av_clip):
     clips = media.decode_dense(av_clip, [2.8, 10.0], n_frames=16)
     assert len(clips) == 1 and len(clips[0]) == 5  # 2.80..2.96 then the video ends at 3.0 s
