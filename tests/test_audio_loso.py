@@ -32,3 +32,32 @@ def test_the_head_never_scores_an_item_it_was_fitted_on(dev_data: Path):
     ok = ~np.isnan(p)
     assert ok.mean() > 0.9
     assert auc(y[ok], p[ok]) < 0.65
+
+
+def test_augmented_copies_of_a_held_out_item_never_teach_its_head(dev_data: Path):
+    """The Whisper probe's augmented copies are per item: a copy of a held-out item in the training set would let
+    the head memorise that item (noise features, noise labels: AUC near 1). Every version is scored by the same
+    heads, so an identical version scores identically."""
+    from training import whisper_head
+
+    all_items = read_manifest(dev_data / "manifest.tsv")
+    items = [it for it in all_items if it.modality == "audio"]
+    rng = np.random.default_rng(1)
+    feats = [rng.standard_normal((1, 400)) for _ in items]
+    copies = [[f + 0.01 * rng.standard_normal(f.shape) for f in feats]]
+    y = rng.integers(0, 2, len(items))
+    out = whisper_head.loso_scores(feats, y, items, all_items, c=10.0, copies=copies, tests={"same": feats})
+    assert set(out) == {"clean", "same"}
+    ok = ~np.isnan(out["clean"])
+    assert ok.mean() > 0.9
+    assert auc(y[ok], out["clean"][ok]) < 0.65
+    np.testing.assert_array_equal(out["same"], out["clean"])
+
+
+def test_augmented_copies_are_reproducible_and_differ_by_copy():
+    from training import whisper_head
+
+    wave = np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    a0, a0_again, a1 = (whisper_head.augmented(k)(wave, "x/a.wav") for k in (0, 0, 1))
+    np.testing.assert_array_equal(a0, a0_again)  # a cached copy can be made again
+    assert a0.shape == wave.shape and not np.array_equal(a0, a1)

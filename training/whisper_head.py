@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,26 +47,51 @@ def speech_windows(speech: np.ndarray) -> np.ndarray:
     return starts
 
 
-def item_features(items: list[ManifestItem], encoder=None) -> list[np.ndarray]:
-    """Per item, (windows, 768) features of its speech windows as the runtime makes them (cached by path and
-    encoder)."""
+def item_features(items: list[ManifestItem], encoder=None, variant: str = "",
+                  transform: Callable[[np.ndarray, str], np.ndarray] | None = None) -> list[np.ndarray]:
+    """Per item, (windows, 768) features of its speech windows as the runtime makes them (cached by path, encoder
+    and ``variant``). ``transform(speech, path)``, when given, processes the speech first (a codec, noise...):
+    ``variant`` names it in the cache."""
     from tqdm import tqdm
 
     from models.weights import WEIGHTS
     from models.whisper_audio import WhisperEncoder
     from training.train_audio import speech_of
 
-    tag = WEIGHTS["whisper_tiny_en"].sha256[:12] + "-ctx"
+    tag = WEIGHTS["whisper_tiny_en"].sha256[:12] + "-ctx" + (f"-{variant}" if variant else "")
     out = []
-    for it in tqdm(items, desc="Whisper features", unit="file"):
+    for it in tqdm(items, desc=f"Whisper features {variant or 'clean'}", unit="file"):
         f = CACHE / tag / f"{hashlib.sha1(it.path.encode()).hexdigest()[:16]}.npy"
         if not f.exists():
             encoder = encoder or WhisperEncoder.load()
             wave, _ = speech_of(it)
+            if transform is not None and wave.size:
+                wave = transform(wave, it.path)
             f.parent.mkdir(parents=True, exist_ok=True)
             np.save(f, encoder.speech_features(wave, speech_windows(wave)).astype(np.float16))
         out.append(np.load(f).astype(np.float32))
     return out
+
+
+def augmented(copy: int) -> Callable[[np.ndarray, str], np.ndarray]:
+    """AASIST-ft's training chain (``training.train_audio.augment``: noise, band limit, AAC/Opus, gain; a clean
+    copy is never drawn), seeded by the item and ``copy`` so a cached copy can be made again."""
+    from training.train_audio import AugmentConfig, augment
+
+    cfg = AugmentConfig(p_codec=0.8)
+
+    def transform(wave: np.ndarray, path: str) -> np.ndarray:
+        seed = int(hashlib.sha1(f"{path}#{copy}".encode()).hexdigest()[:8], 16)
+        return augment(wave, np.random.default_rng(seed), cfg)[0]
+
+    return transform
+
+
+def messenger(codec: str, kbps: int) -> Callable[[np.ndarray, str], np.ndarray]:
+    """A fixed messenger chain for testing: one codec round trip at ``kbps`` (a voice note sent on)."""
+    from training.train_audio import codec_roundtrip
+
+    return lambda wave, path: codec_roundtrip(wave, codec, kbps)
 
 
 def fit_head(feats: list[np.ndarray], y: np.ndarray, c: float, meta: dict | None = None):
@@ -89,23 +115,31 @@ def item_scores(head, feats: list[np.ndarray]) -> np.ndarray:
 
 
 def loso_scores(feats: list[np.ndarray], y: np.ndarray, items: list[ManifestItem], all_items: list[ManifestItem],
-                c: float) -> np.ndarray:
-    """Each item scored by a head fitted without its fold (and without the items tied to that fold)."""
+                c: float, copies: list[list[np.ndarray]] = (), tests: dict[str, list[np.ndarray]] | None = None,
+                ) -> np.ndarray | dict[str, np.ndarray]:
+    """Each item scored by a head fitted without its fold (and without the items tied to that fold).
+
+    ``copies``: further versions of every item's features (augmented) the heads also learn from, each weighing
+    as much as the original. ``tests``: other versions to score the held-out items on (by name); then a dict of
+    scores per version, ``"clean"`` being ``feats``."""
     from training.sync_loso import fold_of_reals, held_out_sets
 
     fold_of = fold_of_reals(all_items)
     held = held_out_sets(all_items)
     folds = np.array([fold_of[it.path] for it in items])
     paths = np.array([it.path for it in items])
-    out = np.full(len(items), np.nan)
+    versions = {"clean": feats, **(tests or {})}
+    out = {name: np.full(len(items), np.nan) for name in versions}
     for fold in sorted(set(folds)):
         rows = folds == fold
-        train = ~rows & ~np.isin(paths, list(held.get(fold, ())))
+        train = np.flatnonzero(~rows & ~np.isin(paths, list(held.get(fold, ()))))
         if len(set(y[train])) < 2:
             continue
-        head = fit_head([feats[i] for i in np.flatnonzero(train)], y[train], c)
-        out[rows] = item_scores(head, [feats[i] for i in np.flatnonzero(rows)])
-    return out
+        learn = [feats[i] for i in train] + [copy[i] for copy in copies for i in train]
+        head = fit_head(learn, np.tile(y[train], 1 + len(copies)), c)
+        for name, version in versions.items():
+            out[name][rows] = item_scores(head, [version[i] for i in np.flatnonzero(rows)])
+    return out if tests else out["clean"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", default="../shared/data/dev/manifest.tsv")
     p.add_argument("--c", nargs="*", type=float, default=[0.003, 0.001, 0.01, 0.03])
     p.add_argument("--report", default="out/eval/whisper_loso.json")
+    p.add_argument("--augment", type=int, default=0,
+                   help="also learn from this many augmented copies of every training item (noise, band limit, "
+                        "AAC/Opus, gain), and judge clean and augmented heads on clean and messenger-coded items")
+    p.add_argument("--messenger", nargs="*", default=["opus:24", "aac:32"],
+                   help="codec:kbps round trips the held-out items are also scored through (with --augment)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -122,8 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     items = [it for it in all_items if it.modality == "audio"]
     y = np.array([it.label == "fake" for it in items], int)
     feats = item_features(items)
-    scores = {f"C={c}": loso_scores(feats, y, items, all_items, c) for c in args.c}
-    print_tables(items, y, scores, all_items, args.report, width=10)
+    if not args.augment:
+        scores = {f"C={c}": loso_scores(feats, y, items, all_items, c) for c in args.c}
+    else:
+        copies = [item_features(items, variant=f"aug{k}", transform=augmented(k)) for k in range(args.augment)]
+        tests = {}
+        for spec in args.messenger:
+            codec, kbps = spec.split(":")
+            tests[spec] = item_features(items, variant=f"{codec}{kbps}", transform=messenger(codec, int(kbps)))
+        scores = {}
+        for c in args.c:
+            for label, learn in (("", []), ("+aug", copies)):
+                for name, s in loso_scores(feats, y, items, all_items, c, learn, tests).items():
+                    scores[f"{c}{label}" + ("" if name == "clean" else f"@{name}")] = s
+    print_tables(items, y, scores, all_items, args.report, width=max(10, 2 + max(len(k) for k in scores)))
     logger.info("done in %.0fs", time.perf_counter() - t0)
     return 0
 
