@@ -444,7 +444,7 @@ class Pipeline:
         with run.stage("temporal"):
             dense = self._dense_windows(source, info, analysis, run)
             results[TEMPORAL] = self._temporal(info, analysis, dense, keep=capture)
-            try:  # the lip-sync crops, while the dense frames are here
+            try:  # lip-sync inputs: crops made as each window was located, embeddings shared with temporal
                 sync_windows = self._sync_windows(info, audio, dense)
             except Exception as exc:  # reported by the lip-sync stage as its failure, like any detector crash
                 logger.error("lip-sync crops failed: %s\n%s", exc, traceback.format_exc())
@@ -452,7 +452,7 @@ class Pipeline:
         if capture is not None and isinstance(sync_windows, list) and sync_windows:
             capture["sync_inputs"] = (audio, sync_windows, analysis.main_track_id)
         n_dense = sum(len(d) for d in dense)
-        dense = None  # the windows' frames (~280 MB of 640 px frames) are not needed past their crops
+        dense = None  # their crops and embeddings live on in sync_windows; a VideoMAE run's frames go here
         speech = None
         with run.stage("audio"):
             results[AUDIO], speech = self._audio(info, audio, keep=capture)
