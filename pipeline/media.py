@@ -141,6 +141,21 @@ def _typed(fn):
     return wrapper
 
 
+def _typed_stream(fn):
+    """``_typed`` for a generator: failures while it is being iterated become typed errors too."""
+
+    @functools.wraps(fn)
+    def wrapper(source, *args, **kwargs):
+        try:
+            yield from fn(source, *args, **kwargs)
+        except (MediaError, FileNotFoundError):
+            raise
+        except Exception as exc:  # PyAV raises FFmpegError, OSError subclasses, ValueError, AttributeError...
+            raise _undecodable(fn.__name__, source, exc) from exc
+
+    return wrapper
+
+
 def _undecodable(where: str, source, exc: Exception) -> CorruptMediaError:
     logger.warning("%s on %s: %s: %s", where, _name(source), type(exc).__name__, exc)
     return CorruptMediaError(f"{_name(source)} cannot be decoded ({_why(exc)}); it is probably damaged or "
@@ -769,24 +784,12 @@ def _nearest(source, info: MediaInfo, ticks: np.ndarray, limits: Limits, seek_ga
             yield best[0] - origin, best[1]
 
 
-@_typed
-def decode_dense(
-    source: MediaSource,
-    starts_s: list[float] | np.ndarray,
-    n_frames: int,
-    fps: float = 25.0,
-    info: MediaInfo | None = None,
-    max_side: int | None = 640,
-    limits: Limits | None = None,
-) -> list[DenseClip]:
-    """For each start time, ``n_frames`` consecutive frames resampled to ``fps`` (nearest source frame).
-
-    Windows running past the end are cut short; windows starting after the end are dropped. All
-    windows come from one decoding pass (seeking between distant windows).
-    """
-    return list(iter_decode_dense(source, starts_s, n_frames, fps, info, max_side, limits))
+def decode_dense(source: MediaSource, *args, **kwargs) -> list[DenseClip]:
+    """Every window of ``iter_decode_dense`` (same arguments) as one list."""
+    return list(iter_decode_dense(source, *args, **kwargs))
 
 
+@_typed_stream
 def iter_decode_dense(
     source: MediaSource,
     starts_s: list[float] | np.ndarray,
@@ -796,19 +799,13 @@ def iter_decode_dense(
     max_side: int | None = 640,
     limits: Limits | None = None,
 ) -> Iterator[DenseClip]:
-    """``decode_dense`` one window at a time, from the same single pass: a caller that keeps only what it
-    derives from a window's frames (an 8 s window of 640 px frames is ~140 MB) never holds two. Decoder failures
-    while iterating become typed errors, as in ``decode_dense``."""
-    try:
-        yield from _dense_clips(source, starts_s, n_frames, fps, info, max_side, limits)
-    except (MediaError, FileNotFoundError):
-        raise
-    except Exception as exc:  # PyAV raises FFmpegError, OSError subclasses, ValueError, AttributeError...
-        raise _undecodable("decode_dense", source, exc) from exc
+    """For each start time, ``n_frames`` consecutive frames resampled to ``fps`` (nearest source frame), one
+    window at a time: a caller that keeps only what it derives from a window's frames (an 8 s window of 640 px
+    frames is ~140 MB) never holds two.
 
-
-def _dense_clips(source: MediaSource, starts_s, n_frames: int, fps: float, info: MediaInfo | None,
-                 max_side: int | None, limits: Limits | None) -> Iterator[DenseClip]:
+    Windows running past the end are cut short; windows starting after the end are dropped. All
+    windows come from one decoding pass (seeking between distant windows).
+    """
     limits = limits or Limits.from_settings()
     info = info or probe(source, limits)
     if not info.has_video or info.kind == "image":
