@@ -61,3 +61,18 @@ def test_augmented_copies_are_reproducible_and_differ_by_copy():
     a0, a0_again, a1 = (whisper_head.augmented(k)(wave, "x/a.wav") for k in (0, 0, 1))
     np.testing.assert_array_equal(a0, a0_again)  # a cached copy can be made again
     assert a0.shape == wave.shape and not np.array_equal(a0, a1)
+
+
+def test_the_probe_processes_speech_as_make_eval_processes_a_voice_note():
+    """``processed("telephone")`` is the benchmark's narrow-band line: the band above 4 kHz is gone, the speech
+    band stays, and the length is the clip's (give or take the codec's padding)."""
+    from training import whisper_head
+
+    t = np.arange(16000 * 2) / 16000
+    wave = (0.2 * np.sin(2 * np.pi * 500 * t) + 0.2 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+    out = whisper_head.processed("telephone")(wave, "x/a.wav")
+    assert abs(out.size - wave.size) < 0.1 * wave.size
+    spec = np.abs(np.fft.rfft(out[: wave.size] if out.size >= wave.size else np.pad(out, (0, wave.size - out.size))))
+    freqs = np.fft.rfftfreq(wave.size, 1 / 16000)
+    band = lambda f: spec[np.abs(freqs - f) < 50].max()  # noqa: E731
+    assert band(6000) < 0.05 * band(500)

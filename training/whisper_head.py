@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -94,6 +95,31 @@ def messenger(codec: str, kbps: int) -> Callable[[np.ndarray, str], np.ndarray]:
     return lambda wave, path: codec_roundtrip(wave, codec, kbps)
 
 
+def processed(name: str) -> Callable[[np.ndarray, str], np.ndarray]:
+    """The benchmark's processing ``name`` (``training.reencode``: whatsapp, telephone, noise...) applied to the
+    speech, as ``make eval --reencode`` applies it to a voice note, and decoded back as the pipeline decodes."""
+    import tempfile
+    import wave as wavfile
+
+    from pipeline import media
+    from training.reencode import process
+    from training.train_audio import SR
+
+    def transform(wave: np.ndarray, path: str) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "speech.wav"
+            with wavfile.open(str(src), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(SR)
+                w.writeframes((np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes())
+            out = process(src, tmp, name, kind="audio")
+            track = media.load_audio(out, media.probe(out), SR)
+            return np.zeros(0, np.float32) if track is None else track.samples.astype(np.float32)
+
+    return transform
+
+
 def fit_head(feats: list[np.ndarray], y: np.ndarray, c: float, meta: dict | None = None):
     """A ``LinearHead`` over the windows of ``feats`` (each item weighs the same within its class)."""
     from sklearn.linear_model import LogisticRegression
@@ -154,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
                         "AAC/Opus, gain), and judge clean and augmented heads on clean and messenger-coded items")
     p.add_argument("--messenger", nargs="*", default=["opus:24", "aac:32"],
                    help="codec:kbps round trips the held-out items are also scored through (with --augment)")
+    p.add_argument("--processed-reals", nargs="*", default=[],
+                   help="make eval's processings (whatsapp telephone noise ...): judge each head as the fused "
+                        "benchmark does (a source's fakes against every real and its processed copies), and also a "
+                        "head that learns from the training folds' processed reals")
+    p.add_argument("--processed-fakes", nargs="*", default=[],
+                   help="processings of the fakes too, scored against the reals under the same processing")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -161,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     items = [it for it in all_items if it.modality == "audio"]
     y = np.array([it.label == "fake" for it in items], int)
     feats = item_features(items)
+    if args.processed_reals:
+        return judge_processed(items, all_items, y, feats, args)
     if not args.augment:
         scores = {f"C={c}": loso_scores(feats, y, items, all_items, c) for c in args.c}
     else:
@@ -176,6 +210,58 @@ def main(argv: list[str] | None = None) -> int:
                     scores[f"{c}{label}" + ("" if name == "clean" else f"@{name}")] = s
     print_tables(items, y, scores, all_items, args.report, width=max(10, 2 + max(len(k) for k in scores)))
     logger.info("done in %.0fs", time.perf_counter() - t0)
+    return 0
+
+
+def judge_processed(items: list[ManifestItem], all_items: list[ManifestItem], y: np.ndarray,
+                    feats: list[np.ndarray], args) -> int:
+    """Heads judged as the fused benchmark judges the audio slot: each held-out source's clean fakes against every
+    real, clean and after each processing (and, with ``--processed-fakes``, fakes and reals both processed).
+
+    "clean" learns from the original files only (the shipped recipe); "+proc" also learns from the processed
+    copies of the training folds' reals, with each fake counted again as it is (so the classes keep their
+    weight and a fake is never taught as processed-real): a held-out fold's copies never teach its own head."""
+    from training.audio_loso import per_source
+
+    def version(name: str, fakes_too: bool) -> list[np.ndarray]:
+        sel = [it for it, lab in zip(items, y, strict=True) if fakes_too or lab == 0]
+        got = dict(zip((it.path for it in sel), item_features(sel, variant=f"proc-{name}",
+                                                               transform=processed(name)), strict=True))
+        return [got.get(it.path, f) for it, f in zip(items, feats, strict=True)]
+
+    reals_p = {name: version(name, name in args.processed_fakes) for name in args.processed_reals}
+    fakes_p = {name: reals_p[name] if name in reals_p else version(name, True) for name in args.processed_fakes}
+    tests = {**reals_p, **fakes_p}
+    out: dict = {}
+    for c in args.c:
+        for label, learn in (("clean", []), ("+proc", list(reals_p.values()))):
+            s = loso_scores(feats, y, items, all_items, c, learn, tests)
+            # the benchmark: clean fakes against every real, clean and processed
+            neg = y == 0
+            ext_items = items + [it for _ in reals_p for it, n in zip(items, neg, strict=True) if n]
+            ext_y = np.r_[y, np.zeros(int(neg.sum()) * len(reals_p), int)]
+            ext_s = np.r_[s["clean"], *[s[name][neg] for name in reals_p]]
+            key = f"C={c} {label}"
+            out[key] = {"bench": per_source(ext_items, ext_y, {"auc": ext_s}),
+                        "clean": per_source(items, y, {"auc": s["clean"]}),
+                        **{f"both {name}": per_source(items, y, {"auc": s[name]}) for name in fakes_p},
+                        "reals_mean_p": {name: float(np.mean(s[name][neg])) for name in ("clean", *reals_p)}}
+    names = list(out)
+    for cond in next(iter(out.values())):
+        if cond == "reals_mean_p":
+            continue
+        print(f"\n{cond}: AUC per held-out TTS source")
+        print(f"{'source':<16}" + "".join(f"{n:>18}" for n in names))
+        srcs = list(out[names[0]][cond])
+        for src in srcs:
+            print(f"{src:<16}" + "".join(f"{out[n][cond][src]['auc']:>18.3f}" for n in names))
+        print(f"{'mean':<16}" + "".join(
+            f"{np.nanmean([out[n][cond][s]['auc'] for s in srcs]):>18.3f}" for n in names))
+    print("\nmean P(fake) of the reals, per processing")
+    for n in names:
+        print(f"{n:<18}" + " ".join(f"{k} {v:.3f}" for k, v in out[n]["reals_mean_p"].items()))
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(out, indent=1))
     return 0
 
 
