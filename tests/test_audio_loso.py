@@ -76,3 +76,13 @@ def test_the_probe_processes_speech_as_make_eval_processes_a_voice_note():
     freqs = np.fft.rfftfreq(wave.size, 1 / 16000)
     band = lambda f: spec[np.abs(freqs - f) < 50].max()  # noqa: E731
     assert band(6000) < 0.05 * band(500)
+
+
+def test_the_probe_judges_only_what_the_runtime_scores(dev_data: Path):
+    """A spoken digit under a second is NOT_APPLICABLE at runtime, so the probe leaves it out; a sentence stays."""
+    from training import whisper_head
+
+    items = {it.path: it for it in read_manifest(dev_data / "manifest.tsv")}
+    digit, sentence = (items["C_audio/fsdd/recordings__0_george_0.flac"],
+                       items["C_audio/freevc_demo/data__wavs__F_3575_170457_000032_000001.flac"])
+    assert whisper_head.scorable([digit, sentence]) == [sentence]
