@@ -1,0 +1,52 @@
+"""The fusion variants change only what they say they change, and are judged against as-is reals too."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.report import AUDIO, LIP_SYNC, SLOTS
+from training import fusion_variants as fv
+from training.evidence_fusion import Table
+
+
+def _table() -> Table:
+    rng = np.random.default_rng(0)
+    n = 6
+    ran = rng.random((n, len(SLOTS))) > 0.3
+    return Table(results=[None] * n, x=rng.normal(size=(n, len(SLOTS))), ran=ran, fit_ok=ran.copy(),
+                 y=np.array([0, 1, 0, 1, 0, 1]), family=np.array(["video"] * 3 + ["audio"] * 3),
+                 synthetic=np.zeros(n, bool), fold=np.array(list("aabbcc")), held={}, identities={})
+
+
+def test_too_in_sync_adds_lip_syncs_negated_log_odds_as_a_column_of_its_own():
+    t = _table()
+    v = fv.too_in_sync(t)
+    j = SLOTS.index(LIP_SYNC)
+    assert v.x.shape == (6, len(SLOTS) + 1)
+    np.testing.assert_array_equal(v.x[:, :-1], t.x)
+    np.testing.assert_array_equal(v.x[:, -1], -t.x[:, j])
+    np.testing.assert_array_equal(v.ran[:, -1], t.ran[:, j])
+    np.testing.assert_array_equal(v.fit_ok[:, -1], t.fit_ok[:, j])
+
+
+def test_no_audio_on_video_silences_the_audio_slot_on_videos_only():
+    t = _table()
+    t.ran[:, SLOTS.index(AUDIO)] = True
+    t.fit_ok[:, SLOTS.index(AUDIO)] = True
+    v = fv.no_audio_on_video(t)
+    a = SLOTS.index(AUDIO)
+    assert not v.ran[:3, a].any() and not v.fit_ok[:3, a].any()
+    assert v.ran[3:, a].all() and v.fit_ok[3:, a].all()
+    others = np.arange(len(SLOTS)) != a
+    np.testing.assert_array_equal(v.ran[:, others], t.ran[:, others])
+    both = fv.VARIANTS["both"](t)
+    assert both.x.shape[1] == len(SLOTS) + 1 and not both.ran[:3, a].any()
+
+
+def test_means_split_dev_sources_from_synthetic_recipes():
+    per = {"sadtalker": {"family": "video", "auc": 0.6, "auc_as_is_reals": 0.5},
+           "av_swap": {"family": "video", "auc": 0.9, "auc_as_is_reals": 0.9},
+           "tortoise_tts": {"family": "audio", "auc": 0.7, "auc_as_is_reals": 0.7}}
+    m = fv.means(per)
+    assert m["dev_video"] == 0.6 and m["dev_video_as_is_reals"] == 0.5
+    assert m["all_video"] == 0.75 and m["audio"] == 0.7

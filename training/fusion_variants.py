@@ -1,0 +1,110 @@
+"""``python -m training.fusion_variants``: other structures of the evidence fusion, judged by the same LOSO.
+
+    python -m training.fusion_variants --manifest ../shared/data/dev/manifest.tsv out/synth/manifest.tsv \\
+        --results out/eval/audio_oof/*/results.jsonl [--variants too-in-sync no-audio-on-video ...]
+
+Report only. Each variant changes what the noisy-OR sees (``training.evidence_fusion``'s table) and is fitted and
+scored with the shipped protocol's own ``out_of_fold``; the runtime fusion has no such inputs, so nothing is written
+but the report:
+
+* ``too-in-sync``: lip sync's log-odds negated as a further column with its own calibration and reliability (lips
+  that follow the voice more closely than real speakers' do, as audio-driven generators' may);
+* ``no-audio-on-video``: the audio detector counts for audio-only files alone (on a video it mostly hears a real
+  voice, and its false alarms on real soundtracks dilute lip sync);
+* ``both``: the two together.
+
+Besides each held-out source's fused AUC against every real of its kind (the shipped table's, processed copies
+included), the dev video sources are also scored against the unprocessed reals only: every processed copy in the
+benchmark is real, so a variant could otherwise win by telling processed reals from unprocessed fakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.report import AUDIO, LIP_SYNC, SLOTS
+from training.evidence_fusion import Table, build_table, out_of_fold, report
+from training.metrics import auc
+from training.protocol import source_of
+from training.split import read_manifest
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_RECIPES = frozenset({"av_shift", "av_swap", "face_blend", "face_swap", "gen_upsample", "mouth_swap",
+                               "voice_over", "voice_resynth"})
+
+
+def too_in_sync(t: Table) -> Table:
+    j = SLOTS.index(LIP_SYNC)
+    return replace(t, x=np.c_[t.x, -t.x[:, j]], ran=np.c_[t.ran, t.ran[:, j]], fit_ok=np.c_[t.fit_ok, t.fit_ok[:, j]])
+
+
+def no_audio_on_video(t: Table) -> Table:
+    off = (t.family == "video")[:, None] & (np.arange(t.x.shape[1]) == SLOTS.index(AUDIO))
+    return replace(t, ran=t.ran & ~off, fit_ok=t.fit_ok & ~off)
+
+
+VARIANTS = {"shipped": lambda t: t, "too-in-sync": too_in_sync, "no-audio-on-video": no_audio_on_video,
+            "both": lambda t: too_in_sync(no_audio_on_video(t))}
+
+
+def judge(t: Table, items) -> dict:
+    """Out-of-fold fused AUC per held-out source, against every real of its kind and against the as-is reals."""
+    p, _ = out_of_fold(t)
+    rows, _ = report(t, p, [""] * len(p), items)
+    as_is = np.array([not r.reencode for r in t.results])
+    src = np.array([source_of(r.path) for r in t.results])
+    out = {}
+    for r in rows:
+        if r.auc["fused"] is None:
+            continue
+        m = (((t.y == 1) & (src == r.source)) | ((t.y == 0) & (t.family == r.family) & as_is)) & ~np.isnan(p)
+        out[r.source] = {"family": r.family, "auc": float(r.auc["fused"]), "auc_as_is_reals": float(auc(t.y[m], p[m]))}
+    return out
+
+
+def means(per_source: dict) -> dict[str, float]:
+    def mean(key, keep):
+        vals = [v[key] for s, v in per_source.items() if keep(s, v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    dev_video = lambda s, v: v["family"] == "video" and s not in SYNTHETIC_RECIPES  # noqa: E731
+    return {"dev_video": mean("auc", dev_video), "dev_video_as_is_reals": mean("auc_as_is_reals", dev_video),
+            "all_video": mean("auc", lambda s, v: v["family"] == "video"),
+            "audio": mean("auc", lambda s, v: v["family"] == "audio")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.calibrate import _read_results
+
+    ap = argparse.ArgumentParser(prog="python -m training.fusion_variants", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files, every score out of fold")
+    ap.add_argument("--manifest", nargs="+", required=True)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--report", default="out/eval/fusion_variants.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    items = [it for m in args.manifest for it in read_manifest(m)]
+    t = build_table([r for f in args.results for r in _read_results(Path(f))], items)
+    out = {}
+    for name in args.variants:
+        per_source = judge(VARIANTS[name](t), items)
+        out[name] = {"means": means(per_source), "per_source": per_source}
+        m = out[name]["means"]
+        print(f"{name:<20} dev video {m['dev_video']:.3f} (as-is reals {m['dev_video_as_is_reals']:.3f})  "
+              f"all video {m['all_video']:.3f}  audio {m['audio']:.3f}")
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
