@@ -34,12 +34,9 @@ from training.evidence_fusion import Table, build_table, out_of_fold, report
 from training.metrics import auc
 from training.protocol import source_of
 from training.split import read_manifest
+from training.synth import RECIPES
 
 logger = logging.getLogger(__name__)
-
-SYNTHETIC_RECIPES = frozenset({"av_shift", "av_swap", "face_blend", "face_swap", "gen_upsample", "mouth_swap",
-                               "voice_over", "voice_resynth"})
-
 
 def too_in_sync(t: Table) -> Table:
     j = SLOTS.index(LIP_SYNC)
@@ -75,7 +72,7 @@ def means(per_source: dict) -> dict[str, float]:
         vals = [v[key] for s, v in per_source.items() if keep(s, v)]
         return float(np.mean(vals)) if vals else float("nan")
 
-    dev_video = lambda s, v: v["family"] == "video" and s not in SYNTHETIC_RECIPES  # noqa: E731
+    dev_video = lambda s, v: v["family"] == "video" and s not in RECIPES  # noqa: E731
     return {"dev_video": mean("auc", dev_video), "dev_video_as_is_reals": mean("auc_as_is_reals", dev_video),
             "all_video": mean("auc", lambda s, v: v["family"] == "video"),
             "audio": mean("auc", lambda s, v: v["family"] == "audio")}

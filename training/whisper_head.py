@@ -116,21 +116,15 @@ def processed(name: str) -> Callable[[np.ndarray, str], np.ndarray]:
     """The benchmark's processing ``name`` (``training.reencode``: whatsapp, telephone, noise...) applied to the
     speech, as ``make eval --reencode`` applies it to a voice note, and decoded back as the pipeline decodes."""
     import tempfile
-    import wave as wavfile
 
     from pipeline import media
     from training.reencode import process
+    from training.synth import write_wav
     from training.train_audio import SR
 
     def transform(wave: np.ndarray, path: str) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "speech.wav"
-            with wavfile.open(str(src), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(SR)
-                w.writeframes((np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes())
-            out = process(src, tmp, name, kind="audio")
+            out = process(write_wav(Path(tmp) / "speech.wav", wave, SR), tmp, name, kind="audio")
             track = media.load_audio(out, media.probe(out), SR)
             return np.zeros(0, np.float32) if track is None else track.samples.astype(np.float32)
 
@@ -247,14 +241,15 @@ def judge_processed(items: list[ManifestItem], all_items: list[ManifestItem], y:
     from training.audio_loso import per_source
 
     def version(name: str, fakes_too: bool) -> list[np.ndarray]:
+        """Every item's features after ``name``; a fake's stay clean unless ``fakes_too``."""
         sel = [it for it, lab in zip(items, y, strict=True) if fakes_too or lab == 0]
         got = dict(zip((it.path for it in sel), item_features(sel, variant=f"proc-{name}",
                                                                transform=processed(name)), strict=True))
         return [got.get(it.path, f) for it, f in zip(items, feats, strict=True)]
 
-    reals_p = {name: version(name, name in args.processed_fakes) for name in args.processed_reals}
-    fakes_p = {name: reals_p[name] if name in reals_p else version(name, True) for name in args.processed_fakes}
-    tests = {**reals_p, **fakes_p}
+    reals_p = {name: version(name, False) for name in args.processed_reals}  # fakes clean: what the heads learn
+    fakes_p = {name: version(name, True) for name in args.processed_fakes}  # both processed: only scored
+    tests = {**reals_p, **{f"both {name}": v for name, v in fakes_p.items()}}
     out: dict = {}
     for c in args.c:
         for label, learn in (("clean", []), ("+proc", list(reals_p.values()))):
@@ -267,7 +262,7 @@ def judge_processed(items: list[ManifestItem], all_items: list[ManifestItem], y:
             key = f"C={c} {label}"
             out[key] = {"bench": per_source(ext_items, ext_y, {"auc": ext_s}),
                         "clean": per_source(items, y, {"auc": s["clean"]}),
-                        **{f"both {name}": per_source(items, y, {"auc": s[name]}) for name in fakes_p},
+                        **{f"both {name}": per_source(items, y, {"auc": s[f"both {name}"]}) for name in fakes_p},
                         "reals_mean_p": {name: float(np.mean(s[name][neg])) for name in ("clean", *reals_p)}}
     names = list(out)
     for cond in next(iter(out.values())):
