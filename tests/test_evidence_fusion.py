@@ -129,7 +129,8 @@ def test_loso_scores_every_row_without_its_fold_and_its_synthetic_children(monke
     assert t.fold[[r.path for r in results].index("av_swap/beta3.mp4")] == "beta_real"
     seen = []
     real_fit = ef.fit_table
-    monkeypatch.setattr(ef, "fit_table", lambda tab, rows=None: (seen.append(rows), real_fit(tab, rows))[1])
+    monkeypatch.setattr(ef, "fit_table",
+                        lambda tab, rows=None, typical=True: (seen.append(rows), real_fit(tab, rows, typical))[1])
     p, models = ef.out_of_fold(t)
     assert not np.isnan(p).any() and len(seen) == len(models) == 6
     for fold, rows in zip(sorted(set(t.fold)), seen, strict=True):
@@ -250,3 +251,80 @@ def test_a_kind_at_chance_does_not_flatten_the_output_map():
     blind = ef.fit_output(p, yy, w)
     assert told.a == pytest.approx(ef.fit_output(raw, y, np.ones(600)).a)  # only the kind it can tell apart
     assert blind.a < told.a / 2  # what the chance-level kind did to the map
+
+
+def _typical_table() -> ef.Table:
+    """Real videos whose soundtrack raises audio false alarms, fakes without sound that only the face detector sees,
+    an audio file and a video nothing scored."""
+    rng = np.random.default_rng(0)
+    n = 60
+    x = np.zeros((2 * n + 2, len(SLOTS)))
+    ran = np.zeros_like(x, bool)
+    v, a = SLOTS.index("visual"), SLOTS.index("audio")
+    x[:n, v], x[n:2 * n, v] = rng.normal(-1.0, 1.0, n), rng.normal(0.0, 1.0, n)  # fakes: visual a little higher
+    x[:n, a] = rng.normal(0.5, 1.0, n)  # the reals' soundtracks: frequent audio false alarms
+    ran[:2 * n, v] = ran[:n, a] = True
+    x[-2, a], ran[-2, a] = 3.0, True  # an audio file
+    y = np.r_[np.zeros(n), np.ones(n), 1, 1]
+    family = np.array(["video"] * (2 * n + 1) + ["audio"])
+    family[-2] = "audio"
+    family[-1] = "video"  # the last row: a video nothing scored
+    return ef.Table([None] * len(y), x, ran, ran.copy(), y, family, np.zeros(len(y), bool),
+                    np.array(["f"] * len(y)), {}, {})
+
+
+def test_a_video_detector_that_could_not_run_reads_as_on_a_typical_real_video():
+    t = _typical_table()
+    a = SLOTS.index("audio")
+    typical = ef.typical_real(t, np.ones(len(t.y), bool))
+    assert typical[a] == pytest.approx(np.median(t.x[:60, a]))  # the real videos' median, not the audio file's
+    assert np.isnan(typical[SLOTS.index("lip_sync")])  # it never ran: nothing to count
+    filled = ef.with_typical(t, typical)
+    assert (filled.x[60:120, a] == typical[a]).all() and filled.ran[60:120, a].all()
+    np.testing.assert_array_equal(filled.x[:60], t.x[:60])  # what ran is never replaced
+    assert filled.x[-2, a] == 3.0 and not filled.ran[-2, SLOTS.index("visual")]  # an audio file calls for no face
+    assert not filled.ran[-1].any()  # nothing scored it: still NOT_APPLICABLE
+    assert not filled.ran[:, SLOTS.index("lip_sync")].any()
+
+
+def test_silent_fakes_are_no_longer_ranked_below_reals_for_their_missing_soundtrack():
+    from training.metrics import auc
+
+    t = _typical_table()
+    videos = np.arange(120)
+    without = ef.fit_table(t, typical=False)
+    p_without = without.predict(t.x, t.ran)[videos]
+    with_ = ef.fit_table(t)
+    p_with = ef.predict_table(with_, t, np.ones(len(t.y), bool))[videos]
+    # the visual detector ranks these fakes above the reals; the reals' audio false alarms hid it
+    assert auc(t.y[videos], t.x[videos, 0]) > 0.65
+    assert auc(t.y[videos], p_with) > auc(t.y[videos], p_without) + 0.02
+    assert np.isnan(ef.predict_table(with_, t, np.ones(len(t.y), bool))[-1])
+    # a silent fake that looks like a real to the face detector scores as that real with a typical soundtrack would
+    probe = ef.Table([None] * 2, np.array([[0.2, 0, with_.typical[2], 0], [0.2, 0, 0, 0]]),
+                     np.array([[1, 0, 1, 0], [1, 0, 0, 0]], bool), np.ones((2, 4), bool), np.array([0, 1]),
+                     np.array(["video", "video"]), np.zeros(2, bool), np.array(["f", "f"]), {}, {})
+    pr = ef.predict_table(with_, probe, np.ones(2, bool))
+    assert pr[0] == pytest.approx(pr[1])
+
+
+def test_the_runtime_counts_a_loaded_detector_that_could_not_run_on_a_video_as_on_a_typical_real(tmp_path: Path):
+    m = _model()
+    audio_name = IDS["audio"][0]
+    cals = dict(m.calibrators)
+    cals[audio_name] = Calibrator("platt", 1.0, 0.0, slot="audio", sha256="a", reliability=0.9, typical_real=0.4)
+    m = FusionModel(cals, 0.0, m.weights, thresholds=m.thresholds, combiner="noisy-or", leak=0.02)
+    m.save(tmp_path / "c.json")
+    m = FusionModel.load(tmp_path / "c.json")
+    assert m.calibrators[audio_name].typical_real == 0.4
+    scores = {"visual": 0.3, "temporal": 0.2}
+    silent, _, _ = fuse(scores, m, detectors=IDS, applicable=("visual", "temporal"), kind="video")
+    bare, _, _ = fuse(scores, m, detectors={s: IDS[s] for s in scores}, applicable=("visual", "temporal"),
+                      kind="video")
+    assert silent.fake_probability == pytest.approx(1 - (1 - bare.fake_probability) * (1 - 0.9 * 0.4))
+    assert "typical real" in silent.note and "audio" in silent.note
+    assert [s for s, _ in silent.evidence] == ["visual", "temporal"]  # never shown as evidence that ran
+    # an audio file or an image calls for no face, and nothing is assumed for a kind that is not a video
+    for kind in ("audio", "image", None):
+        other, _, _ = fuse(scores, m, detectors=IDS, applicable=("visual", "temporal"), kind=kind)
+        assert other.fake_probability == pytest.approx(bare.fake_probability)

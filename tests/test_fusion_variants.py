@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import SimpleNamespace
+
 import numpy as np
 
 from pipeline.report import AUDIO, LIP_SYNC, SLOTS
@@ -50,3 +53,14 @@ def test_means_split_dev_sources_from_synthetic_recipes():
     m = fv.means(per)
     assert m["dev_video"] == 0.6 and m["dev_video_as_is_reals"] == 0.5
     assert m["all_video"] == 0.75 and m["audio"] == 0.7
+
+
+def test_the_earlier_structure_is_judged_without_counting_absent_detectors(monkeypatch):
+    seen = []
+    monkeypatch.setattr(fv, "out_of_fold",
+                        lambda t, typical=True: (seen.append(typical), (np.full(len(t.y), 0.5), {}))[1])
+    monkeypatch.setattr(fv, "report", lambda t, p, v, items: ([], {}))
+    t = replace(_table(), results=[SimpleNamespace(reencode=None, path=f"s/{i}") for i in range(6)])
+    fv.judge(t, [], typical=False)
+    fv.judge(t, [])
+    assert seen == [False, True]

@@ -44,6 +44,7 @@ from pipeline.fusion import (
     decide,
     logit,
     narrowed_authentic,
+    sigmoid,
 )
 from pipeline.report import SLOTS
 from training.evaluate import ItemResult, applicable_for
@@ -70,6 +71,8 @@ class Params:
     b: np.ndarray  # (S,) calibration intercept
     r: np.ndarray  # (S,) reliability in [0, 1]
     leak: float
+    # (S,) raw log-odds on a typical real video, counted where the detector could not run on a video (nan: none)
+    typical: np.ndarray | None = None
 
     def predict(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         """P(fake) per row of raw log-odds ``x`` where mask ``m`` says the detector ran."""
@@ -206,10 +209,41 @@ def fit(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 
                       torch.sigmoid(rho).numpy().copy(), float(torch.sigmoid(lam)))
 
 
-def fit_table(t: Table, rows: np.ndarray | None = None) -> Params:
+def typical_real(t: Table, rows: np.ndarray) -> np.ndarray:
+    """Per detector, the median raw log-odds over ``rows``' real videos it scored (nan where it scored none): what it
+    reads on a typical real video, counted for a video it could not run on (``with_typical``)."""
+    out = np.full(t.x.shape[1], np.nan)
+    for j in range(t.x.shape[1]):
+        ref = rows & (t.family == "video") & (t.y == 0) & t.fit_ok[:, j]
+        if ref.any():
+            out[j] = float(np.median(t.x[ref, j]))
+    return out
+
+
+def with_typical(t: Table, typical: np.ndarray) -> Table:
+    """``t`` with each video's detectors that did not run on it (no soundtrack, no speech, no face) reading ``typical``:
+    without it a silent fake escapes the false alarms that a soundtrack raises on every real video, and a fake the
+    face detector cannot see scores below reals (FF++: visual and temporal 0.66 alone, 0.25 fused). A row nothing
+    scored stays NOT_APPLICABLE."""
+    fill = ((t.family == "video") & t.ran.any(1))[:, None] & ~t.ran & ~np.isnan(typical)[None, :]
+    x = np.where(fill, np.nan_to_num(typical)[None, :], t.x)
+    return replace(t, x=x, ran=t.ran | fill, fit_ok=t.fit_ok | fill)
+
+
+def fit_table(t: Table, rows: np.ndarray | None = None, typical: bool = True) -> Params:
+    """The noisy-OR fitted on ``rows`` (all by default), missing video detectors read as on a typical real video of
+    those rows (``typical``)."""
     rows = np.ones(len(t.y), bool) if rows is None else rows
     rows = rows & t.fit_ok.any(1)  # a row no usable detector scored says nothing about any of them
-    return fit(t.x[rows], t.fit_ok[rows], t.y[rows], t.weights[rows])
+    med = typical_real(t, rows) if typical else None
+    tt = with_typical(t, med) if typical else t
+    return replace(fit(tt.x[rows], tt.fit_ok[rows], tt.y[rows], tt.weights[rows]), typical=med)
+
+
+def predict_table(params: Params, t: Table, rows: np.ndarray) -> np.ndarray:
+    """P(fake) of ``rows`` by ``params``, missing video detectors read as its typical real video."""
+    tt = with_typical(t, params.typical) if params.typical is not None else t
+    return params.predict(tt.x[rows], tt.ran[rows])
 
 
 def coverage(p: Params, t: Table) -> np.ndarray:
@@ -219,8 +253,8 @@ def coverage(p: Params, t: Table) -> np.ndarray:
     return np.where(total > 0, (t.ran * want * p.r).sum(1) / np.maximum(total, 1e-9), 1.0)
 
 
-def out_of_fold(t: Table) -> tuple[np.ndarray, dict[str, Params]]:
-    """P(fake) per row, each from the model fitted without the row's fold."""
+def out_of_fold(t: Table, typical: bool = True) -> tuple[np.ndarray, dict[str, Params]]:
+    """P(fake) per row, each from the model fitted without the row's fold (``typical``: see ``fit_table``)."""
     from tqdm import tqdm
 
     p = np.full(len(t.y), np.nan)
@@ -228,8 +262,8 @@ def out_of_fold(t: Table) -> tuple[np.ndarray, dict[str, Params]]:
     for fold in tqdm(sorted(set(t.fold)), desc="LOSO folds", unit="fold"):
         rows = t.fold == fold
         train = np.array([r.path not in t.held.get(fold, ()) for r in t.results]) & ~rows
-        models[fold] = fit_table(t, train)
-        p[rows] = models[fold].predict(t.x[rows], t.ran[rows])
+        models[fold] = fit_table(t, train, typical)
+        p[rows] = predict_table(models[fold], t, rows)
     return p, models
 
 
@@ -299,8 +333,9 @@ def to_model(params: Params, t: Table, thresholds: dict[str, tuple[float, float]
         if s not in t.identities or not t.fit_ok[:, j].any():
             continue
         name, sha = t.identities[s]
+        typ = None if params.typical is None or np.isnan(params.typical[j]) else float(sigmoid(params.typical[j]))
         cals[name] = Calibrator("platt", float(params.a[j]), float(params.b[j]), slot=s, sha256=sha,
-                                reliability=float(params.r[j]))
+                                reliability=float(params.r[j]), typical_real=typ)
     default = thresholds.get("video") or next(iter(thresholds.values()))
     return FusionModel(cals, 0.0, {s: 0.0 for s in SLOTS}, thresholds=default, metrics=metrics,
                        fitted_on=fitted_on, combiner="noisy-or", leak=params.leak, kind_thresholds=dict(thresholds),

@@ -11,7 +11,10 @@ but the report:
   that follow the voice more closely than real speakers' do, as audio-driven generators' may);
 * ``no-audio-on-video``: the audio detector counts for audio-only files alone (on a video it mostly hears a real
   voice, and its false alarms on real soundtracks dilute lip sync);
-* ``both``: the two together.
+* ``both``: the two together;
+* ``absent-adds-nothing``: the fusion before December 8, where a detector that could not run on a video (no
+  soundtrack, no speech, no face) added no evidence, instead of reading as on a typical real video
+  (``training.evidence_fusion.with_typical``).
 
 Besides each held-out source's fused AUC against every real of its kind (the shipped table's, processed copies
 included), the dev video sources are also scored against the unprocessed reals only: every processed copy in the
@@ -50,11 +53,13 @@ def no_audio_on_video(t: Table) -> Table:
 
 VARIANTS = {"shipped": lambda t: t, "too-in-sync": too_in_sync, "no-audio-on-video": no_audio_on_video,
             "both": lambda t: too_in_sync(no_audio_on_video(t))}
+# the fusion as shipped before December 8: a detector that could not run on a video added no evidence at all
+ABSENT_ADDS_NOTHING = "absent-adds-nothing"
 
 
-def judge(t: Table, items) -> dict:
+def judge(t: Table, items, typical: bool = True) -> dict:
     """Out-of-fold fused AUC per held-out source, against every real of its kind and against the as-is reals."""
-    p, _ = out_of_fold(t)
+    p, _ = out_of_fold(t, typical)
     rows, _ = report(t, p, [""] * len(p), items)
     as_is = np.array([not r.reencode for r in t.results])
     src = np.array([source_of(r.path) for r in t.results])
@@ -85,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files, every score out of fold")
     ap.add_argument("--manifest", nargs="+", required=True)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, ABSENT_ADDS_NOTHING],
+                    choices=[*VARIANTS, ABSENT_ADDS_NOTHING])
     ap.add_argument("--report", default="out/eval/fusion_variants.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     t = build_table([r for f in args.results for r in _read_results(Path(f))], items)
     out = {}
     for name in args.variants:
-        per_source = judge(VARIANTS[name](t), items)
+        per_source = judge(t, items, typical=False) if name == ABSENT_ADDS_NOTHING else judge(VARIANTS[name](t), items)
         out[name] = {"means": means(per_source), "per_source": per_source}
         m = out[name]["means"]
         print(f"{name:<20} dev video {m['dev_video']:.3f} (as-is reals {m['dev_video_as_is_reals']:.3f})  "
