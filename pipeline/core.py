@@ -464,8 +464,8 @@ class Pipeline:
         face_quality = analysis.main_track.quality if analysis is not None and analysis.main_track else None
         with run.stage("fusion"):
             raw = {slot: r.score for slot, r in results.items() if r.ran}
-            # every loaded detector's identity: one that could not run on a video still counts as on a typical real
-            ids = {slot: (i.name, i.sha256) for slot, i in self.identities.items()}
+            ids = {slot: (self.identities[slot].name, self.identities[slot].sha256)
+                   for slot in raw if slot in self.identities}
             fusion, calibrated, verdict = fuse(raw, self.c.fusion_model, face_quality, ids, applicable_slots(info),
                                                info.kind)
             if self.c.learned_fusion is not None and raw:

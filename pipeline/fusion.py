@@ -75,9 +75,6 @@ class Calibrator:
     slot: str = ""  # the slot its detector filled when it was fitted
     sha256: str = ""  # digest of the detector's weights it was fitted for ("" = any weights of that name)
     reliability: float = 1.0  # noisy-OR: the largest P(fake) this detector's evidence can reach on its own
-    # noisy-OR: its raw P(fake) on a typical real video (the median over the fit's reals), counted for a video it could
-    # not run on (no soundtrack, no speech, no face), so such a clip meets the false alarms real videos raise
-    typical_real: float | None = None
 
     def fits(self, sha256: str) -> bool:
         """Fitted for these weights? (Different weights under the same name are a different model.)"""
@@ -93,8 +90,7 @@ class Calibrator:
     def to_dict(self) -> dict:
         d = {"method": self.method} | ({"slot": self.slot} if self.slot else {}) | (
             {"sha256": self.sha256} if self.sha256 else {}) | (
-            {"reliability": self.reliability} if self.reliability != 1.0 else {}) | (
-            {"typical_real": self.typical_real} if self.typical_real is not None else {})
+            {"reliability": self.reliability} if self.reliability != 1.0 else {})
         if self.method == "platt":
             d |= {"a": self.a, "b": self.b}
         elif self.method == "isotonic":
@@ -105,8 +101,7 @@ class Calibrator:
     def from_dict(cls, d: dict) -> Calibrator:
         return cls(d["method"], float(d.get("a", 1.0)), float(d.get("b", 0.0)),
                    tuple(map(float, d.get("xs", ()))), tuple(map(float, d.get("ys", ()))),
-                   str(d.get("slot", "")), str(d.get("sha256", "")), float(d.get("reliability", 1.0)),
-                   float(d["typical_real"]) if d.get("typical_real") is not None else None)
+                   str(d.get("slot", "")), str(d.get("sha256", "")), float(d.get("reliability", 1.0)))
 
 
 @dataclass(frozen=True)
@@ -270,13 +265,12 @@ def fuse(
 ) -> tuple[Fusion, dict[str, float], Verdict | None]:
     """Fuse the raw P(fake) of the detectors that ran.
 
-    ``detectors``: slot -> (model name, weights sha256) of the detector that produced each score, or that is loaded
-    in a slot that could not run; its calibrator is looked up by that identity (a slot without one is
-    uncalibrated). Returns the ``Fusion`` summary, the calibrated score per slot, and the verdict (``None`` when no
-    detector ran: the caller reports NOT_APPLICABLE, never AUTHENTIC). ``applicable``: the slots this input calls
-    for (e.g. all four for a talking-face video with sound); under the noisy-OR, those that did not run narrow the
-    AUTHENTIC band, and on a video they count as on a typical real one (``typical_real_evidence``). ``kind``: the
-    media kind ("video" | "audio" | "image"), whose own thresholds apply when the calibration has them.
+    ``detectors``: slot -> (model name, weights sha256) of the detector that produced each score; its calibrator
+    is looked up by that identity (a slot without one is uncalibrated). Returns the ``Fusion`` summary, the
+    calibrated score per slot, and the verdict (``None`` when no detector ran: the caller reports NOT_APPLICABLE,
+    never AUTHENTIC). ``applicable``: the slots this input calls for (e.g. all four for a talking-face video with
+    sound); under the noisy-OR, those that did not run narrow the AUTHENTIC band. ``kind``: the media kind
+    ("video" | "audio" | "image"), whose own thresholds apply when the calibration has them.
     """
     ran = {s: float(v) for s, v in raw.items() if v is not None and math.isfinite(v)}
     detectors = detectors or {}
@@ -355,33 +349,13 @@ def _fuse_noisy_or(ran: dict[str, float], model: FusionModel, face_quality: floa
     note = "; ".join(notes) or None
     if not ran:
         return (Fusion("evidence-noisy-or", None, 0.0, thresholds, weights, note, tuple(missing)), calibrated, None)
-    assumed = typical_real_evidence(model, detectors, ran, kind)
-    if assumed:
-        notes.append("could not run on this video, so counted as on a typical real one: " + ", ".join(assumed))
-    note = "; ".join(notes) or None
-    p = model.mapped(noisy_or(dict(evidence) | {f"{s} (typical real)": e for s, e in assumed.items()}, model.leak))
+    p = model.mapped(noisy_or(dict(evidence), model.leak))
     verdict = decide(p, thresholds)
     measured = model.measured(kind)
     confidence = min(float(abs(p - 0.5) * 2.0 * coverage), verdict_precision(verdict, measured))
     fusion = Fusion("evidence-noisy-or", p, confidence, thresholds, weights, note, tuple(missing), evidence,
                     tuple(sorted(measured.items())))
     return fusion, calibrated, verdict
-
-
-def typical_real_evidence(model: FusionModel, detectors: dict[str, tuple[str, str]], ran: dict[str, float],
-                          kind: str | None) -> dict[str, float]:
-    """Slot -> the noisy-OR evidence a loaded detector that could not run on this video gives a typical real video.
-    A silent fake must not escape the false alarms every real video with a soundtrack meets; it is what the fusion
-    was fitted with (``training.evidence_fusion.typical_real``). Videos only: an audio file or an image never calls
-    for the other detectors."""
-    if kind != "video" or not ran:
-        return {}
-    out = {}
-    for s in SLOTS:
-        cal = model.calibrator_for(*detectors[s]) if s not in ran and s in detectors else None
-        if cal is not None and cal.typical_real is not None:
-            out[s] = cal.reliability * cal(cal.typical_real)
-    return out
 
 
 def verdict_precision(verdict: Verdict, measured: dict[str, float]) -> float:

@@ -55,12 +55,26 @@ def test_means_split_dev_sources_from_synthetic_recipes():
     assert m["all_video"] == 0.75 and m["audio"] == 0.7
 
 
-def test_the_earlier_structure_is_judged_without_counting_absent_detectors(monkeypatch):
+def test_absent_as_typical_real_is_judged_by_a_fit_that_fills_missing_video_detectors(monkeypatch):
     seen = []
     monkeypatch.setattr(fv, "out_of_fold",
-                        lambda t, typical=True: (seen.append(typical), (np.full(len(t.y), 0.5), {}))[1])
+                        lambda t, typical=False: (seen.append(typical), (np.full(len(t.y), 0.5), {}))[1])
     monkeypatch.setattr(fv, "report", lambda t, p, v, items: ([], {}))
-    t = replace(_table(), results=[SimpleNamespace(reencode=None, path=f"s/{i}") for i in range(6)])
-    fv.judge(t, [], typical=False)
+    rows = [SimpleNamespace(reencode=None, path=f"s/{i}", modality="video_av") for i in range(6)]
+    t = replace(_table(), results=rows)
     fv.judge(t, [])
+    fv.judge(t, [], typical=True)
     assert seen == [False, True]
+
+
+def test_a_source_is_also_judged_against_the_reals_with_its_own_streams(monkeypatch):
+    # fakes with sound, a silent real scored lowest of all: against every real the fakes gain from it
+    t = replace(_table(), y=np.array([0, 0, 0, 1, 1, 0]), family=np.array(["video"] * 6),
+                results=[SimpleNamespace(reencode=None, path=f"x/src{'f' if i in (3, 4) else 'r'}/{i}.mp4",
+                                         modality="video" if i == 5 else "video_av") for i in range(6)])
+    p = np.array([0.3, 0.6, 0.5, 0.55, 0.4, 0.0])
+    monkeypatch.setattr(fv, "out_of_fold", lambda t, typical=False: (p, {}))
+    row = SimpleNamespace(source="srcf", family="video", auc={"fused": 0.75})
+    monkeypatch.setattr(fv, "report", lambda t, p, v, items: ([row], {}))
+    got = fv.judge(t, [])["srcf"]
+    assert got["auc_same_streams"] == 0.5  # the silent real (index 5) left out: 3 of 6 pairs ranked right

@@ -44,7 +44,6 @@ from pipeline.fusion import (
     decide,
     logit,
     narrowed_authentic,
-    sigmoid,
 )
 from pipeline.report import SLOTS
 from training.evaluate import ItemResult, applicable_for
@@ -230,9 +229,9 @@ def with_typical(t: Table, typical: np.ndarray) -> Table:
     return replace(t, x=x, ran=t.ran | fill, fit_ok=t.fit_ok | fill)
 
 
-def fit_table(t: Table, rows: np.ndarray | None = None, typical: bool = True) -> Params:
-    """The noisy-OR fitted on ``rows`` (all by default), missing video detectors read as on a typical real video of
-    those rows (``typical``)."""
+def fit_table(t: Table, rows: np.ndarray | None = None, typical: bool = False) -> Params:
+    """The noisy-OR fitted on ``rows`` (all by default); with ``typical``, missing video detectors read as on a
+    typical real video of those rows (a structure that lost under LOSO: ``training.fusion_variants``)."""
     rows = np.ones(len(t.y), bool) if rows is None else rows
     rows = rows & t.fit_ok.any(1)  # a row no usable detector scored says nothing about any of them
     med = typical_real(t, rows) if typical else None
@@ -253,7 +252,7 @@ def coverage(p: Params, t: Table) -> np.ndarray:
     return np.where(total > 0, (t.ran * want * p.r).sum(1) / np.maximum(total, 1e-9), 1.0)
 
 
-def out_of_fold(t: Table, typical: bool = True) -> tuple[np.ndarray, dict[str, Params]]:
+def out_of_fold(t: Table, typical: bool = False) -> tuple[np.ndarray, dict[str, Params]]:
     """P(fake) per row, each from the model fitted without the row's fold (``typical``: see ``fit_table``)."""
     from tqdm import tqdm
 
@@ -333,9 +332,8 @@ def to_model(params: Params, t: Table, thresholds: dict[str, tuple[float, float]
         if s not in t.identities or not t.fit_ok[:, j].any():
             continue
         name, sha = t.identities[s]
-        typ = None if params.typical is None or np.isnan(params.typical[j]) else float(sigmoid(params.typical[j]))
         cals[name] = Calibrator("platt", float(params.a[j]), float(params.b[j]), slot=s, sha256=sha,
-                                reliability=float(params.r[j]), typical_real=typ)
+                                reliability=float(params.r[j]))
     default = thresholds.get("video") or next(iter(thresholds.values()))
     return FusionModel(cals, 0.0, {s: 0.0 for s in SLOTS}, thresholds=default, metrics=metrics,
                        fitted_on=fitted_on, combiner="noisy-or", leak=params.leak, kind_thresholds=dict(thresholds),

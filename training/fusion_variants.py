@@ -12,13 +12,15 @@ but the report:
 * ``no-audio-on-video``: the audio detector counts for audio-only files alone (on a video it mostly hears a real
   voice, and its false alarms on real soundtracks dilute lip sync);
 * ``both``: the two together;
-* ``absent-adds-nothing``: the fusion before December 8, where a detector that could not run on a video (no
-  soundtrack, no speech, no face) added no evidence, instead of reading as on a typical real video
-  (``training.evidence_fusion.with_typical``).
+* ``absent-as-typical-real``: a detector that could not run on a video (no soundtrack, no speech, no face) reads
+  as on a typical real video of the training folds (``training.evidence_fusion.with_typical``) instead of adding
+  no evidence, so a silent fake meets the false alarms every real soundtrack raises.
 
 Besides each held-out source's fused AUC against every real of its kind (the shipped table's, processed copies
 included), the dev video sources are also scored against the unprocessed reals only: every processed copy in the
-benchmark is real, so a variant could otherwise win by telling processed reals from unprocessed fakes.
+benchmark is real, so a variant could otherwise win by telling processed reals from unprocessed fakes; and against
+the reals with the same streams (a soundtrack or none): a silent real video meets fewer detectors, so it scores
+below any video with sound, and a fake with sound wins against it for free.
 """
 
 from __future__ import annotations
@@ -53,32 +55,43 @@ def no_audio_on_video(t: Table) -> Table:
 
 VARIANTS = {"shipped": lambda t: t, "too-in-sync": too_in_sync, "no-audio-on-video": no_audio_on_video,
             "both": lambda t: too_in_sync(no_audio_on_video(t))}
-# the fusion as shipped before December 8: a detector that could not run on a video added no evidence at all
-ABSENT_ADDS_NOTHING = "absent-adds-nothing"
+TYPICAL = "absent-as-typical-real"  # a variant of the fit itself (per fold), not of its table
 
 
-def judge(t: Table, items, typical: bool = True) -> dict:
-    """Out-of-fold fused AUC per held-out source, against every real of its kind and against the as-is reals."""
+def judge(t: Table, items, typical: bool = False) -> dict:
+    """Out-of-fold fused AUC per held-out source, against every real of its kind, the as-is reals, and the reals with
+    the same streams."""
     p, _ = out_of_fold(t, typical)
     rows, _ = report(t, p, [""] * len(p), items)
     as_is = np.array([not r.reencode for r in t.results])
+    sound = np.array([r.modality == "video_av" for r in t.results])
     src = np.array([source_of(r.path) for r in t.results])
     out = {}
     for r in rows:
         if r.auc["fused"] is None:
             continue
-        m = (((t.y == 1) & (src == r.source)) | ((t.y == 0) & (t.family == r.family) & as_is)) & ~np.isnan(p)
-        out[r.source] = {"family": r.family, "auc": float(r.auc["fused"]), "auc_as_is_reals": float(auc(t.y[m], p[m]))}
+        fake = (t.y == 1) & (src == r.source)
+        real = (t.y == 0) & (t.family == r.family) & ~np.isnan(p)
+        m = (fake | (real & as_is)) & ~np.isnan(p)
+        same = (fake | (real & (sound == sound[fake][0]))) & ~np.isnan(p)
+        out[r.source] = {"family": r.family, "auc": float(r.auc["fused"]), "auc_as_is_reals": float(auc(t.y[m], p[m])),
+                         "auc_same_streams": _auc(t.y[same], p[same])}
     return out
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    a = auc(y, p) if len(set(y)) == 2 else None
+    return None if a is None else float(a)
 
 
 def means(per_source: dict) -> dict[str, float]:
     def mean(key, keep):
-        vals = [v[key] for s, v in per_source.items() if keep(s, v)]
+        vals = [v[key] for s, v in per_source.items() if keep(s, v) and v.get(key) is not None]
         return float(np.mean(vals)) if vals else float("nan")
 
     dev_video = lambda s, v: v["family"] == "video" and s not in RECIPES  # noqa: E731
     return {"dev_video": mean("auc", dev_video), "dev_video_as_is_reals": mean("auc_as_is_reals", dev_video),
+            "dev_video_same_streams": mean("auc_same_streams", dev_video),
             "all_video": mean("auc", lambda s, v: v["family"] == "video"),
             "audio": mean("auc", lambda s, v: v["family"] == "audio")}
 
@@ -90,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files, every score out of fold")
     ap.add_argument("--manifest", nargs="+", required=True)
-    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, ABSENT_ADDS_NOTHING],
-                    choices=[*VARIANTS, ABSENT_ADDS_NOTHING])
+    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, TYPICAL],
+                    choices=[*VARIANTS, TYPICAL])
     ap.add_argument("--report", default="out/eval/fusion_variants.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -99,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     t = build_table([r for f in args.results for r in _read_results(Path(f))], items)
     out = {}
     for name in args.variants:
-        per_source = judge(t, items, typical=False) if name == ABSENT_ADDS_NOTHING else judge(VARIANTS[name](t), items)
+        per_source = judge(t, items, typical=True) if name == TYPICAL else judge(VARIANTS[name](t), items)
         out[name] = {"means": means(per_source), "per_source": per_source}
         m = out[name]["means"]
-        print(f"{name:<20} dev video {m['dev_video']:.3f} (as-is reals {m['dev_video_as_is_reals']:.3f})  "
+        print(f"{name:<22} dev video {m['dev_video']:.3f} (as-is reals {m['dev_video_as_is_reals']:.3f}, same "
+              f"streams {m['dev_video_same_streams']:.3f})  "
               f"all video {m['all_video']:.3f}  audio {m['audio']:.3f}")
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(out, indent=1) + "\n")
