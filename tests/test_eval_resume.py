@@ -110,3 +110,22 @@ def test_a_new_lip_sync_model_rescores_videos_and_keeps_audio_files(tmp_path: Pa
     third = Swappable("old")
     run_items(audio + video, tmp_path, None, third)
     assert third.calls == 1
+
+
+def test_fakes_only_scores_the_fakes_alone_and_excludes_reals_only(tmp_path: Path, monkeypatch, capsys):
+    import argparse
+
+    import pytest
+
+    from training import evaluate
+
+    seen = []
+    monkeypatch.setattr(evaluate, "run_items", lambda items, out, reencode, **kw: (seen.extend(items), [])[1])
+    p = argparse.ArgumentParser()
+    evaluate.add_arguments(p)
+    args = p.parse_args(["--manifest", str(DEV_DATA / "manifest.tsv"), "--fakes-only", "--modality", "video_av",
+                         "--out", str(tmp_path)])
+    assert evaluate.run(args) == 0
+    assert seen and {it.label for it in seen} == {"fake"} and {it.modality for it in seen} == {"video_av"}
+    with pytest.raises(SystemExit):  # both at once would score nothing
+        p.parse_args(["--manifest", "m.tsv", "--fakes-only", "--reals-only"])

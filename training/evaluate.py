@@ -486,7 +486,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reencode", choices=list(_processings()), default=None,
                    help="process each file first (messenger re-encodes, codecs, scaling, crops, frame rates, "
                         "telephone audio: training/reencode.py)")
-    p.add_argument("--reals-only", action="store_true", help="only real items (processing must not make them fake)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--reals-only", action="store_true", help="only real items (processing must not make them fake)")
+    only.add_argument("--fakes-only", action="store_true",
+                      help="only fake items (processed fakes, so processing is not what tells them from reals)")
     p.add_argument("--out", default=None, help="results folder (default out/eval/<split>[-<reencode>])")
     p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
     p.add_argument("--sync-features", default="out/sync_cache",
@@ -513,6 +516,8 @@ def run(args: argparse.Namespace) -> int:
     items = select(items, None if args.split == "all" else args.split)
     if getattr(args, "reals_only", False):
         items = [it for it in items if it.label == "real"]
+    if getattr(args, "fakes_only", False):  # processed fakes beside the processed reals: the benchmark's two sides
+        items = [it for it in items if it.label == "fake"]
     if args.modality:
         keep = set(args.modality.split(","))
         items = [it for it in items if it.modality in keep]
