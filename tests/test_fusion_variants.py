@@ -78,3 +78,14 @@ def test_a_source_is_also_judged_against_the_reals_with_its_own_streams(monkeypa
     monkeypatch.setattr(fv, "report", lambda t, p, v, items: ([row], {}))
     got = fv.judge(t, [])["srcf"]
     assert got["auc_same_streams"] == 0.5  # the silent real (index 5) left out: 3 of 6 pairs ranked right
+
+
+def test_the_report_keeps_each_variants_means_and_per_source_figures(tmp_path):
+    import json
+
+    per = {"sadtalker": {"family": "video", "auc": 0.6, "auc_as_is_reals": 0.5, "auc_same_streams": 0.4},
+           "tortoise_tts": {"family": "audio", "auc": 0.7, "auc_as_is_reals": 0.7, "auc_same_streams": None}}
+    out = fv.write_report({"shipped": per}, tmp_path / "r" / "fv.json")
+    saved = json.loads((tmp_path / "r" / "fv.json").read_text())
+    assert saved == out and saved["shipped"]["per_source"] == per
+    assert saved["shipped"]["means"]["dev_video_same_streams"] == 0.4 and saved["shipped"]["means"]["audio"] == 0.7

@@ -110,17 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     items = [it for m in args.manifest for it in read_manifest(m)]
     t = build_table([r for f in args.results for r in _read_results(Path(f))], items)
-    out = {}
-    for name in args.variants:
-        per_source = judge(t, items, typical=True) if name == TYPICAL else judge(VARIANTS[name](t), items)
-        out[name] = {"means": means(per_source), "per_source": per_source}
-        m = out[name]["means"]
-        print(f"{name:<22} dev video {m['dev_video']:.3f} (as-is reals {m['dev_video_as_is_reals']:.3f}, same "
-              f"streams {m['dev_video_same_streams']:.3f})  "
-              f"all video {m['all_video']:.3f}  audio {m['audio']:.3f}")
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(json.dumps(out, indent=1) + "\n")
+    write_report({name: judge(t, items, typical=True) if name == TYPICAL else judge(VARIANTS[name](t), items)
+                  for name in args.variants}, Path(args.report))
     return 0
+
+
+def write_report(judged: dict[str, dict], path: Path) -> dict:
+    """Print each variant's means (``judge``'s per-source AUCs, summarised) and write them with the per-source
+    figures to ``path`` as JSON."""
+    out = {}
+    width = max(map(len, judged), default=0)
+    for name, per_source in judged.items():
+        m = means(per_source)
+        out[name] = {"means": m, "per_source": per_source}
+        print(f"{name:<{width}} dev video {m['dev_video']:.3f} (as-is reals {m['dev_video_as_is_reals']:.3f}, same "
+              f"streams {m['dev_video_same_streams']:.3f})  all video {m['all_video']:.3f}  audio {m['audio']:.3f}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ its kind, against the as-is reals, and against reals with the same streams.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import replace
@@ -30,7 +29,7 @@ import numpy as np
 
 from pipeline.faces import canonical_points
 from training.evidence_fusion import Table, build_table
-from training.fusion_variants import judge, means
+from training.fusion_variants import judge, write_report
 from training.split import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -114,17 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             values[relative][i] = blur_score(faces, cache.input_size, p.settings.visual_crop_margin, relative)
         ok[i] = True
     logger.info("%d video rows with kept crops", ok.sum())
-    out = {"shipped": judge(t, items)}
-    out["mouth blur"] = judge(with_column(t, values[False], ok), items)
-    out["mouth blur, relative to the cheeks"] = judge(with_column(t, values[True], ok), items)
-    report = {}
-    for name, per_source in out.items():
-        m = means(per_source)
-        report[name] = {"means": m, "per_source": per_source}
-        print(f"{name:<36} dev video {m['dev_video']:.3f} (as-is reals {m['dev_video_as_is_reals']:.3f}, same "
-              f"streams {m['dev_video_same_streams']:.3f})  all video {m['all_video']:.3f}  audio {m['audio']:.3f}")
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+    write_report({"shipped": judge(t, items),
+                  "mouth blur": judge(with_column(t, values[False], ok), items),
+                  "mouth blur, relative to the cheeks": judge(with_column(t, values[True], ok), items)},
+                 Path(args.report))
     return 0
 
 
