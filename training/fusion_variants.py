@@ -73,7 +73,7 @@ def judge(t: Table, items, typical: bool = False) -> dict:
         fake = (t.y == 1) & (src == r.source)
         real = (t.y == 0) & (t.family == r.family) & ~np.isnan(p)
         m = (fake | (real & as_is)) & ~np.isnan(p)
-        same = (fake | (real & (sound == sound[fake][0]))) & ~np.isnan(p)
+        same = (fake | (real & np.isin(sound, sound[fake]))) & ~np.isnan(p)  # the streams its fakes have
         out[r.source] = {"family": r.family, "auc": float(r.auc["fused"]), "auc_as_is_reals": float(auc(t.y[m], p[m])),
                          "auc_same_streams": _auc(t.y[same], p[same])}
     return out
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files, every score out of fold")
     ap.add_argument("--manifest", nargs="+", required=True)
-    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, TYPICAL],
-                    choices=[*VARIANTS, TYPICAL])
+    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, TYPICAL], choices=[*VARIANTS, TYPICAL])
     ap.add_argument("--report", default="out/eval/fusion_variants.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
