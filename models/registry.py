@@ -18,8 +18,9 @@ from pathlib import Path
 
 from models.errors import DetectorUnavailable
 
-FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC = "faces", "visual", "temporal", "audio", "speaker", "lip_sync"
-SLOTS = (FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC)
+FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC, MOUTH = (
+    "faces", "visual", "temporal", "audio", "speaker", "lip_sync", "mouth")
+SLOTS = (FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC, MOUTH)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ AUTO: dict[str, tuple[str, ...]] = {
     AUDIO: ("aasist:aasist_ft", "aasist:aasist"),
     SPEAKER: ("lrasd",),
     LIP_SYNC: ("sync",),
+    MOUTH: ("mouth_blur",),
 }
 
 
@@ -256,3 +258,7 @@ register(DetectorSpec(
     "sync", LIP_SYNC, "models.sync_head:SyncHeadDetector", Preprocess("mouth_gray", 112, "mean"),
     weights=("lrasd", "sync_head"), loader=_sync,
     description="lip-sync head on frozen LR-ASD audio/visual embeddings"))
+register(DetectorSpec(
+    "mouth_blur", MOUTH, "models.mouth_blur:MouthBlurDetector", Preprocess("aligned", 256, "median"),
+    weights=(), description="how blurred the mouth of the aligned face is (lip-sync generators repaint it at low "
+                            "resolution); no weights"))

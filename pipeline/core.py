@@ -1,7 +1,7 @@
 """The in-process pipeline: ``build(settings)`` loads every available detector once (what ``@modal.enter``
 calls), then ``Pipeline.run(media)`` turns one file into a ``Report``.
 
-Stages: probe → decode → faces → visual → temporal → audio → lip_sync → fusion → report. Each detector
+Stages: probe → decode → faces → visual → mouth → temporal → audio → lip_sync → fusion → report. Each detector
 stage degrades on its own: weights missing → ``unavailable``; nothing to look at → ``not_applicable``;
 a crash → ``failed`` with the reason. Only bad media fails the whole run (verdict FAILED).
 """
@@ -31,6 +31,7 @@ from pipeline.fusion import FusionModel, applicable, calibrate_values, fuse
 from pipeline.report import (
     AUDIO,
     LIP_SYNC,
+    MOUTH,
     SLOTS,
     TEMPORAL,
     VISUAL,
@@ -58,7 +59,7 @@ ANALYSIS_SETTINGS = {
 }
 # Rough share of run time per stage on CPU, so the progress fraction moves evenly.
 STAGE_WEIGHTS = {
-    "probe": 0.02, "provenance": 0.01, "decode": 0.10, "faces": 0.13, "visual": 0.10, "temporal": 0.15,
+    "probe": 0.02, "provenance": 0.01, "decode": 0.10, "faces": 0.13, "visual": 0.09, "mouth": 0.01, "temporal": 0.15,
     "audio": 0.18, "lip_sync": 0.18, "fusion": 0.03, "explain": 0.05, "report": 0.05,
 }
 
@@ -88,9 +89,18 @@ class Components:
     sync: Slot  # the lip-sync estimator (training-free baseline or a trained head)
     fusion_model: FusionModel | None = None
     learned_fusion: object | None = None  # attention fusion, only when a trained checkpoint exists
+    # the mouth-blur measure needs no weights: injected components that leave it out get the real one
+    mouth: Slot | None = None
+
+    def __post_init__(self) -> None:
+        if self.mouth is None:
+            from models import registry
+
+            spec = registry.spec("mouth_blur")
+            self.mouth = Slot(MOUTH, spec.name, spec.load(), spec=spec)
 
     def slots(self) -> list[Slot]:
-        return [self.face, self.visual, self.temporal, self.audio, self.speaker, self.sync]
+        return [self.face, self.visual, self.temporal, self.audio, self.speaker, self.sync, self.mouth]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +175,7 @@ def build(settings: Settings | None = None, components: Components | None = None
         t0 = time.perf_counter()
         loaded: dict[str, Slot] = {}
         for slot in (registry.FACES, registry.SPEAKER, registry.VISUAL, registry.TEMPORAL, registry.AUDIO,
-                     registry.LIP_SYNC):
+                     registry.LIP_SYNC, registry.MOUTH):
             deps = {name: s.detector for name, s in loaded.items() if s.available}
             loaded[slot] = load_slot(slot, settings, device, deps)
         sync = loaded[registry.LIP_SYNC]
@@ -181,6 +191,7 @@ def build(settings: Settings | None = None, components: Components | None = None
             sync=sync,
             fusion_model=FusionModel.load(settings.calibration_file),
             learned_fusion=_learned_fusion(settings),
+            mouth=loaded[registry.MOUTH],
         )
         logger.info("pipeline built in %.1fs on %s", time.perf_counter() - t0, device)
     return Pipeline(settings, components)
@@ -390,7 +401,8 @@ class Pipeline:
                       tuple(run.stage_seconds.items()), 0, source_name, _now(), tuple(run.warnings))
 
     def _slot_of(self, slot: str) -> Slot:
-        return {VISUAL: self.c.visual, TEMPORAL: self.c.temporal, AUDIO: self.c.audio, LIP_SYNC: self.c.sync}[slot]
+        return {VISUAL: self.c.visual, TEMPORAL: self.c.temporal, AUDIO: self.c.audio, LIP_SYNC: self.c.sync,
+                MOUTH: self.c.mouth}[slot]
 
     def _run(self, source: media.MediaSource, run: _Run, source_name: str | None,
              capture: dict | None = None) -> Report:
@@ -439,6 +451,8 @@ class Pipeline:
             results[VISUAL], track_scores = self._visual(info, analysis)
         if capture is not None and results[VISUAL].ran:
             capture["visual_inputs"] = visual_inputs(analysis)
+        with run.stage("mouth"):
+            results[MOUTH] = self._mouth(info, analysis)
         dense = []
         speaking: dict[int, float] = {}
         with run.stage("temporal"):
@@ -584,7 +598,53 @@ class Pipeline:
             prep = self._visual_preprocess()
             crops[VISUAL] = stages.visual_crop_fn(prep.crop, self.c.visual.detector.input_size,
                                                   self.settings.visual_crop_margin)
+        if self.c.mouth.available and self._mouth_crop_key() == MOUTH:
+            crops[MOUTH] = stages.visual_crop_fn("aligned", self._mouth_size(), self.settings.visual_crop_margin)
         return crops
+
+    def _mouth_crop_key(self) -> str:
+        """Where the mouth stage finds its aligned crops: the visual detector's when they are the same aligned
+        256 px faces (MesoNet: nothing made twice), otherwise crops of its own (B7 sees unaligned boxes)."""
+        if self.c.visual.available:
+            prep = self._visual_preprocess()
+            if prep.crop == "aligned" and int(self.c.visual.detector.input_size) == self._mouth_size():
+                return VISUAL
+        return MOUTH
+
+    def _mouth_size(self) -> int:
+        spec = self.c.mouth.spec
+        return int(spec.preprocess.input_size) if spec is not None else 256
+
+    def _mouth(self, info, analysis: FaceAnalysis | None) -> DetectorResult:
+        slot = self.c.mouth
+
+        def na(reason: str) -> DetectorResult:
+            return DetectorResult(MOUTH, slot.model_name, Status.NOT_APPLICABLE, reason)
+
+        if not info.has_video:
+            return na("no video stream (audio only)")
+        if info.kind == "image":
+            return na("a still image: the measure was judged on video only")
+        if not slot.available:
+            return DetectorResult(MOUTH, slot.model_name, Status.UNAVAILABLE, slot.reason)
+        if analysis is None:
+            return na(f"faces could not be detected: {self.c.face.reason}")
+        if not analysis.tracks:
+            return na(f"no face found in {analysis.n_frames} sampled frame(s)")
+
+        def go() -> DetectorResult:
+            crops = analysis.crops[self._mouth_crop_key()]
+            substantial = [t.track_id for t in stages.substantial_tracks(analysis)]
+            clip, per_face = stages.score_mouth_crops(slot.detector, crops, substantial, self._mouth_size(),
+                                                      self.settings.visual_crop_margin)
+            tracks = {t.track_id: t for t in analysis.tracks}
+            times = np.concatenate([tracks[t].timestamps_s for t in substantial])
+            timeline = _max_timeline(times, np.concatenate([per_face[t] for t in substantial]),
+                                     info.video_duration_s or info.duration_s)
+            return DetectorResult(MOUTH, slot.model_name, Status.OK, None, clip, None, timeline,
+                                  (("faces_scored", int(len(times))), ("aggregation", "median")))
+
+        return self._guard(MOUTH, go)
 
     def _visual(self, info, analysis: FaceAnalysis | None):
         slot = self.c.visual

@@ -159,6 +159,21 @@ def canonical_points(size: int, margin: float = 0.0) -> np.ndarray:
     return centre + (pts - centre) / (1.0 + margin)
 
 
+def face_regions(size: int, margin: float = 0.0) -> dict[str, tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of the mouth and of a band across both cheeks in an aligned ``size`` px crop: where
+    ``align_face`` puts them (the mouth box reaches a little below the mouth corners, to the lower lip)."""
+    left_eye, right_eye, _, left_mouth, right_mouth = canonical_points(size, margin)
+    eyes = float(np.linalg.norm(right_eye - left_eye))
+    mouth_w = float(np.linalg.norm(right_mouth - left_mouth))
+
+    def box(centre, w, h):
+        return int(centre[1] - h / 2), int(centre[1] + h / 2), int(centre[0] - w / 2), int(centre[0] + w / 2)
+
+    mouth = (left_mouth + right_mouth) / 2 + np.array([0.0, 0.1 * eyes])
+    cheeks = (left_eye + right_eye + left_mouth + right_mouth) / 4
+    return {"mouth": box(mouth, 1.5 * mouth_w, 0.7 * eyes), "cheeks": box(cheeks, 1.4 * eyes, 0.35 * eyes)}
+
+
 def align_face(frame: np.ndarray, landmarks: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray:
     """Warp ``frame`` so the 5 landmarks land on the canonical layout; black outside the frame."""
     m = similarity_transform(landmarks, canonical_points(size, margin))

@@ -45,7 +45,8 @@ from pipeline.report import SLOTS, Fusion, Verdict
 logger = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
-SEED_WEIGHTS = {"visual": 0.30, "temporal": 0.25, "audio": 0.25, "lip_sync": 0.20}
+# the seed had four detectors; the mouth-blur measure came later and only counts through a fitted calibration
+SEED_WEIGHTS = {"visual": 0.30, "temporal": 0.25, "audio": 0.25, "lip_sync": 0.20, "mouth": 0.0}
 SEED_THRESHOLDS = (0.35, 0.65)
 EPS = 1e-6
 UNCALIBRATED_SHRINK = 0.5
@@ -214,7 +215,7 @@ def applicable(kind: str, has_video: bool, has_audio: bool) -> tuple[str, ...]:
         return ("visual",)
     slots = ("visual", "temporal") if has_video else ()
     slots += ("audio",) if has_audio else ()
-    return slots + (("lip_sync",) if has_video and has_audio else ())
+    return slots + (("lip_sync",) if has_video and has_audio else ()) + (("mouth",) if has_video else ())
 
 
 def noisy_or(evidence: dict[str, float], leak: float = 0.0) -> float:

@@ -1,7 +1,7 @@
 """The report: frozen, typed results of one analysis, and the ONE place their JSON/DB shape is made.
 
 Score orientation (documented for the customer's UI, see README "Report schema"):
-  * ``visual_artifacts``, ``audio_synthesis``, ``lip_sync_error`` and ``final_weighted_score`` are
+  * ``visual_artifacts``, ``audio_synthesis``, ``lip_sync_error``, ``mouth_blur`` and ``final_weighted_score`` are
     probabilities of FAKE / mismatch in [0, 1] (higher = more suspicious);
   * ``temporal_consistency`` is 1 − the temporal detector's P(fake) (higher = more consistent = more real);
   * ``face_quality`` is in [0, 1] (higher = a better face to judge);
@@ -37,13 +37,14 @@ class Status(StrEnum):
 
 
 # Detector slots of the report, in display order, with the seed's key names and labels.
-VISUAL, TEMPORAL, AUDIO, LIP_SYNC = "visual", "temporal", "audio", "lip_sync"
-SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC)
+VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH = "visual", "temporal", "audio", "lip_sync", "mouth"
+SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH)
 SEED_KEYS = {
     VISUAL: "visual_artifacts",
     TEMPORAL: "temporal_consistency",
     AUDIO: "audio_synthesis",
     LIP_SYNC: "lip_sync_error",
+    MOUTH: "mouth_blur",  # not a seed key: the fifth detector came later, stored the same way (P(fake))
 }
 LABELS = {slot: BY_SLOT[slot].label for slot in SLOTS}  # worded in labels.json, like every label a person reads
 
@@ -331,6 +332,7 @@ CANNOT_RUN = {
     LIP_SYNC: "lips and voice could not be compared",
     VISUAL: "the face checks could not run",
     TEMPORAL: "the face-motion check could not run",
+    MOUTH: "the mouth-detail check could not run",
 }
 
 
@@ -370,6 +372,9 @@ def _sentence(slot: str, d: DetectorResult, report: Report) -> str:
         return ("the voice has the marks of synthetic speech" if strong
                 else "the voice shows some marks of synthetic speech") + _span(d, duration)
     some = "" if strong else "some "
+    if slot == MOUTH:
+        return ("the mouth is blurred the way lip-sync generators repaint it" if strong
+                else "the mouth is softer than the rest of a camera image usually leaves it")
     if slot == VISUAL:
         main = next((t for t in report.tracks if t.is_main), None)
         if main is not None and main.frame_scores:

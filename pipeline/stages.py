@@ -111,6 +111,22 @@ def score_visual_crops(predict, crops: dict[int, np.ndarray], substantial: list[
     return max(track_scores[t][0] for t in substantial), track_scores
 
 
+def score_mouth_crops(detector, crops: dict[int, np.ndarray], substantial: list[int], size: int, margin: float
+                      ) -> tuple[float, dict[int, np.ndarray]]:
+    """The mouth stage's rule, shared with the trainer that fills it in from ``make eval``'s kept crops: the clip's
+    score is the median blur over every face of the ``substantial`` tracks (aligned ``size`` px crops with
+    ``margin``); also each of those tracks' per-face P(fake), for the timeline."""
+    from pipeline.faces import face_regions
+
+    box = face_regions(size, margin)["mouth"]
+    clip, per_face = detector.score(np.concatenate([crops[t] for t in substantial]), box)
+    out, pos = {}, 0
+    for t in substantial:
+        out[t] = per_face[pos : pos + len(crops[t])]
+        pos += len(crops[t])
+    return clip, out
+
+
 def dense_tracks(analysis: FaceAnalysis, *, for_sync: bool) -> list[FaceTrack]:
     """The main track; for a lip-sync check also the largest other faces seen at least 3 times (any of them may
     be the one speaking)."""

@@ -22,6 +22,7 @@ EXAMPLE_REPORT: dict[str, Any] = {
         "temporal_consistency": 0.22,
         "audio_synthesis": 0.64,
         "lip_sync_error": 0.71,
+        "mouth_blur": 0.58,
         "final_weighted_score": 0.87,
         "verdict": "FAKE",
         "confidence": 0.74,
@@ -168,7 +169,7 @@ class Health(BaseModel):
         json_schema_extra={
             "examples": [
                 {"status": "ok", "pipeline": {"state": "ready", "detectors": ["visual", "temporal", "audio",
-                                                                              "lip_sync"]},
+                                                                              "lip_sync", "mouth"]},
                  "database": {"backend": "sqlite", "ok": True}, "queue": {"pending": 0, "processing": 1},
                  "auth": {"api_keys": 2, "daily_limit_per_key": 50}}
             ]

@@ -15,10 +15,10 @@ from training.evaluate import ItemResult
 from training.split import ManifestItem
 
 IDS = {"visual": ("mesonet:mesoinception_df", "v"), "temporal": ("lrasd_temporal", "t"),
-       "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s")}
+       "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s"), "mouth": ("mouth_blur", "")}
 
 
-def _model(reliability=(0.9, 0.5, 0.9, 0.95), thresholds=(0.3, 0.8)) -> FusionModel:
+def _model(reliability=(0.9, 0.5, 0.9, 0.95, 0.5), thresholds=(0.3, 0.8)) -> FusionModel:
     cals = {IDS[s][0]: Calibrator("platt", 1.0, 0.0, slot=s, sha256=IDS[s][1], reliability=r)
             for s, r in zip(SLOTS, reliability, strict=True)}
     return FusionModel(cals, 0.0, {s: 0.0 for s in SLOTS}, thresholds=thresholds, combiner="noisy-or", leak=0.02)
@@ -302,8 +302,10 @@ def test_with_typical_a_silent_fake_is_no_longer_ranked_below_reals_for_its_miss
     assert auc(t.y[videos], p_with) > auc(t.y[videos], p_without) + 0.02
     assert np.isnan(ef.predict_table(with_, t, np.ones(len(t.y), bool))[-1])
     # a silent fake that looks like a real to the face detector scores as that real with a typical soundtrack would
-    probe = ef.Table([None] * 2, np.array([[0.2, 0, with_.typical[2], 0], [0.2, 0, 0, 0]]),
-                     np.array([[1, 0, 1, 0], [1, 0, 0, 0]], bool), np.ones((2, 4), bool), np.array([0, 1]),
+    k = len(SLOTS)
+    probe = ef.Table([None] * 2, np.array([[0.2, 0, with_.typical[2]] + [0] * (k - 3), [0.2] + [0] * (k - 1)]),
+                     np.array([[1, 0, 1] + [0] * (k - 3), [1] + [0] * (k - 1)], bool), np.ones((2, k), bool),
+                     np.array([0, 1]),
                      np.array(["video", "video"]), np.zeros(2, bool), np.array(["f", "f"]), {}, {})
     pr = ef.predict_table(with_, probe, np.ones(2, bool))
     assert pr[0] == pytest.approx(pr[1])

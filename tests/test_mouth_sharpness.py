@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.faces import canonical_points
+from pipeline.faces import canonical_points, face_regions
 from training import mouth_sharpness as ms
 from training.evidence_fusion import Table
 
@@ -18,7 +18,7 @@ def _crops(n: int = 4, seed: int = 0) -> np.ndarray:
 
 
 def test_the_mouth_box_holds_both_mouth_corners_and_no_eye():
-    y0, y1, x0, x1 = ms.region_boxes(SIZE, MARGIN)["mouth"]
+    y0, y1, x0, x1 = face_regions(SIZE, MARGIN)["mouth"]
     left_eye, right_eye, _, left_mouth, right_mouth = canonical_points(SIZE, MARGIN)
     for x, y in (left_mouth, right_mouth):
         assert x0 <= x < x1 and y0 <= y < y1
@@ -28,7 +28,7 @@ def test_the_mouth_box_holds_both_mouth_corners_and_no_eye():
 
 def test_blurring_the_mouth_alone_raises_the_score_and_the_relative_score():
     crops = _crops()
-    y0, y1, x0, x1 = ms.region_boxes(SIZE, MARGIN)["mouth"]
+    y0, y1, x0, x1 = face_regions(SIZE, MARGIN)["mouth"]
     pasted = crops.copy()
     for c in pasted:  # what a lip-sync generator leaves: a soft mouth pasted into a sharp face
         c[y0:y1, x0:x1] = cv2.GaussianBlur(c[y0:y1, x0:x1], (0, 0), 2.0)

@@ -18,6 +18,7 @@ from models.efficientnet_b7 import DeepFakeClassifier, EfficientNetB7Detector
 from models.errors import DetectorUnavailable
 from models.videomae import build_videomae_classifier, save_videomae_checkpoint
 from pipeline.core import Components, Slot, load_slot
+from pipeline.faces import face_regions
 from pipeline.report import VISUAL, Status
 from pipeline.settings import Settings
 
@@ -46,7 +47,7 @@ def _input(spec: registry.DetectorSpec, det) -> np.ndarray | None:
     """A batch shaped like the detector's registry preprocessing."""
     rng = np.random.default_rng(0)
     size = int(getattr(det, "input_size", 0) or spec.preprocess.input_size)
-    if spec.preprocess.crop in ("aligned", "dfdc_box") and spec.slot == registry.VISUAL:
+    if spec.preprocess.crop in ("aligned", "dfdc_box") and spec.slot in (registry.VISUAL, registry.MOUTH):
         return rng.integers(0, 255, (2, size, size, 3), dtype=np.uint8)
     if spec.name == "videomae":
         return rng.integers(0, 255, (1, det.num_frames, size, size, 3), dtype=np.uint8)
@@ -62,7 +63,7 @@ def test_every_registered_detector_loads_and_runs(tmp_path, monkeypatch):
     checkpoints = _tiny_checkpoints(tmp_path)
     built: dict[str, object] = {}
     order = ["retinaface", "lrasd", "mesonet", "efficientnet_b7", "lrasd_temporal", "videomae", "aasist",
-             "wav2vec2", "whisper_head", "audio_by_kind", "sync"]
+             "wav2vec2", "whisper_head", "audio_by_kind", "sync", "mouth_blur"]
     assert sorted(order) == sorted(registry.REGISTRY), "add the new detector to this test"
     for name in order:
         spec = registry.spec(name)
@@ -74,7 +75,10 @@ def test_every_registered_detector_loads_and_runs(tmp_path, monkeypatch):
         assert det.name == spec.name, name
         built[name] = det
         batch = _input(spec, det)
-        if batch is not None:
+        if name == "mouth_blur":  # measured inside the mouth box of the aligned crop, which the pipeline knows
+            p = det.predict(batch, face_regions(int(spec.preprocess.input_size), 0.05)["mouth"]).fake_prob
+            assert p.shape == (len(batch),) and np.all((p >= 0) & (p <= 1)), name
+        elif batch is not None:
             p = det.predict(batch).fake_prob
             assert p.shape == (len(batch),) and np.all((p >= 0) & (p <= 1)), name
     # the temporal head and the lip-sync head share the speaker slot's LR-ASD instead of loading a copy

@@ -24,10 +24,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from pipeline.faces import canonical_points
+from models.mouth_blur import mouth_detail
+from pipeline.faces import face_regions
 from training.evidence_fusion import Table, build_table
 from training.fusion_variants import judge, write_report
 from training.split import read_manifest
@@ -35,38 +35,13 @@ from training.split import read_manifest
 logger = logging.getLogger(__name__)
 
 
-def region_boxes(size: int, margin: float) -> dict[str, tuple[int, int, int, int]]:
-    """(y0, y1, x0, x1) of the mouth and of a band across both cheeks in an aligned ``size`` px crop
-    (``pipeline.faces.align_face``'s canonical layout with ``margin``)."""
-    left_eye, right_eye, _, left_mouth, right_mouth = canonical_points(size, margin)
-    eyes = float(np.linalg.norm(right_eye - left_eye))
-    mouth_w = float(np.linalg.norm(right_mouth - left_mouth))
-
-    def box(centre, w, h):
-        return int(centre[1] - h / 2), int(centre[1] + h / 2), int(centre[0] - w / 2), int(centre[0] + w / 2)
-
-    mouth = (left_mouth + right_mouth) / 2 + np.array([0.0, 0.1 * eyes])
-    cheeks = (left_eye + right_eye + left_mouth + right_mouth) / 4
-    return {"mouth": box(mouth, 1.5 * mouth_w, 0.7 * eyes), "cheeks": box(cheeks, 1.4 * eyes, 0.35 * eyes)}
-
-
-def detail(crops: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Per crop, log mean squared Laplacian of the grey crop inside ``box``: how much of the finest detail is there."""
-    y0, y1, x0, x1 = box
-    out = np.empty(len(crops))
-    for i, c in enumerate(crops):
-        grey = cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        lap = cv2.Laplacian(grey, cv2.CV_32F)[y0:y1, x0:x1]
-        out[i] = np.log(float((lap ** 2).mean()) + 1e-3)
-    return out
-
-
 def blur_score(crops: np.ndarray, size: int, margin: float, relative: bool = False) -> float:
-    """The clip's mouth blur (higher = blurrier): minus the median mouth detail, less the cheeks' if ``relative``."""
-    boxes = region_boxes(size, margin)
-    d = detail(crops, boxes["mouth"])
+    """The clip's mouth blur (higher = blurrier): minus the median mouth detail (the shipped ``mouth_blur``
+    detector's measure), less the cheeks' if ``relative``."""
+    boxes = face_regions(size, margin)
+    d = mouth_detail(crops, boxes["mouth"])
     if relative:
-        d = d - detail(crops, boxes["cheeks"])
+        d = d - mouth_detail(crops, boxes["cheeks"])
     return -float(np.median(d))
 
 

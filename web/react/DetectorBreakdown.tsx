@@ -32,6 +32,7 @@ export interface DetectorScores {
   temporal_consistency?: number | null;
   audio_synthesis?: number | null;
   lip_sync_error?: number | null;
+  mouth_blur?: number | null;
   final_weighted_score?: number | null;
   verdict?: string;
   confidence?: number | null;
@@ -53,6 +54,7 @@ export type ScoreKey =
   | "audio_synthesis"
   | "face_quality"
   | "lip_sync_error"
+  | "mouth_blur"
   | "final_weighted_score";
 
 export interface BarSpec {
