@@ -101,8 +101,11 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/sync_oof/$(r)/results.jsonl)
 	$(AUDIO_OOF) --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/audio_oof \
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/temporal_oof/$(r)/results.jsonl)
+	@# every row's mouth blur again from its kept crops: one version of the measure, also on runs scored before it
+	$(PY) -m training.mouth_fill --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/mouth_fill \
+	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
 	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso \
-	  --out $(CALIBRATION_OUT) --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
+	  --out $(CALIBRATION_OUT) --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
 
 # the audio rows refitted per fold: AASIST-ft fine-tuned again (default), or the Whisper head (calibrate-whisper)
 AUDIO_OOF ?= $(ONE_THREAD) $(PY) -m training.audio_oof --jobs 2
@@ -123,7 +126,7 @@ visual-oof: ## SBI vs the released MesoNet through the fused LOSO (after make ca
 	  --out '' --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/visual_oof/$(r)/results.jsonl)
 
 VISUAL_OOF = $(PY) -m training.visual_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/visual_oof \
-	--results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
+	--results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache out

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from pipeline import media, stages
-from pipeline.faces import FaceAnalysis, FaceTrack, align_face
+from pipeline.faces import FaceAnalysis, FaceTrack, align_face, face_regions
 from pipeline.fusion import FusionModel, applicable, calibrate_values, fuse
 from pipeline.report import (
     AUDIO,
@@ -559,7 +559,16 @@ class Pipeline:
                 sync_ev = explain.SyncEvidence(np.arange(-m, m + 1) / FPS, sync.curve, sync.offset_s, *sync.trace)
             voice = (explain.voice_evidence(audio.samples, audio.sample_rate)
                      if audio is not None and report.detector(AUDIO).ran else None)
-            figures = explain.draw(report, explain.Evidence(face, sync_ev, voice))
+            mouth = None
+            if MOUTH in evidence_slots(report.to_dict()) and main is not None:
+                crops = analysis.crops.get(self._mouth_crop_key(), {}).get(main)
+                if crops is not None and len(crops):
+                    regions = face_regions(self._mouth_size(), self.settings.visual_crop_margin)
+                    track = next(t for t in analysis.tracks if t.track_id == main)
+                    mouth = explain.mouth_evidence(crops, track.timestamps_s,
+                                                   self.c.mouth.detector.predict(crops, regions["mouth"]).fake_prob,
+                                                   regions["mouth"], regions["cheeks"])
+            figures = explain.draw(report, explain.Evidence(face, sync_ev, voice, mouth))
         except Exception as exc:  # pictures explain a verdict; they never cost one
             logger.error("evidence figures failed: %s\n%s", exc, traceback.format_exc())
             return dataclasses.replace(report, warnings=(*report.warnings, f"evidence figures failed: {exc}"))

@@ -6,6 +6,8 @@
   * ``lip_sync``: the lips-vs-voice agreement against the audio offset (its peak is the offset the clip is
     played at), and the mouth's movement over time against the speech envelope;
   * ``voice``: the spectrogram with the windows the voice detector found synthetic shaded;
+  * ``mouth``: the main face's blurriest mouths, each beside the same face's cheek at the same enlargement (a
+    repainted mouth is visibly softer than the skin around it);
   * ``timeline``: every detector's suspicion per second on one time axis;
   * ``summary``: the verdict, its first finding, the timeline and the strongest picture, in one image (the
     WhatsApp reply).
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.labels import BY_SLOT, OVERALL, SLOT_ORDER, VERDICT_COLOURS, VERDICT_WORDS, overall_bands
-from pipeline.report import AUDIO, FINDING_MIN_EVIDENCE, LIP_SYNC, VISUAL, Figure, Report
+from pipeline.report import AUDIO, FINDING_MIN_EVIDENCE, LIP_SYNC, MOUTH, VISUAL, Figure, Report
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ HEATMAP_FRAMES = 3  # most suspicious frames of the main face shown
 SPECTROGRAM_MAX_S = 60.0  # a longer voice is drawn over its first minute (a 10 min spectrogram is unreadable)
 DPI = 100
 HEAT_FULL = 0.2  # P(fake) drop drawn at full colour
+MOUTH_FRAMES = 3  # blurriest mouths of the main face shown
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,19 @@ class VoiceEvidence:
 
 
 @dataclass(frozen=True)
+class MouthEvidence:
+    mouths: np.ndarray  # (K, h, w, 3) uint8: the mouth box of the main face's blurriest aligned crops
+    cheeks: np.ndarray  # (K, h, w, 3) uint8: a cheek-height band of the same crops, the same size
+    times_s: np.ndarray  # (K,)
+    scores: np.ndarray  # (K,) the mouth detector's P(fake) of each
+
+
+@dataclass(frozen=True)
 class Evidence:
     face: FaceEvidence | None = None
     sync: SyncEvidence | None = None
     voice: VoiceEvidence | None = None
+    mouth: MouthEvidence | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,6 +113,25 @@ def face_evidence(predict: Callable[[np.ndarray], np.ndarray], crops: np.ndarray
     if hot.any():
         heat[hot] = occlusion_heat(predict, picked[hot])
     return FaceEvidence(picked, np.asarray(times_s)[top], p, heat)
+
+
+def mouth_evidence(crops: np.ndarray, times_s: np.ndarray, scores: np.ndarray, mouth_box, cheek_box,
+                   n: int = MOUTH_FRAMES) -> MouthEvidence | None:
+    """The ``n`` blurriest mouths of one face track (highest P(fake)), in time order, each with the band of skin
+    across its cheeks cut to the mouth box's size (centred) for comparison."""
+    if crops is None or len(crops) == 0:
+        return None
+    top = np.argsort(-np.asarray(scores))[:n]
+    top = top[np.argsort(np.asarray(times_s)[top])]
+    y0, y1, x0, x1 = mouth_box
+    cy0, cy1, cx0, cx1 = cheek_box
+    h, w = y1 - y0, x1 - x0
+    cy, cx = (cy0 + cy1) // 2, (cx0 + cx1) // 2
+    top_y, left_x = max(0, cy - h // 2), max(0, cx - w // 2)
+    picked = crops[top]
+    return MouthEvidence(np.ascontiguousarray(picked[:, y0:y1, x0:x1]),
+                         np.ascontiguousarray(picked[:, top_y:top_y + h, left_x:left_x + w]),
+                         np.asarray(times_s)[top], np.asarray(scores)[top])
 
 
 def voice_evidence(samples: np.ndarray, sample_rate: int) -> VoiceEvidence:
@@ -187,6 +218,18 @@ def draw_face(axes, face: FaceEvidence) -> None:
         ax.axis("off")
 
 
+def draw_mouth(axes, mouth: MouthEvidence) -> None:
+    """One column per frame: the mouth above, the same face's cheek below, both enlarged alike (no smoothing, so
+    the pixels a person sees are the pixels measured)."""
+    for k, (m, c, t, p) in enumerate(zip(mouth.mouths, mouth.cheeks, mouth.times_s, mouth.scores, strict=False)):
+        axes[0][k].imshow(m, interpolation="nearest")
+        axes[0][k].set_title(f"{t:.1f} s: mouth, {p:.0%} blurred", fontsize=9)
+        axes[1][k].imshow(c, interpolation="nearest")
+        axes[1][k].set_title("the same face, across the cheeks", fontsize=8)
+        for ax in (axes[0][k], axes[1][k]):
+            ax.axis("off")
+
+
 def draw_sync_curve(ax, sync: SyncEvidence) -> None:
     ax.plot(sync.offsets_s, sync.curve, color=BY_SLOT[LIP_SYNC].colour, lw=2)
     ax.axvline(0.0, color="#6b7280", lw=1, ls="--", label="in sync (0 s)")
@@ -271,7 +314,7 @@ def _strongest(report: Report, ev: Evidence) -> str | None:
     """The picture of the detector whose evidence moved the verdict most (face, lips or voice)."""
     order = [slot for slot, _ in report.fusion.evidence] or [d.slot for d in report.detectors if d.ran]
     have = {VISUAL: ev.face is not None, LIP_SYNC: ev.sync is not None,
-            AUDIO: ev.voice is not None and bool(_pts(report, AUDIO))}
+            AUDIO: ev.voice is not None and bool(_pts(report, AUDIO)), MOUTH: ev.mouth is not None}
     return next((s for s in order if have.get(s)), next((s for s, ok in have.items() if ok), None))
 
 
@@ -297,6 +340,14 @@ def draw(report: Report, ev: Evidence) -> tuple[Figure, ...]:
         draw_sync_trace(b, ev.sync)
         out.append(Figure("lip_sync", "Lip sync", "Left: how well lips and voice agree when the audio is shifted; "
                           "the peak is where they match. Right: mouth movement against speech loudness.", _png(fig)))
+    if ev.mouth is not None:
+        k = len(ev.mouth.mouths)
+        fig, axes = plt.subplots(2, k, figsize=(2.6 * k, 3.6), squeeze=False)
+        draw_mouth(axes, ev.mouth)
+        fig.suptitle("The blurriest mouths of the main face, each above its own cheeks at the same enlargement",
+                     fontsize=10)
+        out.append(Figure("mouth", "Mouth detail", "Lip-sync generators repaint the mouth at low resolution: a "
+                          "mouth much softer than the skin beside it is their mark.", _png(fig)))
     if ev.voice is not None:
         fig, ax = plt.subplots(figsize=(8, 2.6))
         draw_voice(ax, ev.voice, _pts(report, AUDIO))
@@ -334,5 +385,8 @@ def _summary(report: Report, ev: Evidence) -> Figure:
         draw_sync_curve(fig.add_subplot(gs[2]), ev.sync)
     elif strongest == AUDIO:
         draw_voice(fig.add_subplot(gs[2]), ev.voice, _pts(report, AUDIO))
+    elif strongest == MOUTH:
+        sub = gs[2].subgridspec(2, len(ev.mouth.mouths))
+        draw_mouth([[fig.add_subplot(sub[r, i]) for i in range(len(ev.mouth.mouths))] for r in range(2)], ev.mouth)
     return Figure("summary", "Summary", "The verdict, its main finding, the timeline and the strongest evidence.",
                   _png(fig))

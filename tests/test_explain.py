@@ -85,8 +85,14 @@ def test_every_figure_renders_for_a_video_and_only_what_applies_for_a_voice_note
     sync = explain.SyncEvidence(np.arange(-m, m + 1) / 25, np.exp(-((np.arange(-m, m + 1) - 5) / 4.0) ** 2), 0.2,
                                 np.arange(100) / 25, rng.random(100), rng.random(100))
     voice = explain.voice_evidence(rng.standard_normal(16000 * 4).astype(np.float32) * 0.1, 16000)
-    figs = explain.draw(_report("video"), explain.Evidence(face, sync, voice))
-    assert [f.name for f in figs] == ["timeline", "face_heatmap", "lip_sync", "voice", "summary"]
+    crops = rng.integers(0, 255, (5, 64, 64, 3), np.uint8)
+    mouth = explain.mouth_evidence(crops, np.arange(5.0), np.array([0.1, 0.9, 0.2, 0.8, 0.7]), (40, 56, 16, 48),
+                                   (30, 38, 8, 56))
+    assert mouth.times_s.tolist() == [1.0, 3.0, 4.0]  # the three blurriest, in time order
+    assert mouth.mouths.shape == mouth.cheeks.shape == (3, 16, 32, 3)
+    assert (mouth.mouths[0] == crops[1, 40:56, 16:48]).all()
+    figs = explain.draw(_report("video"), explain.Evidence(face, sync, voice, mouth))
+    assert [f.name for f in figs] == ["timeline", "face_heatmap", "lip_sync", "mouth", "voice", "summary"]
     for f in figs:
         h, w, _ = _png_shape(f.png)
         assert h > 100 and w > 300 and f.title and f.caption

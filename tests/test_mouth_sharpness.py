@@ -53,3 +53,17 @@ def test_the_column_joins_the_fusion_table_only_where_crops_were_kept():
     v = ms.with_column(t, np.array([1.0, 3.0, 99.0, 2.0, 0.0]), ok)
     assert v.x.shape == (n, 5) and v.x[2, 4] == 0.0 and not v.ran[2, 4] and v.fit_ok[:, 4].tolist() == ok.tolist()
     assert v.x[1, 4] > v.x[3, 4] > v.x[0, 4] > v.x[4, 4]  # order kept, the missing row's value ignored
+
+
+def test_the_shipped_column_can_be_taken_out_or_replaced_for_the_comparison():
+    n = 4
+    ran = np.ones((n, 5), bool)
+    t = Table([None] * n, np.arange(n * 5, dtype=float).reshape(n, 5), ran, ran.copy(), np.array([0, 1, 0, 1]),
+              np.array(["video"] * n), np.zeros(n, bool), np.array(list("abcd")), {}, {})
+    gone = ms.without_column(t, 4)
+    assert gone.x.shape == t.x.shape and not gone.ran[:, 4].any() and not gone.fit_ok[:, 4].any()
+    assert (gone.x[:, :4] == t.x[:, :4]).all() and gone.ran[:, :4].all() and t.ran[:, 4].all()
+    ok = np.array([True, False, True, True])
+    other = ms.with_column(t, np.array([2.0, 9.0, 0.0, 1.0]), ok, j=4)
+    assert other.x.shape == t.x.shape and other.ran[:, 4].tolist() == ok.tolist()
+    assert other.x[0, 4] > other.x[3, 4] > other.x[2, 4] and other.x[1, 4] == 0.0
