@@ -14,10 +14,12 @@ little suspicious, which is why it enters the fusion with its own reliability an
 
 from __future__ import annotations
 
+import hashlib
+
 import cv2
 import numpy as np
 
-from models.base import Scores
+from models.base import Scores, WeightsInfo
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in crop pixels
 
@@ -45,7 +47,6 @@ class MouthBlurDetector:
 
     name = "mouth_blur"
     modality = "face"
-    weights_infos = ()
     # the measure's median and spread over 1,990 video rows (dev set, processed reals, synthetic), labels unseen
     CENTRE = -5.0
     SPREAD = 1.0
@@ -54,6 +55,11 @@ class MouthBlurDetector:
         if not spread > 0:
             raise ValueError(f"spread must be positive, got {spread}")
         self.centre, self.spread = float(centre), float(spread)
+        # its only "weights" are the two numbers of the map: other numbers are another model, which must never be
+        # calibrated by this one's calibration or resume its stored scores
+        params = f"mouth_blur centre={self.centre!r} spread={self.spread!r}"
+        self.weights_info = WeightsInfo(self.name, f"<no file: {params}>",
+                                        hashlib.sha256(params.encode()).hexdigest())
 
     @classmethod
     def load(cls, device: str = "cpu") -> MouthBlurDetector:

@@ -115,3 +115,13 @@ def test_mouth_fill_gives_a_kept_row_the_score_the_pipeline_gave(pipe, dev_data,
     assert back.detectors[MOUTH][0] == "mouth_blur" and back.raw[VISUAL] == row.raw[VISUAL]
     summary = json.loads((tmp_path / "filled" / "summary.json").read_text())
     assert summary["counts"]["filled"] == 1 and summary["checked"] == 0
+
+
+def test_other_constants_are_another_model_with_another_calibration_key():
+    from models.registry import identity
+
+    shipped, other = MouthBlurDetector(), MouthBlurDetector(MouthBlurDetector.CENTRE + 1.0)
+    assert identity("mouth_blur", shipped).key != identity("mouth_blur", other).key
+    assert identity("mouth_blur", shipped) == identity("mouth_blur", MouthBlurDetector())
+    box = face_regions(SIZE, MARGIN)["mouth"]
+    assert other.score(_faces(), box)[0] < shipped.score(_faces(), box)[0]  # a higher centre reads as less blurred
