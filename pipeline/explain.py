@@ -6,8 +6,8 @@
   * ``lip_sync``: the lips-vs-voice agreement against the audio offset (its peak is the offset the clip is
     played at), and the mouth's movement over time against the speech envelope;
   * ``voice``: the spectrogram with the windows the voice detector found synthetic shaded;
-  * ``mouth``: the main face's blurriest mouths, each beside the same face's cheek at the same enlargement (a
-    repainted mouth is visibly softer than the skin around it);
+  * ``mouth``: the main face's blurriest mouths, each above the same face at nose height at the same
+    enlargement (a repainted mouth is visibly softer than the rest of the face);
   * ``timeline``: every detector's suspicion per second on one time axis;
   * ``summary``: the verdict, its first finding, the timeline and the strongest picture, in one image (the
     WhatsApp reply).
@@ -67,7 +67,7 @@ class VoiceEvidence:
 @dataclass(frozen=True)
 class MouthEvidence:
     mouths: np.ndarray  # (K, h, w, 3) uint8: the mouth box of the main face's blurriest aligned crops
-    cheeks: np.ndarray  # (K, h, w, 3) uint8: a cheek-height band of the same crops, the same size
+    cheeks: np.ndarray  # (K, h, w, 3) uint8: the same crops at nose height (the cheeks' band), the mouth box's size
     times_s: np.ndarray  # (K,)
     scores: np.ndarray  # (K,) the mouth detector's P(fake) of each
 
@@ -117,8 +117,8 @@ def face_evidence(predict: Callable[[np.ndarray], np.ndarray], crops: np.ndarray
 
 def mouth_evidence(crops: np.ndarray, times_s: np.ndarray, scores: np.ndarray, mouth_box, cheek_box,
                    n: int = MOUTH_FRAMES) -> MouthEvidence | None:
-    """The ``n`` blurriest mouths of one face track (highest P(fake)), in time order, each with the band of skin
-    across its cheeks cut to the mouth box's size (centred) for comparison."""
+    """The ``n`` blurriest mouths of one face track (highest P(fake)), in time order, each with the same face cut
+    at the centre of the cheeks' band (nose height) to the mouth box's size, for comparison."""
     if crops is None or len(crops) == 0:
         return None
     top = np.argsort(-np.asarray(scores))[:n]
@@ -221,11 +221,11 @@ def draw_face(axes, face: FaceEvidence) -> None:
 def draw_mouth(axes, mouth: MouthEvidence) -> None:
     """One column per frame: the mouth above, the same face's cheek below, both enlarged alike (no smoothing, so
     the pixels a person sees are the pixels measured)."""
-    for k, (m, c, t, p) in enumerate(zip(mouth.mouths, mouth.cheeks, mouth.times_s, mouth.scores, strict=False)):
+    for k, (m, c, t) in enumerate(zip(mouth.mouths, mouth.cheeks, mouth.times_s, strict=False)):
         axes[0][k].imshow(m, interpolation="nearest")
-        axes[0][k].set_title(f"{t:.1f} s: mouth, {p:.0%} blurred", fontsize=9)
+        axes[0][k].set_title(f"{t:.1f} s: the mouth", fontsize=9)
         axes[1][k].imshow(c, interpolation="nearest")
-        axes[1][k].set_title("the same face, across the cheeks", fontsize=8)
+        axes[1][k].set_title("the same face at nose height", fontsize=8)
         for ax in (axes[0][k], axes[1][k]):
             ax.axis("off")
 
@@ -344,7 +344,7 @@ def draw(report: Report, ev: Evidence) -> tuple[Figure, ...]:
         k = len(ev.mouth.mouths)
         fig, axes = plt.subplots(2, k, figsize=(2.6 * k, 3.6), squeeze=False)
         draw_mouth(axes, ev.mouth)
-        fig.suptitle("The blurriest mouths of the main face, each above its own cheeks at the same enlargement",
+        fig.suptitle("The blurriest mouths of the main face, each above the same face at nose height, enlarged alike",
                      fontsize=10)
         out.append(Figure("mouth", "Mouth detail", "Lip-sync generators repaint the mouth at low resolution: a "
                           "mouth much softer than the skin beside it is their mark.", _png(fig)))
