@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +201,11 @@ class FusionModel:
         cal = self.calibrators.get(name)
         return cal if cal is not None and cal.fits(sha256) else None
 
+    def unfitted_slots(self, slots) -> tuple[str, ...]:
+        """Which of ``slots`` no calibrator of this file belongs to (none when the file names no slots)."""
+        fitted = {c.slot for c in self.calibrators.values() if c.slot}
+        return tuple(s for s in slots if fitted and s not in fitted)
+
     def combine(self, calibrated: dict[str, float], reliability: dict[str, float] | None = None) -> float:
         if self.combiner == "noisy-or":
             return self.mapped(noisy_or({s: (reliability or {}).get(s, 1.0) * p for s, p in calibrated.items()},
@@ -272,11 +277,22 @@ def fuse(
     never AUTHENTIC). ``applicable``: the slots this input calls for (e.g. all four for a talking-face video with
     sound); under the noisy-OR, those that did not run narrow the AUTHENTIC band. ``kind``: the media kind
     ("video" | "audio" | "image"), whose own thresholds apply when the calibration has them.
+    A slot the calibration file was never fitted with (a detector added after it, e.g. ``mouth`` in a fusion of
+    four) is shown but not counted: neither its weight nor the thresholds it would shift were ever measured.
     """
     ran = {s: float(v) for s, v in raw.items() if v is not None and math.isfinite(v)}
     detectors = detectors or {}
+    unfitted = model.unfitted_slots(ran) if model is not None else ()
+    if unfitted:
+        ran = {s: v for s, v in ran.items() if s not in unfitted}
+        applicable = tuple(s for s in applicable if s not in unfitted) if applicable is not None else None
     if model is not None and model.combiner == "noisy-or":
-        return _fuse_noisy_or(ran, model, face_quality, detectors, applicable, kind)
+        fusion, calibrated, verdict = _fuse_noisy_or(ran, model, face_quality, detectors, applicable, kind)
+        if unfitted:
+            note = "; ".join(filter(None, [fusion.note, "not in this calibration's fit, shown but not counted: "
+                                           + ", ".join(unfitted)]))
+            fusion = replace(fusion, note=note)
+        return fusion, calibrated, verdict
     if model is not None:
         calibrated, _, missing = _calibrate_all(ran, model, detectors)
         total = sum(abs(model.weights.get(s, 0.0)) for s in SLOTS) or 1.0

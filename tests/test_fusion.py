@@ -100,3 +100,19 @@ def test_a_detector_without_its_own_calibrator_is_fused_at_half_strength_and_nam
                calibrators={"mesonet:x": Calibrator("platt", 0.017, 0.0, sha256="a" * 64)})
     f3, cal3, _ = fuse({"visual": 0.95}, m2, detectors={"visual": ("mesonet:x", "b" * 64)})
     assert cal3["visual"] == pytest.approx(fusion_mod.uncalibrated(0.95)) and f3.uncalibrated
+
+
+def test_a_slot_the_calibration_was_never_fitted_with_is_shown_but_not_counted():
+    """A fusion of four detectors cannot weigh a fifth it never saw: the mouth score neither moves P(fake) nor
+    narrows the AUTHENTIC band for not running, and the note says so."""
+    cals = {"v": Calibrator("platt", 1.0, 0.0, slot="visual", reliability=0.8),
+            "a": Calibrator("platt", 1.0, 0.0, slot="audio", reliability=0.8)}
+    model = FusionModel(cals, 0.0, {}, thresholds=(0.3, 0.8), combiner="noisy-or", leak=0.02)
+    ids = {"visual": ("v", ""), "audio": ("a", ""), "mouth": ("mouth_blur", "x")}
+    base, cal_base, _ = fuse({"visual": 0.2, "audio": 0.3}, model, detectors=ids, applicable=("visual", "audio"))
+    more, cal_more, _ = fuse({"visual": 0.2, "audio": 0.3, "mouth": 0.99}, model, detectors=ids,
+                             applicable=("visual", "audio", "mouth"))
+    assert more.fake_probability == pytest.approx(base.fake_probability)
+    assert more.thresholds == base.thresholds and "mouth" not in cal_more
+    assert "not counted: mouth" in more.note and "not counted" not in (base.note or "")
+    assert model.unfitted_slots(["visual", "mouth"]) == ("mouth",)
