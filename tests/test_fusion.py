@@ -109,7 +109,7 @@ def test_a_slot_the_calibration_was_never_fitted_with_is_shown_but_not_counted()
             "a": Calibrator("platt", 1.0, 0.0, slot="audio", reliability=0.8)}
     model = FusionModel(cals, 0.0, {}, thresholds=(0.3, 0.8), combiner="noisy-or", leak=0.02)
     ids = {"visual": ("v", ""), "audio": ("a", ""), "mouth": ("mouth_blur", "x")}
-    base, cal_base, _ = fuse({"visual": 0.2, "audio": 0.3}, model, detectors=ids, applicable=("visual", "audio"))
+    base, _, _ = fuse({"visual": 0.2, "audio": 0.3}, model, detectors=ids, applicable=("visual", "audio"))
     more, cal_more, _ = fuse({"visual": 0.2, "audio": 0.3, "mouth": 0.99}, model, detectors=ids,
                              applicable=("visual", "audio", "mouth"))
     assert more.fake_probability == pytest.approx(base.fake_probability)
