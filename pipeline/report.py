@@ -39,6 +39,7 @@ class Status(StrEnum):
 # Detector slots of the report, in display order, with the seed's key names and labels.
 VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH = "visual", "temporal", "audio", "lip_sync", "mouth"
 SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH)
+SEED_SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC)  # the seed's four, whose keys come first in the stored JSON
 SEED_KEYS = {
     VISUAL: "visual_artifacts",
     TEMPORAL: "temporal_consistency",
@@ -213,16 +214,22 @@ class Report:
 
     # -- the JSON/DB shape (only here) ------------------------------------------------------------
     def detector_scores(self) -> dict[str, Any]:
-        """The seed's keys, then extras. Missing detectors are ``None``, never a number."""
-        out: dict[str, Any] = {"face_quality": _r(self.face_quality)}
-        for slot in SLOTS:
+        """The seed's keys, then the later detectors' (``mouth_blur``), then extras. Missing detectors are ``None``,
+        never a number."""
+        def stored(slot: str) -> float | None:
             d = self.detector(slot)
-            value = None
-            if d is not None and d.ran:
-                p = d.calibrated if d.calibrated is not None else d.score
-                value = (1.0 - p) if slot == TEMPORAL else p
-            out[SEED_KEYS[slot]] = _r(value)
+            if d is None or not d.ran:
+                return None
+            p = d.calibrated if d.calibrated is not None else d.score
+            return _r((1.0 - p) if slot == TEMPORAL else p)
+
+        out: dict[str, Any] = {"face_quality": _r(self.face_quality)}
+        for slot in SEED_SLOTS:
+            out[SEED_KEYS[slot]] = stored(slot)
         out["final_weighted_score"] = _r(self.fusion.fake_probability)
+        for slot in SLOTS:  # detectors added after the seed: their keys follow the seed's, in the same orientation
+            if slot not in SEED_SLOTS:
+                out[SEED_KEYS[slot]] = stored(slot)
         # extras under new keys
         out["fake_probability"] = _r(self.fusion.fake_probability)
         out["verdict"] = self.verdict.value

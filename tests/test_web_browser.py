@@ -109,7 +109,7 @@ def test_upload_through_the_page_until_completed_and_bars_match_the_scores(site,
     assert pg.inner_text("#verdict h1") == ds["verdict"].replace("_", " ")
     ratios = pg.evaluate(BAR_RATIOS_JS)
     keys = ["visual_artifacts", "temporal_consistency", "audio_synthesis", "face_quality", "lip_sync_error",
-            "final_weighted_score"]
+            "mouth_blur", "final_weighted_score"]
     assert sorted(ratios) == sorted(keys)
     for key in keys:  # every bar is the stored value in the orientation labels.json gives it
         shown = BY_KEY[key].shown(ds[key])
@@ -155,10 +155,11 @@ def test_old_rows_and_0_and_100_percent_bars(site, page, capsys):
     items.first.locator("a").click()
     pg.wait_for_selector("#scores")
     ratios = pg.evaluate(BAR_RATIOS_JS)
-    # stored: visual P(fake) 1, temporal consistency 0, audio P(fake) 0, fused 0.75; shown higher = more authentic
+    # stored: visual P(fake) 1, temporal consistency 0, audio P(fake) 0, mouth blur 0, fused 0.75; shown higher =
+    # more authentic
     assert ratios == {"visual_artifacts": 0.0, "temporal_consistency": 0.0,
                       "audio_synthesis": pytest.approx(1.0, abs=1e-3), "face_quality": pytest.approx(1.0, abs=1e-3),
-                      "final_weighted_score": pytest.approx(0.25, abs=5e-3)}
+                      "mouth_blur": pytest.approx(1.0, abs=1e-3), "final_weighted_score": pytest.approx(0.25, abs=5e-3)}
     assert pg.inner_text("#scores .score[data-key=visual_artifacts] .score-value") == "0 %"
     assert pg.inner_text("#scores .score[data-key=audio_synthesis] .score-value") == "100 %"
     fill0 = pg.locator("#scores .score[data-key=visual_artifacts] .bar-fill").bounding_box()
@@ -167,7 +168,8 @@ def test_old_rows_and_0_and_100_percent_bars(site, page, capsys):
     assert "NOT APPLICABLE" in lips.upper() and "no speech in the audio track" in lips
     assert pg.locator("#scores .score[data-key=lip_sync_error] .bar").count() == 0
     charts = pg.locator("#timelines .timeline")
-    assert [charts.nth(i).get_attribute("data-slot") for i in range(charts.count())] == ["visual", "temporal", "audio"]
+    assert [charts.nth(i).get_attribute("data-slot") for i in range(charts.count())] == ["visual", "temporal", "audio",
+                                                                                       "mouth"]
     assert pg.locator("#timelines .timeline[data-slot=visual] rect").count() == 6
     img = pg.locator("#faces img")
     assert img.count() == 1 and pg.evaluate("() => document.querySelector('#faces img').naturalWidth") == 112
