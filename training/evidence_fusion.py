@@ -246,8 +246,9 @@ def predict_table(params: Params, t: Table, rows: np.ndarray) -> np.ndarray:
 
 
 def coverage(p: Params, t: Table) -> np.ndarray:
-    """Per row: the share of the reliability its input calls for that actually ran (narrows AUTHENTIC)."""
-    want = np.array([[s in applicable_for(r.modality) for s in SLOTS] for r in t.results])
+    """Per row: the share of the reliability its input calls for that actually ran (narrows AUTHENTIC). A slot no row
+    of the table ran gets no calibrator, so, as at runtime (``pipeline.fusion.fuse``), it is not called for."""
+    want = np.array([[s in applicable_for(r.modality) for s in SLOTS] for r in t.results]) & t.ran.any(0)[None, :]
     total = (want * p.r).sum(1)
     return np.where(total > 0, (t.ran * want * p.r).sum(1) / np.maximum(total, 1e-9), 1.0)
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.report import MOUTH, VISUAL
-from training.evaluate import OOF_STATUS_MISSING, ItemResult, rescore_parser, sync_variant
+from training.evaluate import OOF_STATUS_MISSING, ItemResult, applicable_for, rescore_parser, sync_variant
 from training.split import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -63,25 +63,24 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in _read_results(Path(f)) if r.path in items]
         with open(dest, "w") as fh:
             for r in rows:
-                got = None
-                if r.status.get(VISUAL) == "ok":
-                    got = cache.get(items[r.path].file, sync_variant(r.reencode))
                 score = None
-                if got is not None:
-                    crops, substantial = got
-                    score, _ = stages.score_mouth_crops(mouth.detector, crops, substantial, p._mouth_size(),
-                                                        p.settings.visual_crop_margin)
+                if MOUTH in applicable_for(r.modality) and r.status.get(VISUAL) == "ok":
+                    got = cache.get(items[r.path].file, sync_variant(r.reencode))
+                    if got is not None:
+                        crops, substantial = got
+                        score, _ = stages.score_mouth_crops(mouth.detector, crops, substantial, p._mouth_size(),
+                                                            p.settings.visual_crop_margin)
                 if score is not None and r.raw.get(MOUTH) is not None:
                     diffs.append(abs(score - r.raw[MOUTH]))
                 if score is not None:
-                    r = filled(r, score, "ok", ident)
-                    counts["filled"] += 1
+                    r, kind = filled(r, score, "ok", ident), "filled"
+                elif MOUTH not in applicable_for(r.modality):  # an image or a voice note: the stage never scores it
+                    r, kind = filled(r, None, "not_applicable", ident), "not_applicable"
                 elif r.status.get(VISUAL) == "ok":  # faces were scored, but their crops are not kept
-                    r = filled(r, None, OOF_STATUS_MISSING, ident)
-                    counts[OOF_STATUS_MISSING] += 1
-                else:  # no face, no picture, or no video: the visual stage's reason is the mouth stage's too
-                    r = filled(r, None, r.status.get(VISUAL) or "not_applicable", ident)
-                    counts["not_applicable"] += 1
+                    r, kind = filled(r, None, OOF_STATUS_MISSING, ident), OOF_STATUS_MISSING
+                else:  # no face found, or faces could not be detected: the visual stage's reason is the mouth's too
+                    r, kind = filled(r, None, r.status.get(VISUAL) or "not_applicable", ident), "not_applicable"
+                counts[kind] += 1
                 fh.write(json.dumps(r.__dict__) + "\n")
         logger.info("%s -> %s (%d rows)", f, dest, len(rows))
     summary = {"counts": counts, "identity": ident, "checked": len(diffs),
