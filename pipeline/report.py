@@ -402,8 +402,8 @@ def _why_not_run(d: DetectorResult) -> str | None:
             return f"no speech, so {CANNOT_RUN[d.slot]}"
         if d.slot in (AUDIO, LIP_SYNC) and "audio" in reason:
             return f"no sound, so {CANNOT_RUN[d.slot]}"
-        if "face" in reason:
-            return f"no usable face, so {CANNOT_RUN[d.slot]}"
+        if "face" in reason:  # the mouth is part of the face checks: their line says it once
+            return None if d.slot == MOUTH else f"no usable face, so {CANNOT_RUN[d.slot]}"
         return None  # e.g. an image has no motion: nothing a reader needs to be told
     if d.status in (Status.UNAVAILABLE, Status.FAILED):
         return f"{CANNOT_RUN[d.slot]} on this installation ({d.status.value})"

@@ -213,3 +213,25 @@ def test_a_clear_call_carries_no_borderline_note(p):
     verdict = Verdict.FAKE if p >= 0.8 else Verdict.AUTHENTIC if p < 0.2 else Verdict.SUSPICIOUS
     assert not [f for f in _report(verdict, _dubbed().detectors, (("lip_sync", 0.9),), p=p).findings
                 if "borderline" in f]
+
+
+def test_the_mouth_check_is_named_when_it_drove_the_verdict_and_folded_into_the_face_checks_when_no_face():
+    dets = (
+        DetectorResult("visual", "mesonet", Status.OK, score=0.3, calibrated=0.2),
+        DetectorResult("temporal", "lrasd_temporal", Status.OK, score=0.3, calibrated=0.2),
+        DetectorResult("audio", "aasist", Status.OK, score=0.2, calibrated=0.1),
+        DetectorResult("lip_sync", "sync", Status.OK, score=0.2, calibrated=0.1),
+        DetectorResult("mouth", "mouth_blur", Status.OK, score=0.97, calibrated=0.9),
+    )
+    found = _report(Verdict.SUSPICIOUS, dets, (("mouth", 0.75), ("visual", 0.1)), p=0.6).findings
+    assert found[0] == "the mouth is blurred the way lip-sync generators repaint it"
+    faceless = (
+        DetectorResult("visual", "mesonet", Status.NOT_APPLICABLE, reason="no face found in 20 sampled frame(s)"),
+        DetectorResult("temporal", "lrasd_temporal", Status.NOT_APPLICABLE, reason="no face found"),
+        DetectorResult("audio", "aasist", Status.OK, score=0.1, calibrated=0.05),
+        DetectorResult("lip_sync", "sync", Status.NOT_APPLICABLE, reason="no face to read the lips of"),
+        DetectorResult("mouth", "mouth_blur", Status.NOT_APPLICABLE, reason="no face found in 20 sampled frame(s)"),
+    )
+    found = _report(Verdict.AUTHENTIC, faceless, (("audio", 0.04),), p=0.1).findings
+    assert "no usable face, so the face checks could not run" in found
+    assert not any("mouth" in f for f in found)  # said once, by the face checks' line
