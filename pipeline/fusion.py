@@ -274,7 +274,7 @@ def fuse(
     ``detectors``: slot -> (model name, weights sha256) of the detector that produced each score; its calibrator
     is looked up by that identity (a slot without one is uncalibrated). Returns the ``Fusion`` summary, the
     calibrated score per slot, and the verdict (``None`` when no detector ran: the caller reports NOT_APPLICABLE,
-    never AUTHENTIC). ``applicable``: the slots this input calls for (e.g. all four for a talking-face video with
+    never AUTHENTIC). ``applicable``: the slots this input calls for (e.g. all five for a talking-face video with
     sound); under the noisy-OR, those that did not run narrow the AUTHENTIC band. ``kind``: the media kind
     ("video" | "audio" | "image"), whose own thresholds apply when the calibration has them.
     A slot the calibration file was never fitted with (a detector added after it, e.g. ``mouth`` in a fusion of
