@@ -393,6 +393,26 @@ def _sentence(slot: str, d: DetectorResult, report: Report) -> str:
             else "the face partly moves the way generated video does") + _span(d, duration)
 
 
+def _and_join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _not_run_lines(report: Report) -> list[str]:
+    """Why the checks that did not run did not, one line each, except that the checks a missing face stopped share
+    one line (three lines about one missing face would push every other finding out)."""
+    lines = [(d, w) for d in report.detectors if (w := _why_not_run(d))]
+    faceless = [d for d, w in lines if w.startswith(NO_FACE)]
+    if len(faceless) < 2:
+        return [w for _, w in lines]
+    merged = f"{NO_FACE}the {_and_join([LABELS[d.slot].lower() for d in faceless])} checks could not run"
+    out = [w for d, w in lines if d not in faceless]
+    out.insert(next(i for i, (d, _) in enumerate(lines) if d in faceless), merged)
+    return out
+
+
+NO_FACE = "no usable face, so "
+
+
 def _why_not_run(d: DetectorResult) -> str | None:
     reason = (d.reason or "").lower()
     if d.status is Status.NOT_APPLICABLE:
@@ -403,7 +423,7 @@ def _why_not_run(d: DetectorResult) -> str | None:
         if d.slot in (AUDIO, LIP_SYNC) and "audio" in reason:
             return f"no sound, so {CANNOT_RUN[d.slot]}"
         if "face" in reason:  # the mouth is part of the face checks: their line says it once
-            return None if d.slot == MOUTH else f"no usable face, so {CANNOT_RUN[d.slot]}"
+            return None if d.slot == MOUTH else f"{NO_FACE}{CANNOT_RUN[d.slot]}"
         return None  # e.g. an image has no motion: nothing a reader needs to be told
     if d.status in (Status.UNAVAILABLE, Status.FAILED):
         return f"{CANNOT_RUN[d.slot]} on this installation ({d.status.value})"
@@ -480,11 +500,11 @@ def _detector_findings(report: Report) -> tuple[str, ...]:
         if clean and not weak:
             out.append(f"none of the checks that ran ({', '.join(clean)}) found a sign of manipulation")
         elif clean:
-            names = clean[0] if len(clean) == 1 else ", ".join(clean[:-1]) + " and " + clean[-1]
+            names = _and_join(clean)
             out.append(f"the {names} check{'s' if len(clean) > 1 else ''} found no sign of manipulation")
         out += [f"{_sentence(slot, by_slot[slot], report)}, but not strongly enough to doubt the clip"
                 for slot in weak[:1]]
-    out += [w for d in report.detectors if (w := _why_not_run(d))]
+    out += _not_run_lines(report)
     return tuple(dict.fromkeys(out))[:3]
 
 
