@@ -101,14 +101,15 @@ def score_visual_crops(predict, crops: dict[int, np.ndarray], substantial: list[
     from pipeline.aggregate import aggregate
 
     ids = list(crops)
-    fake_prob = np.asarray(predict(np.concatenate([crops[t] for t in ids])).fake_prob)
-    track_scores: dict[int, tuple[float, np.ndarray]] = {}
-    pos = 0
-    for t in ids:
-        probs = fake_prob[pos : pos + len(crops[t])]
-        pos += len(crops[t])
-        track_scores[t] = (aggregate(probs, aggregation), probs)
+    per_track = _per_track(np.asarray(predict(np.concatenate([crops[t] for t in ids])).fake_prob), crops, ids)
+    track_scores = {t: (aggregate(probs, aggregation), probs) for t, probs in per_track.items()}
     return max(track_scores[t][0] for t in substantial), track_scores
+
+
+def _per_track(values: np.ndarray, crops: dict[int, np.ndarray], ids: list[int]) -> dict[int, np.ndarray]:
+    """``values`` of the crops of ``ids`` concatenated in that order, split back per track."""
+    bounds = np.cumsum([0] + [len(crops[t]) for t in ids])
+    return {t: values[a:b] for t, a, b in zip(ids, bounds[:-1], bounds[1:], strict=True)}
 
 
 def score_mouth_crops(detector, crops: dict[int, np.ndarray], substantial: list[int], size: int, margin: float
@@ -120,11 +121,7 @@ def score_mouth_crops(detector, crops: dict[int, np.ndarray], substantial: list[
 
     box = face_regions(size, margin)["mouth"]
     clip, per_face = detector.score(np.concatenate([crops[t] for t in substantial]), box)
-    out, pos = {}, 0
-    for t in substantial:
-        out[t] = per_face[pos : pos + len(crops[t])]
-        pos += len(crops[t])
-    return clip, out
+    return clip, _per_track(per_face, crops, substantial)
 
 
 def dense_tracks(analysis: FaceAnalysis, *, for_sync: bool) -> list[FaceTrack]:

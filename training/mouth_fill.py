@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from pipeline.report import MOUTH, VISUAL
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:  # no face found, or faces could not be detected: the visual stage's reason is the mouth's too
                     r, kind = filled(r, None, r.status.get(VISUAL) or "not_applicable", ident), "not_applicable"
                 counts[kind] += 1
-                fh.write(json.dumps(r.__dict__) + "\n")
+                fh.write(json.dumps(asdict(r)) + "\n")
         logger.info("%s -> %s (%d rows)", f, dest, len(rows))
     summary = {"counts": counts, "identity": ident, "checked": len(diffs),
                "max_abs_diff_from_stored": float(max(diffs)) if diffs else None,
