@@ -104,6 +104,13 @@ class Table:
             w[i] = GROUP_MASS.get(k, 0.5) / count[k]
         return w * len(w) / max(w.sum(), 1e-9)
 
+    def subset(self, rows: np.ndarray) -> Table:
+        """The table of ``rows`` only (their weights are recomputed over them: as if the others were never scored)."""
+        idx = np.flatnonzero(rows)
+        return replace(self, results=[self.results[i] for i in idx], x=self.x[idx], ran=self.ran[idx],
+                       fit_ok=self.fit_ok[idx], y=self.y[idx], family=self.family[idx],
+                       synthetic=self.synthetic[idx], fold=self.fold[idx])
+
 
 def trained_sources(name: str, sides: dict[str, str]) -> frozenset[str]:
     """The sources (generators and real collections) a dev-fitted detector saw in training: from the file list its
@@ -311,6 +318,22 @@ def verdicts(p: np.ndarray, cov: np.ndarray, kind: np.ndarray, thresholds: dict[
             for pi, ci, k in zip(p, cov, kind, strict=True)]
 
 
+def fold_verdicts(t: Table, p: np.ndarray, models: dict[str, Params], max_fake_on_real: float,
+                  max_flagged_real: float, unseen: np.ndarray | None = None) -> list[str]:
+    """Each row's verdict with thresholds picked on the other folds' reals (never on ``unseen`` rows), AUTHENTIC
+    narrowed by the detectors its fold's model calls for that did not run."""
+    out = ["" for _ in p]
+    seen = np.ones(len(p), bool) if unseen is None else ~unseen
+    for fold in set(t.fold):
+        rows = t.fold == fold
+        pick = ~rows & seen
+        th = kind_thresholds(p[pick], t.y[pick], t.family[pick], max_fake_on_real, max_flagged_real)
+        cov = coverage(models[fold], t)
+        for i, v in zip(np.flatnonzero(rows), verdicts(p[rows], cov[rows], t.family[rows], th), strict=True):
+            out[i] = v
+    return out
+
+
 def fit_output(p: np.ndarray, y: np.ndarray, w: np.ndarray, kind: np.ndarray | None = None) -> Calibrator:
     """Platt map of the noisy-OR output to P(fake), fitted on out-of-fold scores with the table's weights, on the
     kinds the fusion can tell apart (``separable``): a kind at chance (images: 3 fakes, AUC 0.54, weighing as much as
@@ -363,11 +386,11 @@ def _masked(t: Table, i: int) -> ItemResult:
                               for j, s in enumerate(SLOTS) for st in [r.status.get(s, "")]})
 
 
-def report(t: Table, p: np.ndarray, fold_verdicts: list[str], items: list[ManifestItem]) -> tuple[list, dict]:
+def report(t: Table, p: np.ndarray, row_verdicts: list[str], items: list[ManifestItem]) -> tuple[list, dict]:
     from training.protocol import per_source
 
     scored = [replace(r, fake_probability=None if np.isnan(pi) else float(pi), verdict=v)
-              for r, pi, v in zip(t.results, p, fold_verdicts, strict=True)]
+              for r, pi, v in zip(t.results, p, row_verdicts, strict=True)]
     return per_source(scored, items)
 
 
@@ -399,16 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     output = fit_output(raw_p, t.y, t.weights, t.family)
     p = np.array([np.nan if np.isnan(x) else output(x) for x in raw_p])
     # the false-FAKE budget is spent on reals; per fold, thresholds are picked on the other folds' reals
-    fold_verdicts = ["" for _ in p]
-    for fold in set(t.fold):
-        rows = t.fold == fold
-        th = kind_thresholds(p[~rows], t.y[~rows], t.family[~rows], args.max_fake_on_real, args.max_flagged_real)
-        cov = coverage(models[fold], t)
-        for i, v in zip(np.flatnonzero(rows), verdicts(p[rows], cov[rows], t.family[rows], th), strict=True):
-            fold_verdicts[i] = v
-    rows, summary = report(t, p, fold_verdicts, items)
+    fold_v = fold_verdicts(t, p, models, args.max_fake_on_real, args.max_flagged_real)
+    rows, summary = report(t, p, fold_v, items)
     p_log = logistic_out_of_fold(t)
-    rows_log, summary_log = report(t, p_log, fold_verdicts, items)
+    rows_log, summary_log = report(t, p_log, fold_v, items)
     log_auc = {r.source: r.auc["fused"] for r in rows_log}
     out = Path(args.report)
     out.mkdir(parents=True, exist_ok=True)
@@ -422,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     final = fit_table(t)
     thresholds = kind_thresholds(p, t.y, t.family, args.max_fake_on_real, args.max_flagged_real)
     scored = ~np.isnan(p)
-    verdict = np.array(fold_verdicts)
+    verdict = np.array(fold_v)
     by_kind = {}
     for k in sorted(set(t.family)):
         m = (t.family == k) & scored

@@ -1,0 +1,83 @@
+"""Reals after a processing the fusion never saw: their rows are scored, never fitted on, never set a threshold."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.report import SLOTS
+from training import evidence_fusion as ef
+from training import unseen_processing as up
+from training.evaluate import ItemResult
+from training.split import ManifestItem
+
+IDS = {"visual": ("mesonet:mesoinception_df", "v"), "temporal": ("lrasd_temporal", "t"),
+       "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s"), "mouth": ("mouth_blur", "m")}
+
+
+def _table(unseen_score: float, with_copies: bool = True) -> ef.Table:
+    """Four real and four fake sources; every real again as a "down360" copy whose scores read ``unseen_score``."""
+    rng = np.random.default_rng(0)
+    items, results = [], []
+    for src in ("alpha", "beta", "gamma", "delta"):
+        for k in range(8):
+            real = ManifestItem(f"A_real_av/{src}_real/{k}.mp4", "real", "video_av", "none", f"id:{src}{k}", 5.0,
+                                Path("/nowhere"))
+            fake = ManifestItem(f"B_fake_av/{src}/{k}.mp4", "fake", "video_av", "m", f"id:{src}{k}", 5.0,
+                                Path("/nowhere"))
+            items += [real, fake]
+            for it, copy in ((real, None), (fake, None), (real, "down360")):
+                level = unseen_score if copy else (0.15 + 0.5 * it.is_fake)
+                raw = {s: float(np.clip(level + rng.normal(0, 0.08), 0.01, 0.99)) for s in SLOTS}
+                if copy and not with_copies:
+                    continue
+                results.append(ItemResult(it.path, it.label, it.modality, it.manipulation, it.group, "", None, None,
+                                          {s: "ok" for s in SLOTS}, raw, {}, None, 1.0, copy,
+                                          detectors={s: list(IDS[s]) for s in SLOTS}))
+    return ef.build_table(results, items, split_file=Path("/no/split.tsv"))
+
+
+def test_unseen_rows_are_never_fitted_on_and_the_rest_is_judged_as_make_calibrate_would(monkeypatch):
+    t = _table(0.5)
+    unseen = up.unseen_rows(t, {"down360"})
+    assert unseen.sum() == 32 and not unseen[t.y == 1].any()
+    fitted = []
+    real_fit = ef.fit_table
+    monkeypatch.setattr(ef, "fit_table", lambda tab, rows=None, typical=False: (
+        fitted.append([r.reencode for r, keep in zip(tab.results, rows, strict=True) if keep]),
+        real_fit(tab, rows, typical))[1])
+    p, verdict = up.judged(t, unseen)
+    assert fitted and not any("down360" in f for f in fitted)
+    assert not np.isnan(p[unseen]).any() and all(verdict[i] for i in np.flatnonzero(unseen))
+    # the other rows score as in a table that never held the copies (same fits, same weights)
+    alone = _table(0.5, with_copies=False)
+    p_alone, verdict_alone = up.judged(alone, np.zeros(len(alone.y), bool))
+    np.testing.assert_allclose(p[~unseen], p_alone, atol=1e-9)
+    assert [verdict[i] for i in np.flatnonzero(~unseen)] == verdict_alone
+
+
+def test_a_processing_that_looks_fake_is_caught_only_when_the_fit_never_saw_it():
+    t = _table(0.8)  # the processed reals score like the fakes
+    unseen = up.unseen_rows(t, {"down360"})
+    p, verdict = up.judged(t, unseen)
+    held_out = up.by_processing(t, p, verdict)
+    assert held_out["as-is"]["fake"] <= 0.05
+    assert held_out["down360"]["fake"] > 0.5  # the budget was never spent on them: the report shows the damage
+    assert len(held_out["down360"]["called_fake"]) == round(held_out["down360"]["fake"] * 32)
+    # fitted with them, the same rows spend the budget and hide it: why the check leaves them out
+    p_in, verdict_in = up.judged(t, np.zeros_like(unseen))
+    assert up.by_processing(t, p_in, verdict_in)["down360"]["fake"] < held_out["down360"]["fake"]
+
+
+def test_by_processing_counts_reals_of_the_family_only():
+    t = _table(0.3)
+    p = np.full(len(t.y), 0.5)
+    verdict = ["FAKE" if r.reencode else "AUTHENTIC" for r in t.results]
+    fam = t.family.copy()
+    fam[0] = "audio"
+    table = up.by_processing(replace(t, family=fam), p, verdict)
+    assert table["down360"] == {"n": 32, "fake": 1.0, "suspicious_or_fake": 1.0,
+                                "called_fake": sorted(r.path for r in t.results if r.reencode)}
+    assert table["as-is"]["n"] == 31 and table["as-is"]["fake"] == 0.0
