@@ -9,7 +9,7 @@ VIDEO ?=
 OUT ?= out
 MANIFEST ?= ../shared/data/dev/manifest.tsv
 
-.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve synth calibrate calibrate-whisper visual-oof train clean
+.PHONY: help install apt venv web-deps web-test test lint scan faces weights eval bench serve synth calibrate calibrate-whisper visual-oof unseen-processing train clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -106,6 +106,27 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
 	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso \
 	  --out $(CALIBRATION_OUT) --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
+
+# After `make calibrate`: every real video again after processings the fusion never saw (never fitted on, never setting
+# a threshold), through the same out-of-fold steps; the temporal heads learn from as-is rows only, so refitting them
+# over all runs (into their own folder) leaves every other row's temporal score as it was.
+UNSEEN_PROCESSINGS ?= down360 messenger_vlow
+UNSEEN_RUNS = $(addprefix real-,$(UNSEEN_PROCESSINGS))
+unseen-processing: ## the false-FAKE budget on reals after processings the fit never saw (after make calibrate)
+	@for p in $(UNSEEN_PROCESSINGS); do \
+	  $(EVAL) --manifest "$(MANIFEST)" --reals-only --modality video_av,video --reencode $$p \
+	    --out $(OUT)/eval/real-$$p || exit 1; done
+	$(PY) -m training.sync_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/sync_oof \
+	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/$(r)/results.jsonl)
+	$(PY) -m training.temporal_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/temporal_oof_unseen \
+	  --results $(foreach r,$(EVAL_RUNS) $(UNSEEN_RUNS),$(OUT)/eval/sync_oof/$(r)/results.jsonl)
+	$(AUDIO_OOF) --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/audio_oof \
+	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/temporal_oof_unseen/$(r)/results.jsonl)
+	$(PY) -m training.mouth_fill --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/mouth_fill \
+	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
+	$(PY) -m training.unseen_processing --unseen $(UNSEEN_PROCESSINGS) --manifest "$(MANIFEST)" \
+	  $(SYNTH)/manifest.tsv --report $(OUT)/eval/unseen_processing \
+	  --results $(foreach r,$(EVAL_RUNS) $(UNSEEN_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
 
 # the audio rows refitted per fold: AASIST-ft fine-tuned again (default), or the Whisper head (calibrate-whisper)
 AUDIO_OOF ?= $(ONE_THREAD) $(PY) -m training.audio_oof --jobs 2
