@@ -23,6 +23,30 @@ AUGMENTATIONS = {
 }
 
 
+def _detail(frames: np.ndarray) -> float:
+    """Mean absolute luma Laplacian: the fine detail a beauty filter removes and sharpening adds."""
+    y = frames.mean(axis=-1)
+    return float(np.abs(4 * y[:, 1:-1, 1:-1] - y[:, :-2, 1:-1] - y[:, 2:, 1:-1] - y[:, 1:-1, :-2] - y[:, 1:-1, 2:]).mean())
+
+
+def _saturation(frames: np.ndarray) -> float:
+    return float((frames.max(axis=-1) - frames.min(axis=-1)).mean())
+
+
+def _changed(before: np.ndarray, after: np.ndarray, rows: slice) -> float:
+    return float(np.abs(after[:, rows] - before[:, rows]).mean())
+
+
+# name -> property of the frames after it against before (the same sampled times, same size)
+PICTURE_FILTERS = {
+    "beauty": lambda b, a: _detail(a) < 0.85 * _detail(b),
+    "sharpen": lambda b, a: _detail(a) > 1.3 * _detail(b),
+    "grade": lambda b, a: _saturation(a) > 1.15 * _saturation(b),
+    # the caption bar covers the bottom of the picture and leaves its top as it was
+    "captions": lambda b, a: _changed(b, a, slice(-a.shape[1] // 6, None)) > 4 * _changed(b, a, slice(0, a.shape[1] // 3)),
+}
+
+
 @pytest.fixture(scope="module")
 def source():
     return media.probe(CLIP)
@@ -61,6 +85,11 @@ def test_each_processing_keeps_a_readable_clip_with_its_property(name, source, t
         assert info.video_codec == source.video_codec  # the picture is the real clip's
         assert np.corrcoef(before, after)[0, 1] > 0.5  # the same speech, at the same time
         assert AUGMENTATIONS[name](gain_db, residual_db), (name, gain_db, residual_db)
+    elif name in PICTURE_FILTERS:
+        before = media.sample_frames(CLIP, source, fps=1.0, max_frames=4).frames.astype(np.float64)
+        after = media.sample_frames(out, info, fps=1.0, max_frames=4).frames.astype(np.float64)
+        assert (w, h) == (source.width, source.height) and before.shape == after.shape
+        assert PICTURE_FILTERS[name](before, after), name
     elif name == "telephone":  # nothing above the 3.4 kHz telephone band survives
         audio = media.load_audio(out, info, 16000).samples
         spec = np.abs(np.fft.rfft(audio)) ** 2

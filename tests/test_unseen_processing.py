@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.report import SLOTS
 from training import evidence_fusion as ef
@@ -78,6 +79,16 @@ def test_by_processing_counts_reals_of_the_family_only():
     fam = t.family.copy()
     fam[0] = "audio"
     table = up.by_processing(replace(t, family=fam), p, verdict)
+    medians = table["down360"].pop("median_raw_log_odds")
     assert table["down360"] == {"n": 32, "fake": 1.0, "suspicious_or_fake": 1.0,
                                 "called_fake": sorted(r.path for r in t.results if r.reencode)}
     assert table["as-is"]["n"] == 31 and table["as-is"]["fake"] == 0.0
+    # which detector a processing moves: the copies were scored ~0.3 by every detector, the as-is reals ~0.15
+    assert set(medians) == set(SLOTS)
+    for slot in SLOTS:
+        assert medians[slot] == _log_odds_near(0.3)
+        assert table["as-is"]["median_raw_log_odds"][slot] == _log_odds_near(0.15)
+
+
+def _log_odds_near(p: float):
+    return pytest.approx(np.log(p / (1 - p)), abs=0.4)  # the two levels are 0.9 apart

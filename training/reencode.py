@@ -6,8 +6,8 @@ quality), AAC 64 kbit/s; audio-only: Opus 32 kbit/s in Ogg (a voice note); image
 at most 1600 px.
 
 Other processings (``PROCESSINGS``, videos; the audio ones also apply to audio files): H.265 and VP9 re-encodes,
-a 360p downscale, a 2× upscale, a 9:16 portrait crop, a letterbox into 16:9, a side-by-side panel, frame-rate
-conversion to 30 and 60 fps, narrow-band telephone audio and Opus at 16 kbit/s; and real-side audio
+a 360p downscale, a 2× upscale, a 9:16 portrait crop, a letterbox into 16:9, a side-by-side panel, a phone's
+beauty filter, over-sharpening, a colour-grading filter, burnt-in captions, frame-rate conversion to 30 and 60 fps, narrow-band telephone audio and Opus at 16 kbit/s; and real-side audio
 augmentation: pink noise (about 20 dB below speech), a music bed, +12 dB into a limiter, and -20 dB.
 """
 
@@ -49,6 +49,8 @@ class Processing:
 
 _H264 = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p")
 _EVEN = "scale=trunc(iw/2)*2:trunc(ih/2)*2"
+_CAPTION_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"  # Debian's fonts-dejavu-core (make apt)
+_CAPTION = "He said this on live TV yesterday"
 PROCESSINGS = {
     "messenger_vlow": Processing("messenger_vlow", ("-vf", "scale=-2:'min(240,ih)'", "-c:v", "libx264", "-preset",
                                                     "veryfast", "-b:v", "250k", "-pix_fmt", "yuv420p"),
@@ -68,6 +70,15 @@ PROCESSINGS = {
                                   "-map", "[v]", "-map", "0:a?", *_H264)),
     "fps30": Processing("fps30", ("-vf", f"fps=30,{_EVEN}", *_H264)),
     "fps60": Processing("fps60", ("-vf", f"fps=60,{_EVEN}", *_H264)),
+    # what phone apps do to a real clip before anyone checks it: a beauty filter (edge-preserving skin smoothing
+    # on luma), over-sharpening, a colour-grading filter, and burnt-in captions
+    "beauty": Processing("beauty", ("-vf", f"bilateral=sigmaS=6:sigmaR=0.08:planes=1,{_EVEN}", *_H264)),
+    "sharpen": Processing("sharpen", ("-vf", f"unsharp=5:5:1.2:5:5:0,{_EVEN}", *_H264)),
+    "grade": Processing("grade", ("-vf", f"eq=contrast=1.12:saturation=1.35:gamma=0.95,"
+                                         f"colorbalance=rs=0.06:gs=0.02:bs=-0.06,{_EVEN}", *_H264)),
+    "captions": Processing("captions", ("-vf", f"{_EVEN},drawtext=fontfile={_CAPTION_FONT}:text='{_CAPTION}'"
+                                               ":fontcolor=white:fontsize=h/16:box=1:boxcolor=black@0.6:boxborderw=8"
+                                               ":x=(w-text_w)/2:y=h-text_h-h/12", *_H264)),
     "telephone": Processing("telephone", ("-c:v", "copy"),
                             ("-af", "highpass=f=300,lowpass=f=3400,aresample=8000", "-c:a", "aac", "-b:a", "24k",
                              "-ac", "1")),

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.report import SLOTS
 from training import evidence_fusion as ef
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,18 @@ def by_processing(t: ef.Table, p: np.ndarray, verdict: list[str], family: str = 
         v = np.array([verdict[i] for i in idx])
         out[name] = {"n": len(idx), "fake": float(np.mean(v == "FAKE")),
                      "suspicious_or_fake": float(np.isin(v, ["FAKE", "SUSPICIOUS"]).mean()),
-                     "called_fake": sorted(t.results[i].path for i in idx if verdict[i] == "FAKE")}
+                     "called_fake": sorted(t.results[i].path for i in idx if verdict[i] == "FAKE"),
+                     "median_raw_log_odds": _median_raw(t, np.asarray(idx))}
+    return out
+
+
+def _median_raw(t: ef.Table, idx: np.ndarray) -> dict[str, float]:
+    """Per detector, the median raw log-odds over the rows where it ran: which detector a processing moves."""
+    out = {}
+    for s, slot in enumerate(SLOTS):
+        ran = t.ran[idx, s]
+        if ran.any():
+            out[slot] = round(float(np.median(t.x[idx[ran], s])), 3)
     return out
 
 
@@ -104,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         mark = "  (never fitted on)" if name in args.unseen else ""
         print(f"  {name:16s} n={row['n']:4d}  FAKE {row['fake']:6.1%}  SUSPICIOUS or FAKE "
               f"{row['suspicious_or_fake']:6.1%}{mark}")
+        print("      median raw log-odds: " + ", ".join(f"{k} {v:+.2f}" for k, v in row["median_raw_log_odds"].items()))
         for path in row["called_fake"]:
             print(f"      called FAKE: {path}")
     print(f"video fakes: {summary['video_fakes']['n']}, called FAKE {summary['video_fakes']['fake']:.1%}, "
