@@ -26,7 +26,8 @@ AUGMENTATIONS = {
 def _detail(frames: np.ndarray) -> float:
     """Mean absolute luma Laplacian: the fine detail a beauty filter removes and sharpening adds."""
     y = frames.mean(axis=-1)
-    return float(np.abs(4 * y[:, 1:-1, 1:-1] - y[:, :-2, 1:-1] - y[:, 2:, 1:-1] - y[:, 1:-1, :-2] - y[:, 1:-1, 2:]).mean())
+    lap = 4 * y[:, 1:-1, 1:-1] - y[:, :-2, 1:-1] - y[:, 2:, 1:-1] - y[:, 1:-1, :-2] - y[:, 1:-1, 2:]
+    return float(np.abs(lap).mean())
 
 
 def _saturation(frames: np.ndarray) -> float:
@@ -43,7 +44,8 @@ PICTURE_FILTERS = {
     "sharpen": lambda b, a: _detail(a) > 1.3 * _detail(b),
     "grade": lambda b, a: _saturation(a) > 1.15 * _saturation(b),
     # the caption bar covers the bottom of the picture and leaves its top as it was
-    "captions": lambda b, a: _changed(b, a, slice(-a.shape[1] // 6, None)) > 4 * _changed(b, a, slice(0, a.shape[1] // 3)),
+    "captions": lambda b, a: (_changed(b, a, slice(-a.shape[1] // 6, None))
+                              > 4 * _changed(b, a, slice(0, a.shape[1] // 3))),
 }
 
 

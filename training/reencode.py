@@ -7,8 +7,9 @@ at most 1600 px.
 
 Other processings (``PROCESSINGS``, videos; the audio ones also apply to audio files): H.265 and VP9 re-encodes,
 a 360p downscale, a 2× upscale, a 9:16 portrait crop, a letterbox into 16:9, a side-by-side panel, a phone's
-beauty filter, over-sharpening, a colour-grading filter, burnt-in captions, frame-rate conversion to 30 and 60 fps, narrow-band telephone audio and Opus at 16 kbit/s; and real-side audio
-augmentation: pink noise (about 20 dB below speech), a music bed, +12 dB into a limiter, and -20 dB.
+beauty filter, over-sharpening, a colour-grading filter, burnt-in captions, frame-rate conversion to 30 and
+60 fps, narrow-band telephone audio and Opus at 16 kbit/s; and real-side audio augmentation: pink noise (about
+20 dB below speech), a music bed, +12 dB into a limiter, and -20 dB.
 """
 
 from __future__ import annotations
