@@ -110,7 +110,7 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 # After `make calibrate`: every real video again after processings the fusion never saw (never fitted on, never setting
 # a threshold), through the same out-of-fold steps; the temporal heads learn from as-is rows only, so refitting them
 # over all runs (into their own folder) leaves every other row's temporal score as it was.
-UNSEEN_PROCESSINGS ?= down360 messenger_vlow
+UNSEEN_PROCESSINGS ?= down360 messenger_vlow beauty sharpen grade captions
 UNSEEN_RUNS = $(addprefix real-,$(UNSEEN_PROCESSINGS))
 unseen-processing: ## the false-FAKE budget on reals after processings the fit never saw (after make calibrate)
 	@for p in $(UNSEEN_PROCESSINGS); do \

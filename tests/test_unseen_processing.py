@@ -18,8 +18,9 @@ IDS = {"visual": ("mesonet:mesoinception_df", "v"), "temporal": ("lrasd_temporal
        "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s"), "mouth": ("mouth_blur", "m")}
 
 
-def _table(unseen_score: float, with_copies: bool = True) -> ef.Table:
-    """Four real and four fake sources; every real again as a "down360" copy whose scores read ``unseen_score``."""
+def _table(unseen_score: float, with_copies: bool = True, fake_copy_score: float | None = None) -> ef.Table:
+    """Four real and four fake sources; every real again as a "down360" copy whose scores read ``unseen_score``
+    (and, given ``fake_copy_score``, every fake again as a "sharpen" copy reading that)."""
     rng = np.random.default_rng(0)
     items, results = [], []
     for src in ("alpha", "beta", "gamma", "delta"):
@@ -29,10 +30,13 @@ def _table(unseen_score: float, with_copies: bool = True) -> ef.Table:
             fake = ManifestItem(f"B_fake_av/{src}/{k}.mp4", "fake", "video_av", "m", f"id:{src}{k}", 5.0,
                                 Path("/nowhere"))
             items += [real, fake]
-            for it, copy in ((real, None), (fake, None), (real, "down360")):
-                level = unseen_score if copy else (0.15 + 0.5 * it.is_fake)
+            copies = ((real, None), (fake, None), (real, "down360"))
+            if fake_copy_score is not None:
+                copies += ((fake, "sharpen"),)
+            for it, copy in copies:
+                level = {None: 0.15 + 0.5 * it.is_fake, "down360": unseen_score, "sharpen": fake_copy_score}[copy]
                 raw = {s: float(np.clip(level + rng.normal(0, 0.08), 0.01, 0.99)) for s in SLOTS}
-                if copy and not with_copies:
+                if copy == "down360" and not with_copies:
                     continue
                 results.append(ItemResult(it.path, it.label, it.modality, it.manipulation, it.group, "", None, None,
                                           {s: "ok" for s in SLOTS}, raw, {}, None, 1.0, copy,
@@ -92,3 +96,15 @@ def test_by_processing_counts_reals_of_the_family_only():
 
 def _log_odds_near(p: float):
     return pytest.approx(np.log(p / (1 - p)), abs=0.4)  # the two levels are 0.9 apart
+
+
+def test_a_processing_that_hides_fakes_shows_in_the_fakes_table():
+    t = _table(0.15, fake_copy_score=0.15)  # sharpened fakes score like reals
+    unseen = up.unseen_rows(t, {"down360", "sharpen"})
+    p, verdict = up.judged(t, unseen)
+    fakes = up.fakes_by_processing(t, p, verdict)
+    assert set(fakes) == {"as-is", "sharpen"} and fakes["sharpen"]["n"] == 32
+    assert fakes["as-is"]["auc_against_as_is_reals"] > 0.95
+    assert 0.3 < fakes["sharpen"]["auc_against_as_is_reals"] < 0.7  # hidden: no better than chance
+    assert fakes["sharpen"]["authentic"] > fakes["as-is"]["authentic"]
+    assert fakes["sharpen"]["median_raw_log_odds"]["visual"] < fakes["as-is"]["median_raw_log_odds"]["visual"]

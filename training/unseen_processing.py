@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.report import SLOTS
 from training import evidence_fusion as ef
+from training.metrics import auc
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,25 @@ def by_processing(t: ef.Table, p: np.ndarray, verdict: list[str], family: str = 
     return out
 
 
+def fakes_by_processing(t: ef.Table, p: np.ndarray, verdict: list[str], family: str = "video") -> dict[str, dict]:
+    """Per processing, the ``family``'s fakes from real generators ("as-is": the dev fakes themselves), the share
+    called FAKE and AUTHENTIC, and the fused AUC against the as-is reals: whether the processing hides a fake."""
+    reals = np.array([t.y[i] == 0 and t.family[i] == family and not t.results[i].reencode and not np.isnan(p[i])
+                      for i in range(len(t.y))])
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(t.results):
+        if t.y[i] == 1 and t.family[i] == family and not t.synthetic[i] and not np.isnan(p[i]):
+            groups[r.reencode or "as-is"].append(i)
+    out = {}
+    for name, idx in sorted(groups.items()):
+        v = np.array([verdict[i] for i in idx])
+        y = np.r_[np.ones(len(idx)), np.zeros(int(reals.sum()))]
+        out[name] = {"n": len(idx), "fake": float(np.mean(v == "FAKE")), "authentic": float(np.mean(v == "AUTHENTIC")),
+                     "auc_against_as_is_reals": auc(y, np.r_[p[idx], p[reals]]) if reals.any() else None,
+                     "median_raw_log_odds": _median_raw(t, np.asarray(idx))}
+    return out
+
+
 def _median_raw(t: ef.Table, idx: np.ndarray) -> dict[str, float]:
     """Per detector, the median raw log-odds over the rows where it ran: which detector a processing moves."""
     out = {}
@@ -105,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     table = by_processing(t, p, verdict)
     fakes = (t.y == 1) & (t.family == "video") & ~np.isnan(p) & ~unseen
     v = np.array(verdict)[fakes]
+    processed_fakes = fakes_by_processing(t, p, verdict)
     summary = {"unseen": args.unseen, "video_reals": table,
                "video_fakes": {"n": int(fakes.sum()), "fake": float(np.mean(v == "FAKE")),
-                               "authentic": float(np.mean(v == "AUTHENTIC"))}}
+                               "authentic": float(np.mean(v == "AUTHENTIC"))},
+               "dev_video_fakes_by_processing": processed_fakes}
     out = Path(args.report)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -121,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"      called FAKE: {path}")
     print(f"video fakes: {summary['video_fakes']['n']}, called FAKE {summary['video_fakes']['fake']:.1%}, "
           f"AUTHENTIC {summary['video_fakes']['authentic']:.1%}")
+    if len(processed_fakes) > 1:  # some fakes were scored after a processing too (make eval --fakes-only)
+        print("dev video fakes per processing (fused AUC against the as-is video reals):")
+        for name, row in processed_fakes.items():
+            print(f"  {name:16s} n={row['n']:4d}  FAKE {row['fake']:6.1%}  AUTHENTIC {row['authentic']:6.1%}  "
+                  f"AUC {row['auc_against_as_is_reals']:.3f}")
+            print("      median raw log-odds: " + ", ".join(f"{k} {v:+.2f}"
+                                                          for k, v in row["median_raw_log_odds"].items()))
     return 0
 
 
