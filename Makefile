@@ -110,12 +110,17 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 # After `make calibrate`: every real video again after processings the fusion never saw (never fitted on, never setting
 # a threshold), through the same out-of-fold steps; the temporal heads learn from as-is rows only, so refitting them
 # over all runs (into their own folder) leaves every other row's temporal score as it was.
+# The dev fakes too after UNSEEN_FAKE_PROCESSINGS: whether a processing hides fakes (sharpening does: README).
 UNSEEN_PROCESSINGS ?= down360 messenger_vlow beauty sharpen grade captions
-UNSEEN_RUNS = $(addprefix real-,$(UNSEEN_PROCESSINGS))
+UNSEEN_FAKE_PROCESSINGS ?= sharpen
+UNSEEN_RUNS = $(addprefix real-,$(UNSEEN_PROCESSINGS)) $(addprefix fake-,$(UNSEEN_FAKE_PROCESSINGS))
 unseen-processing: ## the false-FAKE budget on reals after processings the fit never saw (after make calibrate)
 	@for p in $(UNSEEN_PROCESSINGS); do \
 	  $(EVAL) --manifest "$(MANIFEST)" --reals-only --modality video_av,video --reencode $$p \
 	    --out $(OUT)/eval/real-$$p || exit 1; done
+	@for p in $(UNSEEN_FAKE_PROCESSINGS); do \
+	  $(EVAL) --manifest "$(MANIFEST)" --fakes-only --modality video_av,video --reencode $$p \
+	    --out $(OUT)/eval/fake-$$p || exit 1; done
 	$(PY) -m training.sync_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/sync_oof \
 	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/$(r)/results.jsonl)
 	$(PY) -m training.temporal_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/temporal_oof_unseen \
@@ -124,7 +129,8 @@ unseen-processing: ## the false-FAKE budget on reals after processings the fit n
 	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/temporal_oof_unseen/$(r)/results.jsonl)
 	$(PY) -m training.mouth_fill --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/mouth_fill \
 	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
-	$(PY) -m training.unseen_processing --unseen $(UNSEEN_PROCESSINGS) --manifest "$(MANIFEST)" \
+	$(PY) -m training.unseen_processing --unseen $(sort $(UNSEEN_PROCESSINGS) $(UNSEEN_FAKE_PROCESSINGS)) \
+	  --manifest "$(MANIFEST)" \
 	  $(SYNTH)/manifest.tsv --report $(OUT)/eval/unseen_processing \
 	  --results $(foreach r,$(EVAL_RUNS) $(UNSEEN_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
 
