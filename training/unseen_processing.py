@@ -57,12 +57,8 @@ def judged(t: ef.Table, unseen: np.ndarray, max_fake_on_real: float = 0.01, max_
 def by_processing(t: ef.Table, p: np.ndarray, verdict: list[str], family: str = "video") -> dict[str, dict]:
     """Per processing ("as-is" for the originals), the ``family`` reals scored, the share called FAKE and called
     SUSPICIOUS or FAKE, and the clips called FAKE."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(t.results):
-        if t.y[i] == 0 and t.family[i] == family and not np.isnan(p[i]):
-            groups[r.reencode or "as-is"].append(i)
     out = {}
-    for name, idx in sorted(groups.items()):
+    for name, idx in _groups(t, p, (t.y == 0) & (t.family == family)).items():
         v = np.array([verdict[i] for i in idx])
         out[name] = {"n": len(idx), "fake": float(np.mean(v == "FAKE")),
                      "suspicious_or_fake": float(np.isin(v, ["FAKE", "SUSPICIOUS"]).mean()),
@@ -76,18 +72,26 @@ def fakes_by_processing(t: ef.Table, p: np.ndarray, verdict: list[str], family: 
     called FAKE and AUTHENTIC, and the fused AUC against the as-is reals: whether the processing hides a fake."""
     reals = np.array([t.y[i] == 0 and t.family[i] == family and not t.results[i].reencode and not np.isnan(p[i])
                       for i in range(len(t.y))])
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(t.results):
-        if t.y[i] == 1 and t.family[i] == family and not t.synthetic[i] and not np.isnan(p[i]):
-            groups[r.reencode or "as-is"].append(i)
     out = {}
-    for name, idx in sorted(groups.items()):
+    for name, idx in _groups(t, p, (t.y == 1) & (t.family == family) & ~t.synthetic).items():
         v = np.array([verdict[i] for i in idx])
         y = np.r_[np.ones(len(idx)), np.zeros(int(reals.sum()))]
         out[name] = {"n": len(idx), "fake": float(np.mean(v == "FAKE")), "authentic": float(np.mean(v == "AUTHENTIC")),
                      "auc_against_as_is_reals": auc(y, np.r_[p[idx], p[reals]]) if reals.any() else None,
                      "median_raw_log_odds": _median_raw(t, np.asarray(idx))}
     return out
+
+
+def _groups(t: ef.Table, p: np.ndarray, rows: np.ndarray) -> dict[str, list[int]]:
+    """The scored ``rows`` by processing ("as-is" for the originals), in name order."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in np.flatnonzero(rows & ~np.isnan(p)):
+        groups[t.results[i].reencode or "as-is"].append(int(i))
+    return dict(sorted(groups.items()))
+
+
+def _medians_line(row: dict) -> str:
+    return "      median raw log-odds: " + ", ".join(f"{k} {v:+.2f}" for k, v in row["median_raw_log_odds"].items())
 
 
 def _median_raw(t: ef.Table, idx: np.ndarray) -> dict[str, float]:
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         mark = "  (never fitted on)" if name in args.unseen else ""
         print(f"  {name:16s} n={row['n']:4d}  FAKE {row['fake']:6.1%}  SUSPICIOUS or FAKE "
               f"{row['suspicious_or_fake']:6.1%}{mark}")
-        print("      median raw log-odds: " + ", ".join(f"{k} {v:+.2f}" for k, v in row["median_raw_log_odds"].items()))
+        print(_medians_line(row))
         for path in row["called_fake"]:
             print(f"      called FAKE: {path}")
     print(f"video fakes: {summary['video_fakes']['n']}, called FAKE {summary['video_fakes']['fake']:.1%}, "
@@ -148,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, row in processed_fakes.items():
             print(f"  {name:16s} n={row['n']:4d}  FAKE {row['fake']:6.1%}  AUTHENTIC {row['authentic']:6.1%}  "
                   f"AUC {row['auc_against_as_is_reals']:.3f}")
-            print("      median raw log-odds: " + ", ".join(f"{k} {v:+.2f}"
-                                                          for k, v in row["median_raw_log_odds"].items()))
+            print(_medians_line(row))
     return 0
 
 
