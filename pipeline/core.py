@@ -124,7 +124,7 @@ def _selection(slot: str, settings: Settings) -> tuple[tuple[str, str | None], .
         if spec.checkpoint_setting and spec.needs_checkpoint and chosen is None \
                 and not getattr(settings, spec.checkpoint_setting):
             continue  # auto never picks a detector whose fine-tuned checkpoint is not configured
-        if spec.name == "mesonet":
+        if spec.name in ("mesonet", "mesonet_detail"):
             var = var if chosen is not None and var else settings.mesonet_variant
         out.append((spec.name, var))
     return tuple(out)

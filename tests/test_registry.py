@@ -62,8 +62,8 @@ def test_every_registered_detector_loads_and_runs(tmp_path, monkeypatch):
     models for the production checkpoints (B7, VideoMAE, wav2vec2). A new entry without a case here fails."""
     checkpoints = _tiny_checkpoints(tmp_path)
     built: dict[str, object] = {}
-    order = ["retinaface", "lrasd", "mesonet", "efficientnet_b7", "lrasd_temporal", "videomae", "aasist",
-             "wav2vec2", "whisper_head", "audio_by_kind", "sync", "mouth_blur"]
+    order = ["retinaface", "lrasd", "mesonet", "mesonet_detail", "efficientnet_b7", "lrasd_temporal", "videomae",
+             "aasist", "wav2vec2", "whisper_head", "audio_by_kind", "sync", "mouth_blur"]
     assert sorted(order) == sorted(registry.REGISTRY), "add the new detector to this test"
     for name in order:
         spec = registry.spec(name)
