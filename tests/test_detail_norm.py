@@ -89,3 +89,37 @@ def test_it_is_its_own_model_over_mesonets_weights():
     with pytest.raises(ValueError, match="256 px"):
         det.predict(faces[:, :128, :128])
     assert det.predict(faces[:0]).fake_prob.shape == (0,)
+
+
+TALKING = "A_real_av/pcavs_voxceleb/misc__Audio_Source__00086.mp4"
+
+
+def test_visual_rescore_gives_a_kept_row_the_score_the_pipeline_gives_with_the_detector(dev_data, tmp_path):
+    """A row ``make eval`` scored with plain MesoNet, rescored from its kept crops, reads what a pipeline running the
+    detail-normalised detector reports for the same file; a second pass reuses it instead of scoring again."""
+    import json
+    from dataclasses import asdict
+
+    import pipeline
+    from pipeline.report import VISUAL
+    from training import visual_rescore
+    from training.evaluate import ItemResult, run_items
+    from training.split import read_manifest
+
+    items = [it for it in read_manifest(dev_data / "manifest.tsv") if it.path == TALKING]
+    kept = tmp_path / "visual"
+    plain = pipeline.build(Settings(device="cpu", explain=False, visual_detector="mesonet"))
+    [row] = run_items(items, tmp_path / "run", None, pipeline_obj=plain, visual_features=kept)
+    src = tmp_path / "all" / "results.jsonl"
+    src.parent.mkdir()
+    src.write_text(json.dumps(asdict(row)) + "\n")
+    args = ["--manifest", str(dev_data / "manifest.tsv"), "--results", str(src), "--visual-features", str(kept)]
+    assert visual_rescore.main([*args, "--out", str(tmp_path / "detail")]) == 0
+    out = tmp_path / "detail" / "all" / "results.jsonl"
+    [back] = [ItemResult(**json.loads(x)) for x in out.read_text().splitlines()]
+    detail = pipeline.build(Settings(device="cpu", explain=False, visual_detector="mesonet_detail"))
+    want = detail.run(dev_data / TALKING).detector(VISUAL)
+    assert back.detectors[VISUAL][0] == want.model == "mesonet_detail:mesoinception_df"
+    assert back.raw[VISUAL] == pytest.approx(want.score, abs=1e-6) and back.raw[VISUAL] != row.raw[VISUAL]
+    assert visual_rescore.main([*args, "--reuse", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["counts"] == {"reused": 1}

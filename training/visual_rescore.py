@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = rescore_parser("visual_rescore", __doc__)
     ap.add_argument("--visual-features", default="out/visual_cache", help="where `make eval` kept the face crops")
     ap.add_argument("--visual-detector", default="mesonet_detail", help="the registry selector to score with")
+    ap.add_argument("--reuse", nargs="*", default=[],
+                    help="results.jsonl files this tool wrote before: a row of the same file and processing scored "
+                         "there by the same detector (identity) takes that score instead of being scored again")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     t0 = time.perf_counter()
@@ -52,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     ident = (p.identities[VISUAL].name, p.identities[VISUAL].sha256)
     items = {it.path: it for m in args.manifest for it in read_manifest(m)}
     per_file = [[r for r in _read_results(Path(f)) if r.path in items] for f in args.results]
+    known: dict[tuple[str, str | None], float] = {}
+    for f in args.reuse:
+        for r in _read_results(Path(f)):
+            if list((r.detectors or {}).get(VISUAL, [])) == list(ident) and r.raw.get(VISUAL) is not None:
+                known[(r.path, r.reencode)] = r.raw[VISUAL]
     scores: dict[int, float | None] = {}
     counts: Counter = Counter()
     moved: list[float] = []
@@ -59,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     for rows in per_file:
         for r in rows:
             if r.status.get(VISUAL) == "ok":
-                got = cache.get(items[r.path].file, sync_variant(r.reencode))
-                if got is None:
+                key = (r.path, r.reencode)
+                got = None if key in known else cache.get(items[r.path].file, sync_variant(r.reencode))
+                if key in known:
+                    scores[i] = known[key]
+                    counts["reused"] += 1
+                elif got is None:
                     scores[i] = None
                     counts["no inputs kept"] += 1
                 else:
@@ -68,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                     scores[i] = float(score_visual_crops(p.c.visual.detector.predict, crops, substantial,
                                                          prep.aggregation)[0])
                     counts["scored"] += 1
-                    if r.raw.get(VISUAL) is not None:
-                        moved.append(scores[i] - r.raw[VISUAL])
+                if scores[i] is not None and r.raw.get(VISUAL) is not None:
+                    moved.append(scores[i] - r.raw[VISUAL])
             i += 1
     out_root = Path(args.out)
     write_rescored(args.results, per_file, out_root, scores, VISUAL, ident, tag_unscored=False)
