@@ -136,11 +136,12 @@ def parse_selector(slot: str, selector: str, allow_auto: bool = True) -> tuple[D
 
 
 # What ``auto`` means per slot: the first that loads wins (a detector needing an unconfigured checkpoint is
-# skipped). B7 is stronger than MesoNet where its weights exist; the bundled AASIST fine-tune beat the released
+# skipped). B7 is stronger than MesoNet where its weights exist; MesoNet reads video faces detail-normalised (it won
+# the fused leave-one-source-out: models/checkpoints/mesonet_detail.md); the bundled AASIST fine-tune beat the released
 # weights on validation (models/checkpoints/aasist_ft.md); VideoMAE runs only when a fine-tune is configured.
 AUTO: dict[str, tuple[str, ...]] = {
     FACES: ("retinaface",),
-    VISUAL: ("efficientnet_b7", "mesonet"),
+    VISUAL: ("efficientnet_b7", "mesonet_detail", "mesonet"),
     TEMPORAL: ("videomae", "lrasd_temporal"),
     AUDIO: ("aasist:aasist_ft", "aasist:aasist"),
     SPEAKER: ("lrasd",),

@@ -549,7 +549,7 @@ class Pipeline:
             # 100 % from a detector the fusion barely trusts is not shown as where manipulation is)
             face_counted = VISUAL in evidence_slots(report.to_dict())
             if face_counted and main in track_scores and VISUAL in analysis.crops:
-                det = self.c.visual.detector
+                det = self._visual_detector(report.media.kind)
                 track = next(t for t in analysis.tracks if t.track_id == main)
                 face = explain.face_evidence(lambda x: det.predict(x).fake_prob, analysis.crops[VISUAL][main],
                                              track.timestamps_s, track_scores[main][1])
@@ -674,7 +674,8 @@ class Pipeline:
         def go() -> DetectorResult:
             prep = self._visual_preprocess()
             crops, substantial = visual_inputs(analysis)
-            clip, scores = stages.score_visual_crops(slot.detector.predict, crops, substantial, prep.aggregation)
+            clip, scores = stages.score_visual_crops(self._visual_detector(info.kind).predict, crops, substantial,
+                                                     prep.aggregation)
             track_scores.update(scores)
             times = np.concatenate([t.timestamps_s for t in analysis.tracks])
             probs_all = np.concatenate([track_scores[t.track_id][1] for t in analysis.tracks])
@@ -684,6 +685,11 @@ class Pipeline:
             return DetectorResult(VISUAL, slot.model_name, Status.OK, None, float(clip), None, timeline, extras)
 
         return self._guard(VISUAL, go), track_scores
+
+    def _visual_detector(self, kind: str):
+        """The visual detector for this kind of input (one that reads stills and video differently says which)."""
+        det = self.c.visual.detector
+        return det.for_kind(kind) if hasattr(det, "for_kind") else det
 
     def _learned(self, raw, results, info, fusion: Fusion, face_quality):
         from pipeline.fusion import decide, widened

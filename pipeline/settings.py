@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     detect_batch_size: int = Field(4, gt=0, description="frames per RetinaFace forward (4 is fastest on CPU)")
 
     # --- detectors ---
-    visual_detector: str = Field("auto", description="auto (B7 if its weights exist), mesonet, efficientnet_b7")
+    visual_detector: str = Field("auto", description="auto (B7 if its weights exist, else mesonet_detail), "
+                                 "mesonet_detail, mesonet, efficientnet_b7")
     mesonet_variant: str = Field("mesoinception_df", description="MesoNet weights: registry name or a checkpoint path")
     visual_crop_margin: float = Field(0.05, ge=0, description="context around the aligned face for MesoNet crops")
     visual_aggregation: str | None = Field(

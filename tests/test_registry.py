@@ -122,7 +122,7 @@ def test_b7_is_not_calibrated_by_mesonets_calibrator(dev_data):
     another model's score distribution), and the report must name it as uncalibrated."""
     embedded = pipeline.build(Settings(device="cpu"))
     c = embedded.c
-    assert embedded.identities["visual"].name == "mesonet:mesoinception_df"
+    assert embedded.identities["visual"].name == "mesonet_detail:mesoinception_df"
     meso = embedded.identities["visual"]
     meso_cal = c.fusion_model.calibrator_for(meso.name, meso.sha256)
     assert meso_cal is not None and meso_cal.method == "platt"

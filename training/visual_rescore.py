@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                     counts["no inputs kept"] += 1
                 else:
                     crops, substantial = got
-                    scores[i] = float(score_visual_crops(p.c.visual.detector.predict, crops, substantial,
-                                                         prep.aggregation)[0])
+                    det = p._visual_detector("image" if r.modality == "image" else "video")
+                    scores[i] = float(score_visual_crops(det.predict, crops, substantial, prep.aggregation)[0])
                     counts["scored"] += 1
                 if scores[i] is not None and r.raw.get(VISUAL) is not None:
                     moved.append(scores[i] - r.raw[VISUAL])
