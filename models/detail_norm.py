@@ -21,6 +21,7 @@ import numpy as np
 
 from models.base import Scores, WeightsInfo
 from models.face_layout import face_regions
+from models.mouth_blur import box_laplacian, grey_crops
 
 # (kind, strength): Gaussian blur by sigma, or unsharp mask by amount over a sigma-1 blur; in order of detail
 BANK: tuple[tuple[str, float], ...] = (
@@ -49,13 +50,6 @@ def _filter_each(images: np.ndarray, kind: str, strength: float) -> np.ndarray:
     raise ValueError(f"unknown filter {kind!r}")
 
 
-def _lap(grey: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The 4-neighbour Laplacian of (N, H, W) float images inside ``box`` (the mouth check's, ``mouth_detail``)."""
-    y0, y1, x0, x1 = box
-    return (grey[:, y0 - 1:y1 - 1, x0:x1] + grey[:, y0 + 1:y1 + 1, x0:x1] + grey[:, y0:y1, x0 - 1:x1 - 1]
-            + grey[:, y0:y1, x0 + 1:x1 + 1] - 4.0 * grey[:, y0:y1, x0:x1]).reshape(len(grey), -1)
-
-
 def bank_details(crops: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """(N, len(BANK)): the face detail (log mean squared Laplacian over ``box``) of the grey crops after each
     filter of the bank, in floating point. Only the box and a border wider than any kernel are filtered (inside the
@@ -67,9 +61,7 @@ def bank_details(crops: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarra
     if y0 >= m and x0 >= m and y1 + m <= h and x1 + m <= w:
         crops = crops[:, y0 - m:y1 + m, x0 - m:x1 + m]
         box = (m, m + y1 - y0, m, m + x1 - x0)
-    rh, rw = crops.shape[1:3]
-    grey = cv2.cvtColor(np.ascontiguousarray(crops).reshape(n * rh, rw, 3), cv2.COLOR_RGB2GRAY)
-    grey = grey.reshape(n, rh, rw).astype(np.float32)
+    grey = grey_crops(crops)
 
     def blurred(sigma: float) -> np.ndarray:
         return _filter_each(grey, "blur", sigma)
@@ -77,14 +69,17 @@ def bank_details(crops: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarra
     def energy(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # per crop mean of a·b
         return np.einsum("ij,ij->i", a, b, dtype=np.float64) / a.shape[1]
 
-    lap0 = _lap(grey, box)
-    lap1 = _lap(blurred(UNSHARP_SIGMA), box)
+    def lap(images: np.ndarray) -> np.ndarray:  # (N, pixels of the box)
+        return box_laplacian(images, box).reshape(len(images), -1)
+
+    lap0 = lap(grey)
+    lap1 = lap(blurred(UNSHARP_SIGMA))
     e00, e01, e11 = energy(lap0, lap0), energy(lap0, lap1), energy(lap1, lap1)
     out = np.empty((n, len(BANK)))
     for j, (kind, strength) in enumerate(BANK):
         if kind == "blur":
-            lap = _lap(blurred(strength), box)
-            e = energy(lap, lap)
+            lapb = lap(blurred(strength))
+            e = energy(lapb, lapb)
         elif kind == "sharpen":  # mean of ((1 + a)·L0 − a·L1)², expanded
             e = (1.0 + strength) ** 2 * e00 - 2.0 * strength * (1.0 + strength) * e01 + strength**2 * e11
         else:

@@ -24,21 +24,31 @@ from models.base import Scores, WeightsInfo
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in crop pixels
 
 
+def grey_crops(crops: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, H, W) float32 grey: one cvtColor over the stacked crops (the same rounding to
+    uint8 as per crop), no per-crop loop."""
+    n, h, w = crops.shape[:3]
+    grey = cv2.cvtColor(np.ascontiguousarray(crops).reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY)
+    return grey.reshape(n, h, w).astype(np.float32)
+
+
+def box_laplacian(grey: np.ndarray, box: Box) -> np.ndarray:
+    """The 3×3 4-neighbour Laplacian of (N, H, W) float images inside ``box`` (a pixel from every edge)."""
+    y0, y1, x0, x1 = box
+    return (grey[:, y0 - 1:y1 - 1, x0:x1] + grey[:, y0 + 1:y1 + 1, x0:x1] + grey[:, y0:y1, x0 - 1:x1 - 1]
+            + grey[:, y0:y1, x0 + 1:x1 + 1] - 4.0 * grey[:, y0:y1, x0:x1])
+
+
 def mouth_detail(crops: np.ndarray, box: Box) -> np.ndarray:
     """Per crop (N, H, W, 3 uint8 RGB), the log mean squared Laplacian of the grey crop inside ``box``."""
     crops = np.asarray(crops)
     if len(crops) == 0:
         return np.zeros(0)
-    n, h, w = crops.shape[:3]
-    # one cvtColor over the stacked crops (the same rounding to uint8 as per crop), no per-crop loop
-    grey = cv2.cvtColor(np.ascontiguousarray(crops).reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY)
-    grey = grey.reshape(n, h, w).astype(np.float32)
+    h, w = crops.shape[1:3]
     y0, y1, x0, x1 = box
     if not (1 <= y0 < y1 <= h - 1 and 1 <= x0 < x1 <= w - 1):
         raise ValueError(f"mouth box {box} must lie inside the {h}x{w} crop, a pixel from its edge")
-    c = grey[:, y0:y1, x0:x1]
-    lap = (grey[:, y0 - 1:y1 - 1, x0:x1] + grey[:, y0 + 1:y1 + 1, x0:x1] + grey[:, y0:y1, x0 - 1:x1 - 1]
-           + grey[:, y0:y1, x0 + 1:x1 + 1] - 4.0 * c)
+    lap = box_laplacian(grey_crops(crops), box)
     return np.log((lap.astype(np.float64) ** 2).mean(axis=(1, 2)) + 1e-3)
 
 

@@ -191,9 +191,6 @@ def _mesonet(cls, req: LoadRequest):
     return cls.load(device=req.device, variant=req.variant)
 
 
-_mesonet_detail = _mesonet  # the same weights and checkpoint paths, read through detail normalisation
-
-
 def _with_checkpoint(cls, req: LoadRequest):
     return cls.load(req.checkpoint, device=req.device)
 
@@ -225,7 +222,7 @@ register(DetectorSpec(
 register(DetectorSpec(
     "mesonet_detail", VISUAL, "models.detail_norm:DetailNormalisedMesoNet", Preprocess("aligned", 256, "mean"),
     weights=MESONET_VARIANTS, variants=MESONET_VARIANTS,
-    default_variant="mesoinception_df", loader=_mesonet_detail,
+    default_variant="mesoinception_df", loader=_mesonet,
     description="MesoNet on faces filtered to one level of fine detail (beauty filters and sharpening move it less)"))
 register(DetectorSpec(
     "efficientnet_b7", VISUAL, "models.efficientnet_b7:EfficientNetB7Detector",
