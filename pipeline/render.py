@@ -26,7 +26,8 @@ from pipeline.labels import (
     verdict_words,
 )
 
-__all__ = ["SLOT_ORDER", "VERDICT_WORDS", "evidence_slots", "report_html", "summary_text", "suspicious_seconds"]
+__all__ = ["SLOT_ORDER", "VERDICT_WORDS", "evidence_slots", "report_html", "span_text", "summary_text",
+           "suspicious_seconds"]
 
 
 
@@ -53,6 +54,13 @@ def _overall(report: dict[str, Any], bands: bool = True) -> str:
 def shown_timeline(det: dict[str, Any]) -> list:
     """A detector's per-second scores as shown: calibrated (the scale of its bar) where stored, raw otherwise."""
     return det.get("timeline_calibrated") or det.get("timeline") or []
+
+
+def span_text(start_s: float, end_s: float) -> str:
+    """A stretch of time as a person reads it ("6–10 s"): whole seconds, or tenths where whole seconds would
+    read as an empty span (the clip's last partial second, 9.6–10.2 s, is not "10–10 s")."""
+    whole = f"{start_s:.0f}–{end_s:.0f} s"
+    return whole if round(start_s) != round(end_s) else f"{start_s:.1f}–{end_s:.1f} s"
 
 
 def suspicious_seconds(det: dict[str, Any], threshold: float = 0.6, top: int = 3) -> list[tuple[float, float, float]]:
@@ -128,7 +136,7 @@ def summary_text(report: dict[str, Any]) -> str:
         d = ds["detectors"].get(slot)
         if d and d["status"] == "ok":
             for s, e, v in suspicious_seconds(d):
-                hot.append(f"{BY_SLOT[slot].suspicion} {s:.0f}–{e:.0f} s ({v:.0%} suspicious)")
+                hot.append(f"{BY_SLOT[slot].suspicion} {span_text(s, e)} ({v:.0%} suspicious)")
     if hot:
         lines.append("Most suspicious seconds (detectors that moved the verdict): " + ", ".join(hot))
     for t in ds.get("tracks", []):
@@ -166,7 +174,7 @@ def _timeline_svg(det: dict[str, Any], duration: float, colour: str, width: int 
         bw = max(1.0, w * (e - s) / dur - 1)
         bh = h * (v or 0.0)
         bars.append(f'<rect x="{x:.1f}" y="{h - bh:.1f}" width="{bw:.1f}" height="{bh:.1f}" fill="{colour}" '
-                    f'opacity="{0.35 + 0.65 * (v or 0):.2f}"><title>{s:.0f}–{e:.0f} s: {v:.2f}</title></rect>')
+                    f'opacity="{0.35 + 0.65 * (v or 0):.2f}"><title>{span_text(s, e)}: {v:.2f}</title></rect>')
     ticks = []
     step = max(1, math.ceil(dur / 10))
     for t in range(0, int(dur) + 1, step):

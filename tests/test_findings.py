@@ -239,3 +239,13 @@ def test_the_mouth_check_is_named_when_it_drove_the_verdict_and_folded_into_the_
     one = (faceless[0], DetectorResult("temporal", "lrasd_temporal", Status.OK, score=0.1, calibrated=0.05),
            faceless[2], DetectorResult("lip_sync", "sync", Status.OK, score=0.1, calibrated=0.05))
     assert "no usable face, so the face checks could not run" in _report(Verdict.AUTHENTIC, one, p=0.1).findings
+
+
+def test_a_stretch_of_time_never_reads_as_an_empty_span():
+    from pipeline.render import span_text
+
+    assert span_text(6.0, 10.0) == "6–10 s"
+    assert span_text(1.4, 2.6) == "1–3 s"
+    # the clip's last partial second: whole seconds would say "10–10 s"
+    assert span_text(9.6, 10.2) == "9.6–10.2 s"
+    assert span_text(10.0, 10.3) == "10.0–10.3 s"

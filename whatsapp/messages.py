@@ -19,7 +19,7 @@ from pipeline.labels import (
     overall_bands,
     verdict_words,
 )
-from pipeline.render import evidence_slots, suspicious_seconds
+from pipeline.render import evidence_slots, span_text, suspicious_seconds
 from pipeline.report import FINDING_MIN_EVIDENCE
 
 VERDICT_HEAD = {
@@ -39,10 +39,6 @@ DISCLAIMER = "_Automated estimate, not proof: check the source before sharing._"
 
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f} %"
-
-
-def _fmt_seconds(s: float) -> str:
-    return f"{s:.0f}" if float(s).is_integer() else f"{s:.1f}"
 
 
 def help_text(daily_limit: int = 0) -> str:
@@ -137,7 +133,7 @@ def verdict_text(report: dict[str, Any]) -> str:
     for slot in evidence_slots(report):
         det = dets.get(slot)
         if det and det.get("status") == "ok":
-            hot += [(v, f"{BY_SLOT[slot].suspicion} at {_fmt_seconds(s)}–{_fmt_seconds(e)} s")
+            hot += [(v, f"{BY_SLOT[slot].suspicion} at {span_text(s, e)}")
                     for s, e, v in suspicious_seconds(det, threshold=HIGH, top=2)]
     if hot:
         lines += ["", "Most suspicious moments: " + ", ".join(t for _, t in sorted(hot, key=lambda h: -h[0])[:3]) + "."]
