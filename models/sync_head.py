@@ -13,7 +13,8 @@ CCA generalised (see models/checkpoints/sync_head.md). LR-ASD's own speaking sco
 
 The checkpoint (``models/checkpoints/sync_head.pt``, bundled) holds the two conv weights, the config,
 the weight of the mouth-motion curve that is added to the head's curve, and the clip-level logistic
-calibration of the combined curve.
+calibration (``pipeline.sync.calibration_input``: the combined curve's features, or the head's and the motion
+curve's apart).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class SyncHead(nn.Module):
 
         self.audio = conv()
         self.visual = conv()
-        # clip-level logistic on the offset curve's features (pipeline.sync.curve_features): bias, weights
+        # clip-level logistic on the offset curves' features (pipeline.sync.calibration_input): bias, weights
         self.register_buffer("calibration", torch.tensor([0.0, -10.0, 10.0]))
         # weight of the training-free mouth-motion curve added to the head's curve (0: head alone)
         self.register_buffer("motion_weight", torch.tensor(0.0))
@@ -91,7 +92,7 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
     p = Path(resolve(NAME, path))
     ckpt = torch.load(p, map_location="cpu", weights_only=True)
     head = SyncHead(**ckpt["config"])
-    head.calibration = torch.zeros_like(ckpt["state_dict"]["calibration"])  # 2 or 5 curve features + bias
+    head.calibration = torch.zeros_like(ckpt["state_dict"]["calibration"])  # 2, 5 or 10 curve features + bias
     head.load_state_dict(ckpt["state_dict"], strict=True)
     head.source_path = p
     logger.info("loaded sync head from %s", p)

@@ -11,10 +11,10 @@ Two estimators share one contract (``SyncEstimator.analyse``):
   the audio's speech-band energy, both at 25 Hz; the offset curve is their correlation.
 
 Either way the clip's offset curve c(d), d = -max_offset..+max_offset video frames (positive d = audio
-late), gives the best offset, a peak-to-sidelobe confidence, and ``lip_sync_error``: a logistic of
-(c(near 0), peak - c(near 0)) calibrated on the training split's real clips against shifted and swapped
-audio. It measures audio/lip MISMATCH (dubbing, offsets, foreign audio). Generated talking heads are
-driven by their audio and usually score as in sync.
+late), gives the best offset, a peak-to-sidelobe confidence, and ``lip_sync_error``: a logistic of the
+curves' shapes (``calibration_input``) calibrated on real clips against shifted and swapped audio. It
+measures audio/lip MISMATCH (dubbing, offsets, foreign audio). Generated talking heads are driven by their
+audio and usually score as in sync.
 
 LR-ASD (when loaded) also decides WHO speaks: the track with the highest mean speaking logit. The
 SPEC measured that its logit barely reacts to offsets or foreign audio, which is why it only picks the
@@ -260,11 +260,31 @@ def curve_features(curve: np.ndarray, max_offset: int, full: bool = False) -> tu
     return near, margin, psr, abs(best) / max_offset, float(np.std(curve))
 
 
-def calibrated_error(curve: np.ndarray, max_offset: int, calibration) -> float:
-    """Logistic of the curve's features: ``calibration`` = (bias, weights...), 2 weights for the short feature
-    set and 5 for the full one (``curve_features``)."""
+# Calibration feature sets, by the number of weights that reads them: the combined curve's (c(near 0), margin),
+# its five full features, or ("dual") the five of the head's own curve and the five of the motion curve apart.
+# Apart, a shifted voice that one curve still half-follows and the other does not keeps both shapes.
+FEATURE_SETS = {"near_margin": 2, "full": 5, "dual": 10}
+
+
+def calibration_input(curve: np.ndarray, max_offset: int, n_weights: int,
+                      parts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The features a calibration with ``n_weights`` weights reads (``FEATURE_SETS``); ``parts`` = (head curve,
+    motion curve), needed by the dual set."""
+    if n_weights == FEATURE_SETS["dual"]:
+        if parts is None or parts[0] is None:
+            raise ValueError("a dual calibration needs the head's and the motion's curves apart")
+        return np.asarray(curve_features(parts[0], max_offset, True) + curve_features(parts[1], max_offset, True))
+    if n_weights not in (FEATURE_SETS["near_margin"], FEATURE_SETS["full"]):
+        raise ValueError(f"a sync calibration has 2, 5 or 10 weights, not {n_weights}")
+    return np.asarray(curve_features(curve, max_offset, full=n_weights == FEATURE_SETS["full"]))
+
+
+def calibrated_error(curve: np.ndarray, max_offset: int, calibration,
+                     parts: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Logistic of the curve's features: ``calibration`` = (bias, weights...), 2, 5 or 10 weights
+    (``calibration_input``)."""
     cal = np.asarray([float(x) for x in calibration])
-    x = np.asarray(curve_features(curve, max_offset, full=cal.size > 3))
+    x = calibration_input(curve, max_offset, cal.size - 1, parts)
     return float(1.0 / (1.0 + np.exp(-(cal[0] + cal[1:] @ x))))
 
 
@@ -438,27 +458,31 @@ class SyncEstimator:
 
     def _measure(self, track: int, prepared: list[PreparedWindow], speaking: dict[int, float]) -> SyncResult:
         m = self.max_offset
-        # per window: frame-level scores (T, 2m+1) and the pairs that exist (audio covers frame t + d)
-        scores, masks = [], []
+        # per window: frame-level scores of each curve (T, 2m+1) and the pairs that exist (audio covers t + d)
+        parts, masks = [], []
         for p in prepared:
-            s, valid = self.frame_scores(p)
-            scores.append(s)
+            s, valid = self.frame_parts(p)
+            parts.append(s)
             masks.append(valid)
-        curve = pool_curve(scores, masks)
+        pooled = self._pool(parts, masks)
+        curve = self.combine(pooled)
         best, psr, _, _ = curve_summary(curve, m)
-        calibration = self.calibration
-        error = calibrated_error(curve, m, calibration)
+        error = self.error(pooled)
         starts, ends, errs = [], [], []
-        for p, s, valid in zip(prepared, scores, masks, strict=True):
+        for p, s, valid in zip(prepared, parts, masks, strict=True):
             for a, b in _sub_windows(len(p.window)):
                 starts.append(p.window.timestamps_s[a])
                 ends.append(p.window.timestamps_s[b - 1] + 1.0 / FPS)
-                errs.append(calibrated_error(pool_curve([s[a:b]], [valid[a:b]]), m, calibration))
+                errs.append(self.error(self._pool([{k: x[a:b] for k, x in s.items()}], [valid[a:b]])))
         longest = max(prepared, key=lambda p: len(p.window))
         trace = (longest.window.timestamps_s, mouth_motion(longest.window.mouth),
                  speech_energy(longest.samples[m * HOP :], len(longest.window)))
         return SyncResult(error, best, psr, track, np.asarray(starts), np.asarray(ends), np.asarray(errs),
                           speaking, self.name, curve, speaking.get(track), trace)
+
+    @staticmethod
+    def _pool(parts: list[dict[str, np.ndarray]], masks: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: pool_curve([s[k] for s in parts], masks) for k in parts[0]}
 
     @property
     def calibration(self):
@@ -466,18 +490,27 @@ class SyncEstimator:
             return self.head.calibration.tolist()
         return MOTION_CALIBRATION
 
-    def frame_scores(self, p: PreparedWindow) -> tuple[np.ndarray, np.ndarray]:
-        """(T, 2m+1) per-frame agreement of lips and audio at each offset, and which entries exist.
-
-        Motion: ``motion_scores``. Head: ``head_scores`` plus the motion scores times the checkpoint's
-        ``motion_weight``. Averaged over frames, either gives the offset curve.
-        """
-        valid = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(p.covered, len(p.window)).T)
+    def combine(self, curves: dict[str, np.ndarray]) -> np.ndarray:
+        """The offset curve: the head's plus the motion curve times the checkpoint's ``motion_weight`` (the
+        motion method: the motion curve). Pooling is linear, so this equals pooling the combined frame scores."""
         if self.method == "motion":
-            return self.motion_scores(p), valid
-        weight = float(self.head.motion_weight)
-        scores = self.head_scores(p)
-        return (scores + weight * self.motion_scores(p) if weight else scores), valid
+            return curves["motion"]
+        return curves["head"] + float(self.head.motion_weight) * curves["motion"]
+
+    def error(self, curves: dict[str, np.ndarray]) -> float:
+        """The calibrated lip-sync error of pooled curves (``frame_parts`` pooled by ``pool_curve``)."""
+        return calibrated_error(self.combine(curves), self.max_offset, self.calibration,
+                                (curves.get("head"), curves["motion"]))
+
+    def frame_parts(self, p: PreparedWindow) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-frame agreement of lips and audio at each offset, (T, 2m+1) per curve ("motion": ``motion_scores``;
+        with the head also "head": ``head_scores``), and which entries exist. Averaged over frames, each gives
+        its offset curve; ``combine`` makes the clip's curve of them."""
+        valid = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(p.covered, len(p.window)).T)
+        parts = {"motion": self.motion_scores(p)}
+        if self.method == "head":
+            parts["head"] = self.head_scores(p)
+        return parts, valid
 
     def motion_scores(self, p: PreparedWindow) -> np.ndarray:
         """Products of the z-scored mouth motion at t and speech-band energy at t + d: their mean over frames

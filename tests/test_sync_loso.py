@@ -117,6 +117,61 @@ def test_full_calibration_reads_five_curve_features_and_round_trips(tmp_path: Pa
     assert np.allclose(loaded.calibration.numpy(), cal)
 
 
+def _moving_variant(rng: np.random.Generator, est: sync.SyncEstimator) -> sync_loso.Variant:
+    """A variant whose mouth moves and whose audio has energy, its motion curve made by the runtime."""
+    v = _variant("a/0", "a", "real", rng)
+    [p] = v.prepared
+    t = len(p.window)
+    mouth = rng.integers(0, 255, (t, 96, 96), dtype=np.uint8)
+    window = sync.TrackWindow(0, p.window.timestamps_s, p.window.detected, mouth, None, p.window.visual)
+    p = sync.PreparedWindow(window, rng.standard_normal(p.samples.shape).astype(np.float32), p.covered, p.audio_emb)
+    motion = sync.pool_curve([est.motion_scores(p)], list(v.valid))
+    return sync_loso.Variant(v.clip, v.fold, v.kind, 0, (p,), motion, v.valid)
+
+
+def test_dual_calibration_reads_the_two_curves_apart_in_the_trainer_and_the_runtime(tmp_path: Path):
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(4)
+    head = sync_head.SyncHead(dim_out=2)
+    head.motion_weight = torch.tensor(1.0)
+    # only the motion curve's c(near 0) counts: a motion curve alone moves the score, the head's alone cannot
+    cal = np.zeros(11)
+    cal[6] = -3.0
+    head.calibration = torch.from_numpy(cal).float()
+    path = tmp_path / "dual.pt"
+    torch.save({"config": head.config, "state_dict": head.state_dict()}, path)
+    head = sync_head.load(path)
+    assert head.calibration.shape == (11,)
+    est = sync.SyncEstimator(SimpleNamespace(device="cpu"), head=head, method="head")
+    v = _moving_variant(rng, est)
+
+    runtime = est._measure(0, list(v.prepared), {})
+    [trainer] = sync_loso.errors(head, head.calibration.numpy(), [v], 1.0)
+    assert runtime.lip_sync_error == pytest.approx(trainer, abs=1e-6)  # one rule for both
+    near_motion = sync.curve_features(v.motion, 15)[0]
+    assert runtime.lip_sync_error == pytest.approx(1 / (1 + np.exp(3.0 * near_motion)), abs=1e-6)
+    # the combined curve the report shows is still head + weight x motion
+    h = sync_loso.head_curve(head, v)
+    assert np.allclose(runtime.curve, h + v.motion)
+    with pytest.raises(ValueError, match="apart"):
+        sync.calibrated_error(runtime.curve, 15, cal)
+
+
+def test_dual_fit_standardises_and_folds_the_scaling_into_the_weights():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(60), np.ones(60)].astype(int)
+    x = rng.standard_normal((120, 10)) * np.geomspace(0.01, 10, 10) + 50.0 + y[:, None] * 0.5
+    cal = sync_loso.fit_calibration(x, y, "dual")
+    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
+    ref = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000).fit((x - mu) / sd, y)
+    assert np.allclose(cal[0] + x @ cal[1:], ref.decision_function((x - mu) / sd), atol=1e-6)
+    with pytest.raises(ValueError, match="2, 5 or 10"):
+        sync.calibration_input(np.zeros(31), 15, 3)
+
+
 def test_feature_cache_keys_by_file_bytes_and_extractor_weights(tmp_path: Path):
     from types import SimpleNamespace
 

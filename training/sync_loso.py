@@ -180,7 +180,7 @@ def build_variants(items: list[ManifestItem], cache: ts.FeatureCache, lrasd, fol
 class Config:
     dims: int = 4
     motion_weight: float = 2.0
-    features: str = "near_margin"  # calibration features: near_margin | full
+    features: str = "near_margin"  # calibration features: a key of pipeline.sync.FEATURE_SETS
     ridge: float = 0.5
 
     @property
@@ -191,6 +191,9 @@ class Config:
 def parse_config(spec: str) -> Config:
     """``dims:motion_weight:calibration[:ridge]``, e.g. ``8:1:full``."""
     d, w, feats, *rest = spec.split(":")
+    if feats not in sync.FEATURE_SETS:
+        raise ValueError(f"unknown calibration feature set {feats!r} in {spec!r}; "
+                         f"choose one of {sorted(sync.FEATURE_SETS)}")
     return Config(int(d), float(w), feats, float(rest[0]) if rest else 0.5)
 
 
@@ -199,8 +202,9 @@ def head_curve(head, v: Variant) -> np.ndarray:
     return sync.pool_curve([est.head_scores(p) for p in v.prepared], list(v.valid))
 
 
-def curves_for(head, variants: list[Variant], motion_weight: float) -> list[np.ndarray]:
-    return [head_curve(head, v) + motion_weight * v.motion for v in variants]
+def curve_parts(head, variants: list[Variant]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(head curve, motion curve) of each variant: the runtime combines them by the checkpoint's motion weight."""
+    return [(head_curve(head, v), v.motion) for v in variants]
 
 
 def windows_of(variants: list[Variant]) -> list[ts.TrainWindow]:
@@ -209,16 +213,26 @@ def windows_of(variants: list[Variant]) -> list[ts.TrainWindow]:
             for v in variants if v.kind in ("real", "msg") for p in v.prepared]
 
 
-def calibration_features(curve: np.ndarray, features: str, max_offset: int = 15) -> np.ndarray:
-    return np.array(sync.curve_features(curve, max_offset, full=features == "full"))
+def calibration_features(parts: tuple[np.ndarray, np.ndarray], features: str, motion_weight: float,
+                         max_offset: int = 15) -> np.ndarray:
+    """What the runtime's calibration reads (``pipeline.sync.calibration_input``) from one variant's curves."""
+    h, mo = parts
+    return sync.calibration_input(h + motion_weight * mo, max_offset, sync.FEATURE_SETS[features], parts)
 
 
-def fit_calibration(curves: list[np.ndarray], y: np.ndarray, features: str) -> np.ndarray:
+def fit_calibration(x: np.ndarray, y: np.ndarray, features: str) -> np.ndarray:
+    """(bias, weights...) of a balanced logistic on the features ``x``. The dual set's ten features live on
+    scales 100x apart (a peak-to-sidelobe ratio, a curve's spread): they are standardised for the fit, so that
+    the penalty weighs them alike, and the scaling is folded back into the weights; the older sets keep the
+    raw fit their recorded recipes were judged with."""
     from sklearn.linear_model import LogisticRegression
 
-    x = np.array([calibration_features(c, features) for c in curves])
-    lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000).fit(x, y)
-    return np.array([lr.intercept_[0], *lr.coef_[0]])
+    mu, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    if features == "dual":
+        mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
+    lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000).fit((x - mu) / sd, y)
+    w = lr.coef_[0] / sd
+    return np.array([lr.intercept_[0] - float(w @ mu), *w])
 
 
 def fit_variant(train: list[Variant], cfg: Config, inner_folds: int = 3) -> tuple[object, np.ndarray]:
@@ -226,25 +240,25 @@ def fit_variant(train: list[Variant], cfg: Config, inner_folds: int = 3) -> tupl
     fit_rows = [v for v in train if v.kind in ("real", "msg", "swap") or (v.kind == "shift" and v.shift in FIT_SHIFTS)]
     fold_keys = sorted({v.fold for v in train})
     inner = [fold_keys[k::inner_folds] for k in range(inner_folds)]
-    curves: list[np.ndarray] = []
+    x: list[np.ndarray] = []
     rows: list[Variant] = []
     for keys in inner:
         held = set(keys)
         head = ts.fit_head(windows_of([v for v in train if v.fold not in held]),
                            ts.FitConfig(cfg.dims, 2, cfg.ridge, cfg.motion_weight))
         part = [v for v in fit_rows if v.fold in held]
-        curves += curves_for(head, part, cfg.motion_weight)
+        x += [calibration_features(c, cfg.features, cfg.motion_weight) for c in curve_parts(head, part)]
         rows += part
-    cal = fit_calibration(curves, np.array([v.mismatched for v in rows], int), cfg.features)
+    cal = fit_calibration(np.array(x), np.array([v.mismatched for v in rows], int), cfg.features)
     head = ts.fit_head(windows_of(train), ts.FitConfig(cfg.dims, 2, cfg.ridge, cfg.motion_weight))
     with torch.no_grad():
         head.calibration = torch.from_numpy(cal).float()
     return head, cal
 
 
-def errors(head, cal: np.ndarray, variants: list[Variant], cfg: Config) -> np.ndarray:
-    return np.array([sync.calibrated_error(c, head.max_offset, cal)
-                     for c in curves_for(head, variants, cfg.motion_weight)])
+def errors(head, cal: np.ndarray, variants: list[Variant], motion_weight: float) -> np.ndarray:
+    return np.array([sync.calibrated_error(h + motion_weight * mo, head.max_offset, cal, (h, mo))
+                     for h, mo in curve_parts(head, variants)])
 
 
 def loso_scores(variants: list[Variant], cfg: Config, held_out: dict[str, frozenset[str]] | None = None
@@ -257,7 +271,7 @@ def loso_scores(variants: list[Variant], cfg: Config, held_out: dict[str, frozen
         excluded = (held_out or {}).get(fold, frozenset()) | {variants[i].clip for i in idx}
         train = [v for v in variants if v.clip not in excluded and v.kind != "fake"]
         head, cal = fit_variant(train, cfg)
-        scores[idx] = errors(head, cal, [variants[i] for i in idx], cfg)
+        scores[idx] = errors(head, cal, [variants[i] for i in idx], cfg.motion_weight)
     return scores
 
 
@@ -265,10 +279,7 @@ def shipped_scores(variants: list[Variant]) -> np.ndarray:
     from models.sync_head import load
 
     head = load()
-    w = float(head.motion_weight)
-    cal = head.calibration.numpy()
-    return np.array([sync.calibrated_error(head_curve(head, v) + w * v.motion, head.max_offset, cal)
-                     for v in variants])
+    return errors(head, head.calibration.numpy(), variants, float(head.motion_weight))
 
 
 # ----------------------------------------------------------------------------------------------
