@@ -322,9 +322,9 @@ for _spec in (
         bundled=True,
     ),
     WeightSpec(
-        "sync_head", "sync_head.pt", "9d50f3888ba976b429ed5b572eef2cfb5a337e6be68953c33b0a49d3f76f704a",
+        "sync_head", "sync_head.pt", "887a8b7a26a192c747a0c2396d270cb78871e07e04fa28b3ea4a1dc8d4102537",
         "MIT (fitted by this project on frozen LR-ASD embeddings; training clips research-use)", None,
-        "lip-sync head (CCA projections of frozen LR-ASD embeddings) with a 5-feature curve calibration, chosen "
+        "lip-sync head (CCA projections of frozen LR-ASD embeddings) with a calibration on both curves' shapes, chosen "
         "leave-one-source-out and refitted on every real talking-face clip of the dev set (training/sync_loso.py)",
         bundled=True,
     ),
