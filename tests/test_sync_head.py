@@ -29,8 +29,8 @@ def test_checkpoint_is_bundled_small_and_loads():
     assert not head.training
     assert head.max_offset == M
     assert head.visual.weight.shape == (head.config["dim_out"], 128, 2 * head.config["context"] + 1)
-    # (bias, near, margin) or, with the full curve features, (bias, near, margin, psr, |best|/m, spread)
-    assert torch.isfinite(head.calibration).all() and head.calibration.shape in ((3,), (6,))
+    # (bias, near, margin), with the full features also (psr, |best|/m, spread), dual: those five per curve
+    assert torch.isfinite(head.calibration).all() and head.calibration.shape in ((3,), (6,), (11,))
     assert float(head.motion_weight) >= 0
     # the calibration must say "more mismatch" for a lower curve at 0 and a higher peak elsewhere
     assert float(head.calibration[1]) < 0 < float(head.calibration[2])
