@@ -76,6 +76,8 @@ synth: ## label-certain fakes from the dev reals, every recipe: make synth [SYNT
 	@for rc in $(SYNTH_COUNTS); do r=$${rc%%:*}; n=$${rc##*:}; \
 	  $(PY) -m training synth --recipe $$r --n $$n --split all --seed 1 --out $(SYNTH)/$$r || exit 1; done
 
+# Refit a shipped head (python -m training.sync_loso --ship ...) BEFORE this scoring, not after: `make eval` drops
+# every row scored with another head and scores it again.
 # Scoring runs as two one-thread processes side by side: on 2 cores that is ~2x faster than one two-thread
 # process (PyTorch's GRU and OpenBLAS spin when their threads share a core with other work).
 ONE_THREAD := TORCH_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
