@@ -279,6 +279,12 @@ def calibration_input(curve: np.ndarray, max_offset: int, n_weights: int,
     return np.asarray(curve_features(curve, max_offset, full=n_weights == FEATURE_SETS["full"]))
 
 
+def combined_curve(head: np.ndarray, motion: np.ndarray, motion_weight: float) -> np.ndarray:
+    """The head method's offset curve: the head's plus the motion curve times the checkpoint's motion weight.
+    Pooling is linear, so this equals pooling the combined frame scores."""
+    return head + float(motion_weight) * motion
+
+
 def calibrated_error(curve: np.ndarray, max_offset: int, calibration,
                      parts: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """Logistic of the curve's features: ``calibration`` = (bias, weights...), 2, 5 or 10 weights
@@ -491,11 +497,10 @@ class SyncEstimator:
         return MOTION_CALIBRATION
 
     def combine(self, curves: dict[str, np.ndarray]) -> np.ndarray:
-        """The offset curve: the head's plus the motion curve times the checkpoint's ``motion_weight`` (the
-        motion method: the motion curve). Pooling is linear, so this equals pooling the combined frame scores."""
+        """The offset curve: ``combined_curve`` with the checkpoint's weight (the motion method: its curve)."""
         if self.method == "motion":
             return curves["motion"]
-        return curves["head"] + float(self.head.motion_weight) * curves["motion"]
+        return combined_curve(curves["head"], curves["motion"], self.head.motion_weight)
 
     def error(self, curves: dict[str, np.ndarray]) -> float:
         """The calibrated lip-sync error of pooled curves (``frame_parts`` pooled by ``pool_curve``)."""

@@ -217,7 +217,8 @@ def calibration_features(parts: tuple[np.ndarray, np.ndarray], features: str, mo
                          max_offset: int = 15) -> np.ndarray:
     """What the runtime's calibration reads (``pipeline.sync.calibration_input``) from one variant's curves."""
     h, mo = parts
-    return sync.calibration_input(h + motion_weight * mo, max_offset, sync.FEATURE_SETS[features], parts)
+    curve = sync.combined_curve(h, mo, motion_weight)
+    return sync.calibration_input(curve, max_offset, sync.FEATURE_SETS[features], parts)
 
 
 def fit_calibration(x: np.ndarray, y: np.ndarray, features: str) -> np.ndarray:
@@ -257,7 +258,8 @@ def fit_variant(train: list[Variant], cfg: Config, inner_folds: int = 3) -> tupl
 
 
 def errors(head, cal: np.ndarray, variants: list[Variant], motion_weight: float) -> np.ndarray:
-    return np.array([sync.calibrated_error(h + motion_weight * mo, head.max_offset, cal, (h, mo))
+    return np.array([sync.calibrated_error(sync.combined_curve(h, mo, motion_weight), head.max_offset, cal,
+                                           (h, mo))
                      for h, mo in curve_parts(head, variants)])
 
 
