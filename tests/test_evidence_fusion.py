@@ -130,7 +130,8 @@ def test_loso_scores_every_row_without_its_fold_and_its_synthetic_children(monke
     seen = []
     real_fit = ef.fit_table
     monkeypatch.setattr(ef, "fit_table",
-                        lambda tab, rows=None, typical=True: (seen.append(rows), real_fit(tab, rows, typical))[1])
+                        lambda tab, rows=None, typical=True, objective="likelihood": (
+                            seen.append(rows), real_fit(tab, rows, typical, objective))[1])
     p, models = ef.out_of_fold(t)
     assert not np.isnan(p).any() and len(seen) == len(models) == 6
     for fold, rows in zip(sorted(set(t.fold)), seen, strict=True):
@@ -310,3 +311,53 @@ def test_with_typical_a_silent_fake_is_no_longer_ranked_below_reals_for_its_miss
     pr = ef.predict_table(with_, probe, np.ones(2, bool))
     assert pr[0] == pytest.approx(pr[1])
 
+
+
+def _big_and_small_source(seed=0):
+    """A big fake source one detector sees weakly, a small one another detector sees clearly, and a noisy third."""
+    rng = np.random.default_rng(seed)
+    nr, na, nb = 600, 400, 20
+    y = np.r_[np.zeros(nr), np.ones(na + nb)]
+    src = np.r_[np.zeros(nr), np.ones(na), np.full(nb, 2)]
+    x = rng.normal(-2.0, 1.0, (len(y), 3))
+    x[src == 1, 0] += 1.5
+    x[src == 2, 1] += 3.0
+    x[:, 2] = rng.normal(0.0, 2.0, len(y)) + 1.0 * (src == 1)
+    return x, y, src
+
+
+def test_the_ranking_fit_serves_every_fake_source_alike():
+    from training.metrics import auc
+
+    x, y, src = _big_and_small_source()
+    m = np.ones_like(x, bool)
+    likelihood = ef.fit(x, m, y, np.ones(len(y)))
+    # each source's fakes weigh alike: the small source is no longer outvoted by the big one's 400 items
+    w = np.where(y == 0, 1 / 600, np.where(src == 1, 0.5 / 400, 0.5 / 20))
+    ranked = ef.fit_rank(x, m, y, w, np.array(["video"] * len(y)), likelihood)
+
+    def per_source(p):
+        s = p.predict(x, m)
+        return [auc(y[(src == 0) | (src == k)], s[(src == 0) | (src == k)]) for k in (1, 2)]
+
+    before, after = per_source(likelihood), per_source(ranked)
+    assert np.mean(after) > np.mean(before) + 0.01 and after[1] > before[1]
+    assert ranked.r[1] > likelihood.r[1]  # the small source's detector is trusted more
+    p = ranked.predict(x, m)
+    assert (p >= 0).all() and (p <= 1).all() and 0 <= ranked.leak < 1
+
+
+def test_rank_weights_give_each_fake_source_and_each_kinds_reals_their_mass():
+    items = [_item(f"A_real_av/r{k}.mp4", "real", f"r{k}") for k in range(6)]
+    items += [_item(f"B_fake_av/big/{k}.mp4", "fake", f"b{k}") for k in range(8)]
+    items += [_item(f"B_fake_av/small/{k}.mp4", "fake", f"s{k}") for k in range(2)]
+    items += [_item(f"av_swap/{k}.mp4", "fake", f"r{k}", origin=f"A_real_av/r{k}.mp4") for k in range(3)]
+    t = ef.build_table([_result(it, {"visual": 0.5}) for it in items], items, split_file=Path("/no/split.tsv"))
+    w = ef.rank_weights(t)
+    paths = np.array([r.path for r in t.results])
+    big, small = np.char.find(paths, "/big/") >= 0, np.char.find(paths, "/small/") >= 0
+    assert w[big].sum() == pytest.approx(w[small].sum()) and w[small][0] == pytest.approx(4 * w[big][0])
+    assert w[t.synthetic].sum() == pytest.approx(ef.GROUP_MASS[("video", 1, True)])
+    assert w[t.y == 0].sum() == pytest.approx(ef.GROUP_MASS[("video", 0, False)])
+    with pytest.raises(ValueError, match="objective"):
+        ef.fit_table(t, objective="auc")

@@ -215,6 +215,91 @@ def fit(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 
                       torch.sigmoid(rho).numpy().copy(), float(torch.sigmoid(lam)))
 
 
+OBJECTIVES = ("likelihood", "balanced", "rank")
+
+
+def rank_weights(t: Table) -> np.ndarray:
+    """Per row, its weight in the ranking objective: within each kind, every fake source's items together weigh
+    alike (the mean over held-out sources is what the protocol reports), dev generators and synthetic recipes each
+    with their ``GROUP_MASS``; each kind's reals weigh alike."""
+    from training.protocol import source_of
+
+    src = np.array([source_of(r.path) for r in t.results])
+    w = np.zeros(len(t.y))
+    for fam in np.unique(t.family):
+        real = (t.family == fam) & (t.y == 0)
+        if real.any():
+            w[real] = GROUP_MASS.get((str(fam), 0, False), 0.5) / real.sum()
+        for synth in (False, True):
+            fake = (t.family == fam) & (t.y == 1) & (t.synthetic == synth)
+            sources = np.unique(src[fake])
+            for s in sources:
+                rows = fake & (src == s)
+                w[rows] = GROUP_MASS.get((str(fam), 1, synth), 0.5) / len(sources) / rows.sum()
+    return w
+
+
+def fit_rank(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, family: np.ndarray, start: Params,
+             l2: float = 1e-2, iters: int = 200) -> Params:
+    """The noisy-OR's calibrators and reliabilities fitted to rank every fake above every real of its kind (a
+    pairwise logistic loss on the fused log-odds, ``w`` from ``rank_weights``: the AUC per held-out source is what
+    the protocol judges), from ``start`` (the likelihood fit) and with its prior. Ranking does not see the leak,
+    so the leak is then fitted alone by likelihood, the rest held."""
+    import torch
+
+    X, M = torch.tensor(x, dtype=torch.float64), torch.tensor(m, dtype=torch.float64)
+    alpha0, rho0 = math.log(math.e - 1.0), 2.0
+    inv_softplus = lambda v: v + np.log(-np.expm1(-v))  # noqa: E731
+    alpha = torch.tensor(inv_softplus(np.maximum(start.a, 1e-6)), dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(start.b, dtype=torch.float64, requires_grad=True)
+    r0 = np.clip(start.r, 1e-6, 1 - 1e-6)
+    rho = torch.tensor(np.log(r0) - np.log1p(-r0), dtype=torch.float64, requires_grad=True)
+    pairs = []
+    for fam in np.unique(family):
+        f, r = np.flatnonzero((family == fam) & (y == 1)), np.flatnonzero((family == fam) & (y == 0))
+        if len(f) and len(r):
+            pw = np.outer(w[f], w[r])  # each kind's pairs weigh what its fakes and reals weigh
+            pw *= (w[f].sum() + w[r].sum()) / 2 / pw.sum()
+            pairs.append((torch.tensor(f), torch.tensor(r), torch.tensor(pw)))
+    if not pairs:
+        return start
+
+    def log_keep():
+        q = torch.sigmoid(torch.nn.functional.softplus(alpha) * X + b) * M
+        return torch.log1p(-(torch.sigmoid(rho) * q).clamp(max=1 - 1e-9)).sum(1)
+
+    opt = torch.optim.LBFGS([alpha, b, rho], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def loss_fn():
+        opt.zero_grad()
+        lk = log_keep()
+        z = torch.log(-torch.expm1(lk).clamp(max=-1e-12)) - lk  # logit of 1 - keep: the fused log-odds, leak aside
+        loss = sum((pw * torch.nn.functional.softplus(z[r][None, :] - z[f][:, None])).sum() for f, r, pw in pairs)
+        loss = loss + l2 * (((alpha - alpha0) ** 2).sum() + (b ** 2).sum() / 4 + ((rho - rho0) ** 2).sum() / 4)
+        loss.backward()
+        return loss
+
+    opt.step(loss_fn)
+    with torch.no_grad():
+        lk = log_keep()
+    Y, W = torch.tensor(y, dtype=torch.float64), torch.tensor(w / max(w.sum(), 1e-9), dtype=torch.float64)
+    leak0 = min(max(start.leak, 1e-9), 1 - 1e-9)
+    lam = torch.tensor(math.log(leak0 / (1 - leak0)), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([lam], max_iter=50, line_search_fn="strong_wolfe")
+
+    def leak_loss():
+        opt.zero_grad()
+        keep = torch.nn.functional.logsigmoid(-lam) + lk
+        loss = -(W * (Y * torch.log(-torch.expm1(keep).clamp(max=-1e-12)) + (1 - Y) * keep)).sum()
+        loss.backward()
+        return loss
+
+    opt.step(leak_loss)
+    with torch.no_grad():
+        return Params(torch.nn.functional.softplus(alpha).numpy().copy(), b.numpy().copy(),
+                      torch.sigmoid(rho).numpy().copy(), float(torch.sigmoid(lam)))
+
+
 def typical_real(t: Table, rows: np.ndarray) -> np.ndarray:
     """Per detector, the median raw log-odds over ``rows``' real videos it scored (nan where it scored none): what it
     reads on a typical real video, counted for a video it could not run on (``with_typical``)."""
@@ -236,14 +321,24 @@ def with_typical(t: Table, typical: np.ndarray) -> Table:
     return replace(t, x=x, ran=t.ran | fill, fit_ok=t.fit_ok | fill)
 
 
-def fit_table(t: Table, rows: np.ndarray | None = None, typical: bool = False) -> Params:
+def fit_table(t: Table, rows: np.ndarray | None = None, typical: bool = False,
+              objective: str = "likelihood") -> Params:
     """The noisy-OR fitted on ``rows`` (all by default); with ``typical``, missing video detectors read as on a
-    typical real video of those rows (a structure that lost under LOSO: ``training.fusion_variants``)."""
+    typical real video of those rows (a structure that lost under LOSO: ``training.fusion_variants``);
+    ``objective``: ``balanced``, the likelihood with every fake source weighing alike (``rank_weights``); ``rank``,
+    refitted from the likelihood fit to rank fakes above reals (``fit_rank``)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r} ({', '.join(OBJECTIVES)})")
     rows = np.ones(len(t.y), bool) if rows is None else rows
     rows = rows & t.fit_ok.any(1)  # a row no usable detector scored says nothing about any of them
     med = typical_real(t, rows) if typical else None
     tt = with_typical(t, med) if typical else t
-    return replace(fit(tt.x[rows], tt.fit_ok[rows], tt.y[rows], tt.weights[rows]), typical=med)
+    w = rank_weights(tt.subset(rows)) * rows.sum() if objective == "balanced" else tt.weights[rows]
+    params = fit(tt.x[rows], tt.fit_ok[rows], tt.y[rows], w)
+    if objective == "rank":
+        params = fit_rank(tt.x[rows], tt.fit_ok[rows], tt.y[rows], rank_weights(tt.subset(rows)), tt.family[rows],
+                          params)
+    return replace(params, typical=med)
 
 
 def predict_table(params: Params, t: Table, rows: np.ndarray) -> np.ndarray:
@@ -260,8 +355,10 @@ def coverage(p: Params, t: Table) -> np.ndarray:
     return np.where(total > 0, (t.ran * want * p.r).sum(1) / np.maximum(total, 1e-9), 1.0)
 
 
-def out_of_fold(t: Table, typical: bool = False) -> tuple[np.ndarray, dict[str, Params]]:
-    """P(fake) per row, each from the model fitted without the row's fold (``typical``: see ``fit_table``)."""
+def out_of_fold(t: Table, typical: bool = False, objective: str = "likelihood"
+                ) -> tuple[np.ndarray, dict[str, Params]]:
+    """P(fake) per row, each from the model fitted without the row's fold (``typical``, ``objective``: see
+    ``fit_table``)."""
     from tqdm import tqdm
 
     p = np.full(len(t.y), np.nan)
@@ -269,7 +366,7 @@ def out_of_fold(t: Table, typical: bool = False) -> tuple[np.ndarray, dict[str, 
     for fold in tqdm(sorted(set(t.fold)), desc="LOSO folds", unit="fold"):
         rows = t.fold == fold
         train = np.array([r.path not in t.held.get(fold, ()) for r in t.results]) & ~rows
-        models[fold] = fit_table(t, train, typical)
+        models[fold] = fit_table(t, train, typical, objective)
         p[rows] = predict_table(models[fold], t, rows)
     return p, models
 
@@ -408,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="false-FAKE budget on the pooled out-of-fold reals of each kind (1 %% keeps "
                          "held-out folds near 2 %%)")
     ap.add_argument("--max-flagged-real", type=float, default=0.15)
+    ap.add_argument("--objective", choices=OBJECTIVES, default="likelihood",
+                    help="what the noisy-OR's calibrators and reliabilities are fitted for (see fit_rank)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
@@ -416,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     t = build_table(results, items)
     logger.info("%d scored rows (%d real, %d fake, %d synthetic) in %d folds", len(t.y), (t.y == 0).sum(),
                 t.y.sum(), t.synthetic.sum(), len(set(t.fold)))
-    raw_p, models = out_of_fold(t)
+    raw_p, models = out_of_fold(t, objective=args.objective)
     # P(fake) as a probability on a benchmark where each kind's reals and fakes weigh alike (monotone: the AUCs and,
     # since thresholds are picked on this scale, the verdicts are those of the raw noisy-OR output)
     output = fit_output(raw_p, t.y, t.weights, t.family)
@@ -436,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nlogistic fusion refitted per fold instead: mean {summary_log['fused_auc_mean']:.3f}, "
           f"worst {summary_log['fused_auc_worst']:.3f} ({summary_log['worst_source']})")
 
-    final = fit_table(t)
+    final = fit_table(t, objective=args.objective)
     thresholds = kind_thresholds(p, t.y, t.family, args.max_fake_on_real, args.max_flagged_real)
     scored = ~np.isnan(p)
     verdict = np.array(fold_v)
@@ -461,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             copies[r.reencode or "as-is"].append(verdict[i] == "FAKE")
     metrics = {
         "protocol": "leave-one-source-out, every score out of fold; verdicts with thresholds picked without the fold",
+        "objective": args.objective,
         "loso": {k: v for k, v in summary.items() if k != "real_called_fake_by_source"},
         "loso_logistic_refit": {k: summary_log[k] for k in ("fused_auc_mean", "fused_auc_worst", "worst_source")},
         "by_kind": by_kind,
