@@ -256,6 +256,8 @@ def fit_rank(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, family:
     rho = torch.tensor(np.log(r0) - np.log1p(-r0), dtype=torch.float64, requires_grad=True)
     pairs = []
     for fam in np.unique(family):
+        if not (m[family == fam].sum(1) > 1).any():
+            continue  # one detector per file (audio files, images): no weighing to learn, its ranking is fixed
         f, r = np.flatnonzero((family == fam) & (y == 1)), np.flatnonzero((family == fam) & (y == 0))
         if len(f) and len(r):
             pw = np.outer(w[f], w[r])  # each kind's pairs weigh what its fakes and reals weigh
