@@ -14,7 +14,9 @@ but the report:
 * ``both``: the two together;
 * ``absent-as-typical-real``: a detector that could not run on a video (no soundtrack, no speech, no face) reads
   as on a typical real video of the training folds (``training.evidence_fusion.with_typical``) instead of adding
-  no evidence, so a silent fake meets the false alarms every real soundtrack raises.
+  no evidence, so a silent fake meets the false alarms every real soundtrack raises;
+* ``balanced-objective`` / ``rank-objective``: the shipped table, fitted with every fake source weighing alike, or
+  to rank fakes above reals (``training.evidence_fusion.fit_table``'s ``objective``).
 
 Besides each held-out source's fused AUC against every real of its kind (the shipped table's, processed copies
 included), the dev video sources are also scored against the unprocessed reals only: every processed copy in the
@@ -56,12 +58,14 @@ def no_audio_on_video(t: Table) -> Table:
 VARIANTS = {"shipped": lambda t: t, "too-in-sync": too_in_sync, "no-audio-on-video": no_audio_on_video,
             "both": lambda t: too_in_sync(no_audio_on_video(t))}
 TYPICAL = "absent-as-typical-real"  # a variant of the fit itself (per fold), not of its table
+FIT_VARIANTS = {TYPICAL: {"typical": True}, "balanced-objective": {"objective": "balanced"},
+                "rank-objective": {"objective": "rank"}}
 
 
-def judge(t: Table, items, typical: bool = False) -> dict:
+def judge(t: Table, items, typical: bool = False, objective: str = "likelihood") -> dict:
     """Out-of-fold fused AUC per held-out source, against every real of its kind, the as-is reals, and the reals with
     the same streams."""
-    p, _ = out_of_fold(t, typical)
+    p, _ = out_of_fold(t, typical, objective)
     rows, _ = report(t, p, [""] * len(p), items)
     as_is = np.array([not r.reencode for r in t.results])
     sound = np.array([r.modality == "video_av" for r in t.results])
@@ -103,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", nargs="+", required=True, help="results.jsonl files, every score out of fold")
     ap.add_argument("--manifest", nargs="+", required=True)
-    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, TYPICAL], choices=[*VARIANTS, TYPICAL])
+    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, *FIT_VARIANTS], choices=[*VARIANTS, *FIT_VARIANTS])
     ap.add_argument("--report", default="out/eval/fusion_variants.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     items = [it for m in args.manifest for it in read_manifest(m)]
     t = build_table([r for f in args.results for r in _read_results(Path(f))], items)
-    write_report({name: judge(t, items, typical=True) if name == TYPICAL else judge(VARIANTS[name](t), items)
-                  for name in args.variants}, Path(args.report))
+    write_report({name: judge(t, items, **FIT_VARIANTS[name]) if name in FIT_VARIANTS
+                  else judge(VARIANTS[name](t), items) for name in args.variants}, Path(args.report))
     return 0
 
 
