@@ -130,7 +130,7 @@ def test_loso_scores_every_row_without_its_fold_and_its_synthetic_children(monke
     seen = []
     real_fit = ef.fit_table
     monkeypatch.setattr(ef, "fit_table",
-                        lambda tab, rows=None, typical=True, objective="likelihood": (
+                        lambda tab, rows=None, typical=True, objective="balanced": (
                             seen.append(rows), real_fit(tab, rows, typical, objective))[1])
     p, models = ef.out_of_fold(t)
     assert not np.isnan(p).any() and len(seen) == len(models) == 6
@@ -294,9 +294,9 @@ def test_with_typical_a_silent_fake_is_no_longer_ranked_below_reals_for_its_miss
 
     t = _typical_table()
     videos = np.arange(120)
-    without = ef.fit_table(t)
+    without = ef.fit_table(t, objective="likelihood")  # this table has no file paths to weigh sources by
     p_without = without.predict(t.x, t.ran)[videos]
-    with_ = ef.fit_table(t, typical=True)
+    with_ = ef.fit_table(t, typical=True, objective="likelihood")
     p_with = ef.predict_table(with_, t, np.ones(len(t.y), bool))[videos]
     # the visual detector ranks these fakes above the reals; the reals' audio false alarms hid it
     assert auc(t.y[videos], t.x[videos, 0]) > 0.65
@@ -361,3 +361,17 @@ def test_rank_weights_give_each_fake_source_and_each_kinds_reals_their_mass():
     assert w[t.y == 0].sum() == pytest.approx(ef.GROUP_MASS[("video", 0, False)])
     with pytest.raises(ValueError, match="objective"):
         ef.fit_table(t, objective="auc")
+
+
+def test_a_kind_whose_held_out_reals_are_called_fake_too_often_is_never_called_fake():
+    items = [_item(f"A_real/r{k}.wav", "real", f"r{k}", modality="audio") for k in range(50)]
+    items += [_item(f"A_real_av/v{k}.mp4", "real", f"v{k}") for k in range(50)]
+    t = ef.build_table([_result(it, {"audio": 0.5}) for it in items], items, split_file=Path("/no/split.tsv"))
+    verdict = ["FAKE" if k in (0, 1) or k == 50 else "AUTHENTIC" for k in range(100)]  # audio 2 of 50, video 1 of 50
+    gated, over = ef.gate(verdict, t, budget=0.02)
+    assert over == {"audio"}
+    assert gated[0] == gated[1] == "SUSPICIOUS" and gated[50] == "FAKE"
+    assert ef.gate(verdict, t, budget=0.05)[1] == set()
+    # rows left out of the decision (processings the fusion never saw) are judged by the others' rate
+    seen = np.array([k not in (0, 1) for k in range(100)])
+    assert ef.gate(verdict, t, budget=0.02, seen=seen)[1] == set()

@@ -58,7 +58,7 @@ def test_means_split_dev_sources_from_synthetic_recipes():
 def test_absent_as_typical_real_is_judged_by_a_fit_that_fills_missing_video_detectors(monkeypatch):
     seen = []
     monkeypatch.setattr(fv, "out_of_fold",
-                        lambda t, typical=False, objective="likelihood": (
+                        lambda t, typical=False, objective="balanced": (
                             seen.append((typical, objective)), (np.full(len(t.y), 0.5), {}))[1])
     monkeypatch.setattr(fv, "report", lambda t, p, v, items: ([], {}))
     rows = [SimpleNamespace(reencode=None, path=f"s/{i}", modality="video_av") for i in range(6)]
@@ -66,7 +66,7 @@ def test_absent_as_typical_real_is_judged_by_a_fit_that_fills_missing_video_dete
     fv.judge(t, [])
     fv.judge(t, [], typical=True)
     fv.judge(t, [], **fv.FIT_VARIANTS["rank-objective"])
-    assert seen == [(False, "likelihood"), (True, "likelihood"), (False, "rank")]
+    assert seen == [(False, "balanced"), (True, "balanced"), (False, "rank")]
 
 
 def test_a_source_is_also_judged_against_the_reals_with_its_own_streams(monkeypatch):
@@ -75,7 +75,7 @@ def test_a_source_is_also_judged_against_the_reals_with_its_own_streams(monkeypa
                 results=[SimpleNamespace(reencode=None, path=f"x/src{'f' if i in (3, 4) else 'r'}/{i}.mp4",
                                          modality="video" if i == 5 else "video_av") for i in range(6)])
     p = np.array([0.3, 0.6, 0.5, 0.55, 0.4, 0.0])
-    monkeypatch.setattr(fv, "out_of_fold", lambda t, typical=False, objective="likelihood": (p, {}))
+    monkeypatch.setattr(fv, "out_of_fold", lambda t, typical=False, objective="balanced": (p, {}))
     row = SimpleNamespace(source="srcf", family="video", auc={"fused": 0.75})
     monkeypatch.setattr(fv, "report", lambda t, p, v, items: ([row], {}))
     got = fv.judge(t, [])["srcf"]

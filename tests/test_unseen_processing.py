@@ -50,7 +50,7 @@ def test_unseen_rows_are_never_fitted_on_and_the_rest_is_judged_as_make_calibrat
     assert unseen.sum() == 32 and not unseen[t.y == 1].any()
     fitted = []
     real_fit = ef.fit_table
-    monkeypatch.setattr(ef, "fit_table", lambda tab, rows=None, typical=False, objective="likelihood": (
+    monkeypatch.setattr(ef, "fit_table", lambda tab, rows=None, typical=False, objective="balanced": (
         fitted.append([r.reencode for r, keep in zip(tab.results, rows, strict=True) if keep]),
         real_fit(tab, rows, typical, objective))[1])
     p, verdict = up.judged(t, unseen)

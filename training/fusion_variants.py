@@ -15,8 +15,9 @@ but the report:
 * ``absent-as-typical-real``: a detector that could not run on a video (no soundtrack, no speech, no face) reads
   as on a typical real video of the training folds (``training.evidence_fusion.with_typical``) instead of adding
   no evidence, so a silent fake meets the false alarms every real soundtrack raises;
-* ``balanced-objective`` / ``rank-objective``: the shipped table, fitted with every fake source weighing alike, or
-  to rank fakes above reals (``training.evidence_fusion.fit_table``'s ``objective``).
+* ``per-file-objective`` / ``rank-objective``: the shipped table, fitted with every fake file weighing alike within
+  its kind (the fit shipped before December 7, ninth session), or to rank fakes above reals
+  (``training.evidence_fusion.fit_table``'s ``objective``; the shipped fit weighs every fake source alike).
 
 Besides each held-out source's fused AUC against every real of its kind (the shipped table's, processed copies
 included), the dev video sources are also scored against the unprocessed reals only: every processed copy in the
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.report import AUDIO, LIP_SYNC, SLOTS
-from training.evidence_fusion import Table, build_table, out_of_fold, report
+from training.evidence_fusion import DEFAULT_OBJECTIVE, Table, build_table, out_of_fold, report
 from training.metrics import auc
 from training.protocol import source_of
 from training.split import read_manifest
@@ -58,11 +59,11 @@ def no_audio_on_video(t: Table) -> Table:
 VARIANTS = {"shipped": lambda t: t, "too-in-sync": too_in_sync, "no-audio-on-video": no_audio_on_video,
             "both": lambda t: too_in_sync(no_audio_on_video(t))}
 TYPICAL = "absent-as-typical-real"  # a variant of the fit itself (per fold), not of its table
-FIT_VARIANTS = {TYPICAL: {"typical": True}, "balanced-objective": {"objective": "balanced"},
+FIT_VARIANTS = {TYPICAL: {"typical": True}, "per-file-objective": {"objective": "likelihood"},
                 "rank-objective": {"objective": "rank"}}
 
 
-def judge(t: Table, items, typical: bool = False, objective: str = "likelihood") -> dict:
+def judge(t: Table, items, typical: bool = False, objective: str = DEFAULT_OBJECTIVE) -> dict:
     """Out-of-fold fused AUC per held-out source, against every real of its kind, the as-is reals, and the reals with
     the same streams."""
     p, _ = out_of_fold(t, typical, objective)

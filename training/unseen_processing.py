@@ -49,9 +49,8 @@ def judged(t: ef.Table, unseen: np.ndarray, max_fake_on_real: float = 0.01, max_
         rows = unseen & (t.fold == fold)
         if rows.any():
             raw[rows] = ef.predict_table(model, t, rows)
-    output = ef.fit_output(raw_seen, seen.y, seen.weights, seen.family)
-    p = np.array([np.nan if np.isnan(x) else output(x) for x in raw])
-    return p, ef.fold_verdicts(t, p, models, max_fake_on_real, max_flagged_real, unseen=unseen)
+    _, p, verdict, _ = ef.judged_out_of_fold(t, raw, models, max_fake_on_real, max_flagged_real, unseen=unseen)
+    return p, verdict
 
 
 def by_processing(t: ef.Table, p: np.ndarray, verdict: list[str], family: str = "video") -> dict[str, dict]:
