@@ -36,13 +36,13 @@ def unseen_rows(t: ef.Table, processings: set[str]) -> np.ndarray:
     return np.array([(r.reencode or "") in processings for r in t.results])
 
 
-def judged(t: ef.Table, unseen: np.ndarray, max_fake_on_real: float = 0.01, max_flagged_real: float = 0.15
-           ) -> tuple[np.ndarray, list[str]]:
+def judged(t: ef.Table, unseen: np.ndarray, max_fake_on_real: float = 0.01, max_flagged_real: float = 0.15,
+           objective: str = ef.DEFAULT_OBJECTIVE) -> tuple[np.ndarray, list[str]]:
     """(P(fake), verdict) per row. The other rows are fitted and judged exactly as ``make calibrate`` does without
     the ``unseen`` rows in its table at all; each unseen row is scored by its fold's model and output map, and judged
     with thresholds picked on the other folds' seen reals."""
     seen = t.subset(~unseen)
-    raw_seen, models = ef.out_of_fold(seen)
+    raw_seen, models = ef.out_of_fold(seen, objective=objective)
     raw = np.full(len(t.y), np.nan)
     raw[~unseen] = raw_seen
     for fold, model in models.items():
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default="out/eval/unseen_processing")
     ap.add_argument("--max-fake-on-real", type=float, default=0.01)
     ap.add_argument("--max-flagged-real", type=float, default=0.15)
+    ap.add_argument("--objective", choices=ef.OBJECTIVES, default=ef.DEFAULT_OBJECTIVE,
+                    help="how the fusion is fitted (make calibrate's default: every fake source weighing alike)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if not unseen.any():
         raise SystemExit(f"no row of {args.unseen} in the results: score them first (make eval ARGS=\"--reals-only "
                          "--modality video_av,video --reencode P\"), then their out-of-fold steps")
-    p, verdict = judged(t, unseen, args.max_fake_on_real, args.max_flagged_real)
+    p, verdict = judged(t, unseen, args.max_fake_on_real, args.max_flagged_real, args.objective)
     table = by_processing(t, p, verdict)
     fakes = (t.y == 1) & (t.family == "video") & ~np.isnan(p) & ~unseen
     v = np.array(verdict)[fakes]
