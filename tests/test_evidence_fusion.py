@@ -347,13 +347,13 @@ def test_the_ranking_fit_serves_every_fake_source_alike():
     assert (p >= 0).all() and (p <= 1).all() and 0 <= ranked.leak < 1
 
 
-def test_rank_weights_give_each_fake_source_and_each_kinds_reals_their_mass():
+def test_source_weights_give_each_fake_source_and_each_kinds_reals_their_mass():
     items = [_item(f"A_real_av/r{k}.mp4", "real", f"r{k}") for k in range(6)]
     items += [_item(f"B_fake_av/big/{k}.mp4", "fake", f"b{k}") for k in range(8)]
     items += [_item(f"B_fake_av/small/{k}.mp4", "fake", f"s{k}") for k in range(2)]
     items += [_item(f"av_swap/{k}.mp4", "fake", f"r{k}", origin=f"A_real_av/r{k}.mp4") for k in range(3)]
     t = ef.build_table([_result(it, {"visual": 0.5}) for it in items], items, split_file=Path("/no/split.tsv"))
-    w = ef.rank_weights(t)
+    w = ef.source_weights(t)
     paths = np.array([r.path for r in t.results])
     big, small = np.char.find(paths, "/big/") >= 0, np.char.find(paths, "/small/") >= 0
     assert w[big].sum() == pytest.approx(w[small].sum()) and w[small][0] == pytest.approx(4 * w[big][0])

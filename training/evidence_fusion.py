@@ -220,10 +220,10 @@ OBJECTIVES = ("likelihood", "balanced", "rank")
 DEFAULT_OBJECTIVE = "balanced"
 
 
-def rank_weights(t: Table) -> np.ndarray:
-    """Per row, its weight in the ranking objective: within each kind, every fake source's items together weigh
-    alike (the mean over held-out sources is what the protocol reports), dev generators and synthetic recipes each
-    with their ``GROUP_MASS``; each kind's reals weigh alike."""
+def source_weights(t: Table) -> np.ndarray:
+    """Per row, its weight in the balanced and ranking objectives: within each kind, every fake source's items
+    together weigh alike (the mean over held-out sources is what the protocol reports), dev generators and synthetic
+    recipes each with their ``GROUP_MASS``; each kind's reals weigh alike."""
     from training.protocol import source_of
 
     src = np.array([source_of(r.path) for r in t.results])
@@ -244,7 +244,7 @@ def rank_weights(t: Table) -> np.ndarray:
 def fit_rank(x: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray, family: np.ndarray, start: Params,
              l2: float = 1e-2, iters: int = 200) -> Params:
     """The noisy-OR's calibrators and reliabilities fitted to rank every fake above every real of its kind (a
-    pairwise logistic loss on the fused log-odds, ``w`` from ``rank_weights``: the AUC per held-out source is what
+    pairwise logistic loss on the fused log-odds, ``w`` from ``source_weights``: the AUC per held-out source is what
     the protocol judges), from ``start`` (the likelihood fit) and with its prior. Ranking does not see the leak,
     so the leak is then fitted alone by likelihood, the rest held."""
     import torch
@@ -329,7 +329,7 @@ def fit_table(t: Table, rows: np.ndarray | None = None, typical: bool = False,
               objective: str = DEFAULT_OBJECTIVE) -> Params:
     """The noisy-OR fitted on ``rows`` (all by default); with ``typical``, missing video detectors read as on a
     typical real video of those rows (a structure that lost under LOSO: ``training.fusion_variants``);
-    ``objective``: ``balanced``, the likelihood with every fake source weighing alike (``rank_weights``); ``rank``,
+    ``objective``: ``balanced``, the likelihood with every fake source weighing alike (``source_weights``); ``rank``,
     refitted from the likelihood fit to rank fakes above reals (``fit_rank``)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} ({', '.join(OBJECTIVES)})")
@@ -337,11 +337,10 @@ def fit_table(t: Table, rows: np.ndarray | None = None, typical: bool = False,
     rows = rows & t.fit_ok.any(1)  # a row no usable detector scored says nothing about any of them
     med = typical_real(t, rows) if typical else None
     tt = with_typical(t, med) if typical else t
-    w = rank_weights(tt.subset(rows)) * rows.sum() if objective == "balanced" else tt.weights[rows]
-    params = fit(tt.x[rows], tt.fit_ok[rows], tt.y[rows], w)
+    by_source = source_weights(tt.subset(rows)) if objective != "likelihood" else None
+    params = fit(tt.x[rows], tt.fit_ok[rows], tt.y[rows], by_source if objective == "balanced" else tt.weights[rows])
     if objective == "rank":
-        params = fit_rank(tt.x[rows], tt.fit_ok[rows], tt.y[rows], rank_weights(tt.subset(rows)), tt.family[rows],
-                          params)
+        params = fit_rank(tt.x[rows], tt.fit_ok[rows], tt.y[rows], by_source, tt.family[rows], params)
     return replace(params, typical=med)
 
 
