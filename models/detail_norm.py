@@ -137,7 +137,8 @@ class DetailNormalisedMesoNet:
     def for_kind(self, kind: str):
         """What scores faces of this ``MediaInfo.kind``: still images are read as they are, by MesoNet itself.
         Measured through the fused LOSO, normalising stills lost (real photos SUSPICIOUS or worse 15.8 → 27.3 %,
-        docs/quality-history.md, "December 7, sixth session"); video frames are where phone filters and re-encoding move detail."""
+        docs/quality-history.md, "December 7, sixth session"); video frames are where phone filters and re-encoding
+        move detail."""
         return self.mesonet if kind == "image" else self
 
     def predict(self, crops: np.ndarray) -> Scores:

@@ -375,3 +375,29 @@ def test_a_kind_whose_held_out_reals_are_called_fake_too_often_is_never_called_f
     # rows left out of the decision (processings the fusion never saw) are judged by the others' rate
     seen = np.array([k not in (0, 1) for k in range(100)])
     assert ef.gate(verdict, t, budget=0.02, seen=seen)[1] == set()
+
+
+def test_target_subsets_score_each_named_part_against_every_real_of_its_kind():
+    j = SLOTS.index("lip_sync")
+    n_real, n_big, n_small = 20, 6, 4
+    n = n_real + n_big + n_small + 1  # and one audio file, never among a video part's reals
+    x, ran = np.zeros((n, len(SLOTS))), np.zeros((n, len(SLOTS)), bool)
+    x[:n_real, j] = np.linspace(-3, 0, n_real)
+    x[n_real:n_real + n_big, j] = np.linspace(1, 2, n_big)  # lip sync sees every large shift
+    ran[:n_real + n_big, j] = True  # ... and could not run on the small ones
+    p = np.r_[np.linspace(0.1, 0.6, n_real), [0.05, 0.7, 0.8, 0.9, 0.95, 0.99], [0.5] * n_small, 0.9]
+    y = np.r_[np.zeros(n_real), np.ones(n_big + n_small), 0]
+    paths = [f"real{i}" for i in range(n_real)] + [f"av_shift/b{i}.mp4" for i in range(n_big)] + \
+        [f"av_shift/s{i}.mp4" for i in range(n_small)] + ["voice.wav"]
+    results = [ItemResult(q, "", "", "", "", "", None, None, {}, {}, {}, None, 0.0, None) for q in paths]
+    t = ef.Table(results, x, ran, ran.copy(), y, np.array(["video"] * (n - 1) + ["audio"]), np.zeros(n, bool),
+                 np.array(["f"] * n), {}, {})
+    subsets = {f"av_shift/b{i}.mp4": "av_shift >= 0.3 s" for i in range(n_big)} | {
+        f"av_shift/s{i}.mp4": "av_shift < 0.3 s" for i in range(n_small)}
+    parts = ef.target_subsets(t, p, subsets)
+    big = parts["av_shift >= 0.3 s"]
+    assert big["fakes"] == n_big and big["lip_sync_ran"] == n_big and big["lip_sync_auc"] == 1.0
+    assert big["fused_auc"] == pytest.approx((5 * n_real + 1 * 0) / (n_big * n_real))  # one fake below every real
+    small = parts["av_shift < 0.3 s"]
+    assert small["lip_sync_ran"] == 0 and small["lip_sync_auc"] is None
+    assert small["fused_auc"] == pytest.approx(np.mean([(p[:n_real] < 0.5).mean() + 0.5 * (p[:n_real] == 0.5).mean()]))

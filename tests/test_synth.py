@@ -149,3 +149,22 @@ def test_spectrogram_sheet_draws_one_band_per_row(clips, tmp_path):
     assert img.size == (300, 2 * (120 + 18))
     band = np.asarray(img.convert("RGB"))[18:138]
     assert band.std() > 10  # a spectrogram, not a blank band
+
+
+def test_the_issue_targets_name_their_part_of_a_recipe_from_the_card(clips, tmp_path):
+    """``av_shift`` >= 0.3 s (issue 12's target) is read from the offset each item was made with, never its note."""
+    clip, other = clips
+    rng = np.random.default_rng(0)
+    root = tmp_path / "synth"
+    made = [synth.av_shift(clip, rng, root / "av_shift" / "a.mp4", kind="stream", offset_s=0.45),
+            synth.av_shift(clip, rng, root / "av_shift" / "b.mp4", kind="baked", offset_s=-0.2),
+            synth.av_shift(clip, rng, root / "av_shift" / "c.mp4", kind="drift", offset_s=0.05),
+            synth.av_swap(clip, rng, root / "av_swap" / "d.mp4", other, partial=True),
+            synth.av_swap(clip, rng, root / "av_swap" / "e.mp4", other, partial=False)]
+    for recipe in ("av_shift", "av_swap"):
+        card = {"recipe": recipe, "items": [vars(m) for m in made if m.recipe == recipe]}
+        (root / recipe / "card.json").write_text(json.dumps(card))
+    assert synth.target_subsets(root) == {"av_shift/a.mp4": "av_shift >= 0.3 s", "av_shift/b.mp4": "av_shift < 0.3 s",
+                                          "av_shift/c.mp4": "av_shift drift", "av_swap/d.mp4": "av_swap partial",
+                                          "av_swap/e.mp4": "av_swap whole"}
+    assert synth.target_subset("voice_over", {}) is None

@@ -539,6 +539,24 @@ def report(t: Table, p: np.ndarray, row_verdicts: list[str], items: list[Manifes
     return per_source(scored, items)
 
 
+def target_subsets(t: Table, p: np.ndarray, subsets: dict[str, str]) -> dict[str, dict]:
+    """Per part of a recipe an issue target names (``training.synth.target_subset``): its fakes' fused AUC against
+    every real of their kind, and lip sync's alone against the reals it ran on (its raw scores, out of fold)."""
+    j = SLOTS.index("lip_sync")
+    label = np.array([subsets.get(r.path, "") for r in t.results])
+    out = {}
+    for name in sorted(set(label) - {""}):
+        fake = (label == name) & (t.y == 1) & ~np.isnan(p)
+        real = (t.family == str(t.family[fake][0])) & (t.y == 0) & ~np.isnan(p) if fake.any() else fake
+        if not fake.any() or not real.any():
+            continue
+        lf, lr = fake & t.ran[:, j], real & t.ran[:, j]
+        out[name] = {"fakes": int(fake.sum()), "fused_auc": float(auc(t.y[fake | real], p[fake | real])),
+                     "lip_sync_ran": int(lf.sum()),
+                     "lip_sync_auc": float(auc(t.y[lf | lr], t.x[lf | lr, j])) if lf.any() and lr.any() else None}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.calibrate import _read_results
     from training.protocol import format_rows, write_csv
@@ -575,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("never called FAKE (held-out reals called FAKE over %.0f %%): %s", 100 * args.held_out_budget,
                     ", ".join(sorted(never_fake)))
     rows, summary = report(t, p, fold_v, items)
+    from training.synth import target_subsets as carded
+
+    parts = target_subsets(t, p, {k: v for m in args.manifest for k, v in carded(Path(m).parent).items()})
     p_log = logistic_out_of_fold(t)
     rows_log, summary_log = report(t, p_log, fold_v, items)
     log_auc = {r.source: r.auc["fused"] for r in rows_log}
@@ -586,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"\nlogistic fusion refitted per fold instead: mean {summary_log['fused_auc_mean']:.3f}, "
           f"worst {summary_log['fused_auc_worst']:.3f} ({summary_log['worst_source']})")
+    for name, v in parts.items():
+        print(f"{name}: {v['fakes']} fakes, fused AUC {v['fused_auc']:.3f}; lip sync alone {_f(v['lip_sync_auc'])} "
+              f"(ran on {v['lip_sync_ran']})")
 
     final = fit_table(t, objective=args.objective)
     thresholds = kind_thresholds(p, t.y, t.family, args.max_fake_on_real, args.max_flagged_real)
@@ -620,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "by_kind": by_kind,
         "real_called_fake_by_processing": {k: {"n": len(v), "fake": float(np.mean(v))} for k, v in copies.items()},
         "reliability": {s: float(final.r[j]) for j, s in enumerate(SLOTS)},
+        "target_subsets": parts,
         "per_source": {r.source: {"auc": r.auc["fused"], "auc_logistic_refit": log_auc.get(r.source),
                                   "fake_authentic": r.fake_authentic, "fake_called_fake": r.fake_called_fake}
                        for r in rows},

@@ -441,6 +441,33 @@ def write_manifest(root: Path, reals: dict[str, ManifestItem]) -> Path:
     return path
 
 
+LARGE_OFFSET_S = 0.3  # issue 12's av_shift target holds for constant offsets of at least this
+
+
+def target_subset(recipe: str, params: dict) -> str | None:
+    """The part of a recipe an issue target names: ``av_shift`` by its offset (a constant one of at least 0.3 s, a
+    smaller one, or a drift, whose offset grows to its end value), ``av_swap`` whole or partial (1.5–4 s spliced)."""
+    if recipe == "av_shift":
+        if params.get("kind") == "drift":
+            return "av_shift drift"
+        return "av_shift >= 0.3 s" if abs(float(params.get("offset_s", 0.0))) >= LARGE_OFFSET_S else "av_shift < 0.3 s"
+    if recipe == "av_swap":
+        return "av_swap partial" if params.get("partial") else "av_swap whole"
+    return None
+
+
+def target_subsets(root: Path) -> dict[str, str]:
+    """Manifest path (``<recipe>/<file>``, as ``write_manifest`` writes it) -> ``target_subset`` of every carded item
+    under ``root`` that has one."""
+    out = {}
+    for card_file in sorted(Path(root).glob("*/card.json")):
+        for it in json.loads(card_file.read_text())["items"]:
+            label = target_subset(it["recipe"], it.get("params") or {})
+            if label is not None:
+                out[f"{card_file.parent.name}/{Path(it['path']).name}"] = label
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.synth", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
