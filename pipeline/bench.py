@@ -5,9 +5,10 @@ dev clip with ffmpeg: the clip is looped and centre-cropped to 30 s once (x264 `
 96 kbit/s), and the longer ones repeat those 30 s by stream copy, so building them takes seconds, not minutes.
 Each length runs in its own process, because peak RSS (``ru_maxrss``) only ever grows within one.
 
-Per length it reports the decode-only floor (the same decoding the pipeline does, no model), the full run
-(median of ``--repeat``), their ratio, peak RSS, cold start and the time per stage. Where a GPU exists each
-length runs again with ``DEVICE=cuda`` (fp16 autocast); otherwise the report says there was none.
+Per length it reports the decode-only floor (the same decoding the pipeline does, no model) and the full run,
+each the median of ``--repeat`` passes taken in turn, their ratio, peak RSS, cold start and the time per stage.
+Where a GPU exists each length runs again with ``DEVICE=cuda`` (fp16 autocast); otherwise the report says there was
+none.
 """
 
 from __future__ import annotations
@@ -105,15 +106,18 @@ def measure(video: Path, repeat: int = 3) -> dict:
     t0 = time.perf_counter()
     p = pipeline.build(s)
     cold = time.perf_counter() - t0
-    floor = decode_floor(video, s)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    runs = []
+    # the floor is measured as often as the run and interleaved with it, each the median of its passes: a single
+    # floor pass moved by up to 70 % between suites on a shared host, and with it the ratio
+    runs, floors = [], []
     for _ in range(repeat):
+        floors.append(decode_floor(video, s))
         t0 = time.perf_counter()
         rep = p.run(video)
         runs.append((time.perf_counter() - t0, rep))
     totals = np.array([t for t, _ in runs])
+    floor = float(np.median(floors))
     stages: dict[str, list[float]] = {}
     for _, r in runs:
         for k, v in r.stage_seconds:
@@ -123,7 +127,8 @@ def measure(video: Path, repeat: int = 3) -> dict:
     return {
         "clip": video.name, "duration_s": info.duration_s, "size": f"{info.width}x{info.height}",
         "fps": info.fps, "device": p.device, "threads": torch.get_num_threads(), "verdict": rep.verdict.value,
-        "cold_start_s": cold, "decode_floor_s": floor, "run_s": float(np.median(totals)),
+        "cold_start_s": cold, "decode_floor_s": floor, "decode_floor_min_s": float(min(floors)),
+        "run_s": float(np.median(totals)),
         "run_min_s": float(totals.min()), "frames": rep.frames_analyzed,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
@@ -135,7 +140,7 @@ def print_one(m: dict) -> None:
     print(f"clip: {m['clip']} ({m['duration_s']:.1f} s, {m['size']}, {m['fps']:.0f} fps)")
     print(f"device: {m['device']}  torch threads: {m['threads']}  verdict: {m['verdict']}")
     print(f"cold start (build, models loaded once): {m['cold_start_s']:.2f} s")
-    print(f"decode only (floor):                    {m['decode_floor_s']:.2f} s")
+    print(f"decode only (floor), median:            {m['decode_floor_s']:.2f} s (min {m['decode_floor_min_s']:.2f})")
     print(f"full run, median:                       {m['run_s']:.2f} s (min {m['run_min_s']:.2f})"
           f" = {m['run_s'] / m['decode_floor_s']:.2f}x the floor, {m['duration_s'] / m['run_s']:.2f}x real time")
     print(f"frames analysed: {m['frames']}  -> {m['frames'] / m['run_s']:.1f} frames/s")
