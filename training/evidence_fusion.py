@@ -45,7 +45,7 @@ from pipeline.fusion import (
     logit,
     narrowed_authentic,
 )
-from pipeline.report import SLOTS
+from pipeline.report import LIP_SYNC, SLOTS
 from training.evaluate import ItemResult, applicable_for
 from training.metrics import auc
 from training.protocol import family_of, source_of
@@ -542,7 +542,7 @@ def report(t: Table, p: np.ndarray, row_verdicts: list[str], items: list[Manifes
 def target_subsets(t: Table, p: np.ndarray, subsets: dict[str, str]) -> dict[str, dict]:
     """Per part of a recipe an issue target names (``training.synth.target_subset``): its fakes' fused AUC against
     every real of their kind, and lip sync's alone against the reals it ran on (its raw scores, out of fold)."""
-    j = SLOTS.index("lip_sync")
+    j = SLOTS.index(LIP_SYNC)
     label = np.array([subsets.get(r.path, "") for r in t.results])
     out = {}
     for name in sorted(set(label) - {""}):
@@ -560,6 +560,7 @@ def target_subsets(t: Table, p: np.ndarray, subsets: dict[str, str]) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     from training.calibrate import _read_results
     from training.protocol import format_rows, write_csv
+    from training.synth import target_subsets as carded
 
     ap = argparse.ArgumentParser(prog="python -m training calibrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -593,8 +594,6 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("never called FAKE (held-out reals called FAKE over %.0f %%): %s", 100 * args.held_out_budget,
                     ", ".join(sorted(never_fake)))
     rows, summary = report(t, p, fold_v, items)
-    from training.synth import target_subsets as carded
-
     parts = target_subsets(t, p, {k: v for m in args.manifest for k, v in carded(Path(m).parent).items()})
     p_log = logistic_out_of_fold(t)
     rows_log, summary_log = report(t, p_log, fold_v, items)
