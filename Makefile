@@ -106,8 +106,11 @@ calibrate: ## the evidence fusion, fitted and thresholded under leave-one-source
 	@# every row's mouth blur again from its kept crops: one version of the measure, also on runs scored before it
 	$(PY) -m training.mouth_fill --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/mouth_fill \
 	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
+	@# the voice-change score of rows scored before that detector existed (rows that have it are kept)
+	$(PY) -m training.voice_fill --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/voice_fill \
+	  --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
 	$(PY) -m training calibrate --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --report $(OUT)/eval/loso \
-	  --out $(CALIBRATION_OUT) --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
+	  --out $(CALIBRATION_OUT) --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/voice_fill/$(r)/results.jsonl)
 
 # After `make calibrate`: every real video again after processings the fusion never saw (never fitted on, never setting
 # a threshold), through the same out-of-fold steps; the temporal heads learn from as-is rows only, so refitting them
@@ -131,10 +134,12 @@ unseen-processing: ## the false-FAKE budget on reals after processings the fit n
 	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/temporal_oof_unseen/$(r)/results.jsonl)
 	$(PY) -m training.mouth_fill --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/mouth_fill \
 	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/audio_oof/$(r)/results.jsonl)
+	$(PY) -m training.voice_fill --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/voice_fill \
+	  --results $(foreach r,$(UNSEEN_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
 	$(PY) -m training.unseen_processing --unseen $(sort $(UNSEEN_PROCESSINGS) $(UNSEEN_FAKE_PROCESSINGS)) \
 	  --manifest "$(MANIFEST)" \
 	  $(SYNTH)/manifest.tsv --report $(OUT)/eval/unseen_processing \
-	  --results $(foreach r,$(EVAL_RUNS) $(UNSEEN_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
+	  --results $(foreach r,$(EVAL_RUNS) $(UNSEEN_RUNS),$(OUT)/eval/voice_fill/$(r)/results.jsonl)
 
 # the audio rows refitted per fold: AASIST-ft fine-tuned again (default), or the Whisper head (calibrate-whisper)
 AUDIO_OOF ?= $(ONE_THREAD) $(PY) -m training.audio_oof --jobs 2
@@ -155,7 +160,7 @@ visual-oof: ## SBI vs the released MesoNet through the fused LOSO (after make ca
 	  --out '' --results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/visual_oof/$(r)/results.jsonl)
 
 VISUAL_OOF = $(PY) -m training.visual_oof --manifest "$(MANIFEST)" $(SYNTH)/manifest.tsv --out $(OUT)/eval/visual_oof \
-	--results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/mouth_fill/$(r)/results.jsonl)
+	--results $(foreach r,$(EVAL_RUNS),$(OUT)/eval/voice_fill/$(r)/results.jsonl)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache out

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from models.errors import DetectorUnavailable
 
-FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC, MOUTH = (
-    "faces", "visual", "temporal", "audio", "speaker", "lip_sync", "mouth")
-SLOTS = (FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC, MOUTH)
+FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC, MOUTH, VOICE_CHANGE = (
+    "faces", "visual", "temporal", "audio", "speaker", "lip_sync", "mouth", "voice_change")
+SLOTS = (FACES, VISUAL, TEMPORAL, AUDIO, SPEAKER, LIP_SYNC, MOUTH, VOICE_CHANGE)
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ AUTO: dict[str, tuple[str, ...]] = {
     SPEAKER: ("lrasd",),
     LIP_SYNC: ("sync",),
     MOUTH: ("mouth_blur",),
+    VOICE_CHANGE: ("voice_change",),
 }
 
 
@@ -268,3 +269,7 @@ register(DetectorSpec(
     "mouth_blur", MOUTH, "models.mouth_blur:MouthBlurDetector", Preprocess("aligned", 256, "median"),
     weights=(), description="how blurred the mouth of the aligned face is (lip-sync generators repaint it at low "
                             "resolution); no weights"))
+register(DetectorSpec(
+    "voice_change", VOICE_CHANGE, "models.voice_change:VoiceChangeDetector", Preprocess("audio", 1.6, "max"),
+    weights=("ge2e",), description="whether another voice takes over part of the soundtrack: each 1.6 s of speech "
+                                   "against the rest of the clip, in a frozen GE2E speaker encoder"))

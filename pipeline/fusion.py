@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
 # the seed had four detectors; the mouth-blur measure came later and only counts through a fitted calibration
-SEED_WEIGHTS = {"visual": 0.30, "temporal": 0.25, "audio": 0.25, "lip_sync": 0.20, "mouth": 0.0}
+SEED_WEIGHTS = {"visual": 0.30, "temporal": 0.25, "audio": 0.25, "lip_sync": 0.20, "mouth": 0.0, "voice_change": 0.0}
 SEED_THRESHOLDS = (0.35, 0.65)
 EPS = 1e-6
 UNCALIBRATED_SHRINK = 0.5
@@ -220,7 +220,8 @@ def applicable(kind: str, has_video: bool, has_audio: bool) -> tuple[str, ...]:
         return ("visual",)
     slots = ("visual", "temporal") if has_video else ()
     slots += ("audio",) if has_audio else ()
-    return slots + (("lip_sync",) if has_video and has_audio else ()) + (("mouth",) if has_video else ())
+    return slots + (("lip_sync",) if has_video and has_audio else ()) + (("mouth",) if has_video else ()) \
+        + (("voice_change",) if has_video and has_audio else ())
 
 
 def noisy_or(evidence: dict[str, float], leak: float = 0.0) -> float:
@@ -311,7 +312,8 @@ def fuse(
         thresholds = widened(SEED_THRESHOLDS, face_quality, 0.15)
         method = "seed-fixed-weights"
         note = "no calibration file: the seed's fixed weights are used (scores are not calibrated)"
-        p = sum(SEED_WEIGHTS[s] * ran.get(s, 0.5) for s in SLOTS) if ran else None
+        weighed = [s for s in ran if SEED_WEIGHTS[s]]  # a later detector has no seed weight: it cannot decide alone
+        p = sum(SEED_WEIGHTS[s] * ran.get(s, 0.5) for s in SLOTS) if weighed else None
         coverage = sum(SEED_WEIGHTS[s] for s in ran)
     if p is None:
         return Fusion(method, None, 0.0, thresholds, weights, note, tuple(missing if model else ())), calibrated, None

@@ -37,8 +37,9 @@ class Status(StrEnum):
 
 
 # Detector slots of the report, in display order, with the seed's key names and labels.
-VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH = "visual", "temporal", "audio", "lip_sync", "mouth"
-SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH)
+VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH, VOICE_CHANGE = (
+    "visual", "temporal", "audio", "lip_sync", "mouth", "voice_change")
+SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC, MOUTH, VOICE_CHANGE)
 SEED_SLOTS = (VISUAL, TEMPORAL, AUDIO, LIP_SYNC)  # the seed's four, whose keys come first in the stored JSON
 SEED_KEYS = {
     VISUAL: "visual_artifacts",
@@ -46,6 +47,7 @@ SEED_KEYS = {
     AUDIO: "audio_synthesis",
     LIP_SYNC: "lip_sync_error",
     MOUTH: "mouth_blur",  # not a seed key: the fifth detector came later, stored the same way (P(fake))
+    VOICE_CHANGE: "voice_change",  # the sixth, likewise
 }
 LABELS = {slot: BY_SLOT[slot].label for slot in SLOTS}  # worded in labels.json, like every label a person reads
 
@@ -340,6 +342,7 @@ CANNOT_RUN = {
     VISUAL: "the face checks could not run",
     TEMPORAL: "the face-motion check could not run",
     MOUTH: "the mouth-detail check could not run",
+    VOICE_CHANGE: "the voice-consistency check could not run",
 }
 
 
@@ -378,6 +381,11 @@ def _sentence(slot: str, d: DetectorResult, report: Report) -> str:
     if slot == AUDIO:
         return ("the voice has the marks of synthetic speech" if strong
                 else "the voice shows some marks of synthetic speech") + _span(d, duration)
+    if slot == VOICE_CHANGE:
+        start, end = d.extra("changed_from_s"), d.extra("changed_to_s")
+        when = f" from {start:.1f} s to {end:.1f} s" if isinstance(start, int | float) and isinstance(
+            end, int | float) else ""
+        return ("another voice speaks" if strong else "the voice changes somewhat") + when
     some = "" if strong else "some "
     if slot == MOUTH:
         return ("the mouth is blurred the way lip-sync generators repaint it" if strong

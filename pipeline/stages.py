@@ -235,3 +235,78 @@ def clip_chunks(clips: list[DenseFaceClip], n_frames: int, size: int, margin: fl
     if not chunks:
         return np.zeros((0, n_frames, size, size, 3), np.uint8), np.zeros(0), np.zeros(0)
     return np.stack(chunks), np.asarray(starts, float), np.asarray(ends, float)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# voice change: the soundtrack's speech windows, each against the rest of the clip's voice
+# ----------------------------------------------------------------------------------------------------------------
+VOICE_HOP_S = 0.4  # 1.6 s windows every 0.4 s: a 1.5 s splice fills at least one window
+VOICE_MIN_SPEECH = 0.75  # share of a window the VAD must call speech (a pause is not another voice)
+VOICE_MIN_WINDOWS = 3  # ~2.4 s of speech: fewer windows have no "rest" to be compared with
+VOICE_MAX_WINDOWS = 240  # evenly thinned beyond this (a 10 min talk): the cost stays flat
+DIGITAL_SILENCE = 1e-5  # RMS of a 20 ms frame below -100 dBFS: padding or an edit, never a microphone's floor
+
+
+@dataclass(frozen=True)
+class VoiceChange:
+    """The voice-change stage's result: the clip's P(another voice) and each speech window's."""
+
+    clip: float
+    starts_s: np.ndarray
+    ends_s: np.ndarray
+    window_probs: np.ndarray
+
+    def changed_span(self) -> tuple[float, float]:
+        """The run of windows above 0.5 around the most suspicious one (the window itself at least): where the
+        other voice speaks."""
+        k = int(np.argmax(self.window_probs))
+        lo = hi = k
+        while lo > 0 and self.window_probs[lo - 1] > 0.5 and self.starts_s[lo - 1] < self.ends_s[lo]:
+            lo -= 1
+        while hi + 1 < len(self.window_probs) and self.window_probs[hi + 1] > 0.5 \
+                and self.starts_s[hi + 1] < self.ends_s[hi]:
+            hi += 1
+        return float(self.starts_s[lo]), float(self.ends_s[hi])
+
+
+def voice_windows(samples: np.ndarray, sr: int, segments: list[tuple[float, float]], window: int,
+                  hop_s: float = VOICE_HOP_S, min_speech: float = VOICE_MIN_SPEECH,
+                  max_windows: int = VOICE_MAX_WINDOWS) -> tuple[np.ndarray, np.ndarray]:
+    """(starts in samples, (N, window) windows) of the speech the voice-change measure compares: windows mostly
+    inside the VAD's ``segments`` and free of digital silence, thinned evenly to ``max_windows``."""
+    samples = np.asarray(samples, np.float32)
+    n = samples.shape[0]
+    if n < window:
+        return np.zeros(0, int), np.zeros((0, window), np.float32)
+    starts = np.arange(0, n - window + 1, max(1, int(round(hop_s * sr))))
+    speech = np.zeros(n + 1, np.int64)  # running count of speech samples
+    mask = np.zeros(n, np.int8)
+    for s, e in segments:
+        mask[max(0, int(s * sr)):min(n, int(e * sr))] = 1
+    speech[1:] = np.cumsum(mask)
+    covered = (speech[starts + window] - speech[starts]) / window
+    frame = max(1, sr // 50)
+    energy = np.concatenate([[0.0], np.cumsum(samples.astype(np.float64) ** 2)])
+    f0 = np.arange(0, n - frame + 1, frame)
+    silent = np.sqrt((energy[f0 + frame] - energy[f0]) / frame) < DIGITAL_SILENCE
+    silent_count = np.concatenate([[0], np.cumsum(silent)])
+    first, last = starts // frame, np.minimum((starts + window) // frame, len(silent))
+    clean = (silent_count[last] - silent_count[first]) == 0
+    starts = starts[(covered >= min_speech) & clean]
+    if len(starts) > max_windows:
+        starts = starts[np.round(np.linspace(0, len(starts) - 1, max_windows)).astype(int)]
+    idx = starts[:, None] + np.arange(window)[None, :]
+    return starts, samples[idx]
+
+
+def score_voice_change(detector, samples: np.ndarray, sr: int, segments: list[tuple[float, float]]
+                       ) -> VoiceChange | str:
+    """The voice-change stage's rule, shared with the trainer that fills it in for scored rows: every speech
+    window's P(another voice) against the rest of the clip, the clip's being its most changed window's. A reason
+    (str) when there is too little speech to compare."""
+    starts, windows = voice_windows(samples, sr, segments, detector.window_samples)
+    if len(starts) < VOICE_MIN_WINDOWS:
+        return (f"{len(starts)} window(s) of clear speech; comparing voices needs at least {VOICE_MIN_WINDOWS} "
+                f"(~{VOICE_MIN_WINDOWS * VOICE_HOP_S + detector.window_samples / sr - VOICE_HOP_S:.1f} s of speech)")
+    probs = np.asarray(detector.predict(windows).fake_prob, np.float64)
+    return VoiceChange(float(probs.max()), starts / sr, (starts + detector.window_samples) / sr, probs)

@@ -23,6 +23,7 @@ EXAMPLE_REPORT: dict[str, Any] = {
         "audio_synthesis": 0.64,
         "lip_sync_error": 0.71,
         "mouth_blur": 0.58,
+        "voice_change": 0.12,
         "final_weighted_score": 0.87,
         "verdict": "FAKE",
         "confidence": 0.74,
@@ -169,7 +170,7 @@ class Health(BaseModel):
         json_schema_extra={
             "examples": [
                 {"status": "ok", "pipeline": {"state": "ready", "detectors": ["visual", "temporal", "audio",
-                                                                              "lip_sync", "mouth"]},
+                                                                              "lip_sync", "mouth", "voice_change"]},
                  "database": {"backend": "sqlite", "ok": True}, "queue": {"pending": 0, "processing": 1},
                  "auth": {"api_keys": 2, "daily_limit_per_key": 50}}
             ]

@@ -9,7 +9,7 @@ from media_factory import ffmpeg, tone, write_audio, write_video
 import pipeline
 from pipeline import fusion
 from pipeline.core import Components, Slot
-from pipeline.report import AUDIO, LIP_SYNC, SEED_KEYS, TEMPORAL, VISUAL, Status, Verdict
+from pipeline.report import AUDIO, LIP_SYNC, SEED_KEYS, TEMPORAL, VISUAL, VOICE_CHANGE, Status, Verdict
 from pipeline.settings import Settings
 
 TALKING = "A_real_av/pcavs_voxceleb/misc__Audio_Source__00086.mp4"
@@ -141,7 +141,7 @@ def test_all_detectors_unavailable_is_never_authentic(tmp_path, dev_data):
         return Slot(slot, f"{slot}-model", None, f"weights for {slot} not found")
 
     comps = Components(face=gone("faces"), visual=gone(VISUAL), temporal=gone(TEMPORAL), audio=gone(AUDIO),
-                       speaker=gone("speaker"), sync=gone(LIP_SYNC), fusion_model=None)
+                       speaker=gone("speaker"), sync=gone(LIP_SYNC), fusion_model=None, voice=gone(VOICE_CHANGE))
     p = pipeline.build(Settings(device="cpu"), components=comps)
     rep = p.run(dev_data / TALKING)
     assert rep.verdict is Verdict.NOT_APPLICABLE
@@ -236,3 +236,13 @@ def test_fingerprint_of_some_slots_ignores_the_other_detectors(pipe):
     assert swapped.fingerprint(with_fusion=False, slots=audio) == pipe.fingerprint(with_fusion=False, slots=audio)
     video = input_slots("video_av")
     assert swapped.fingerprint(with_fusion=False, slots=video) != pipe.fingerprint(with_fusion=False, slots=video)
+
+
+def test_voice_change_runs_on_a_talking_video_and_says_why_not_on_a_voice_note(pipe, dev_data):
+    rep = pipe.run(dev_data / TALKING)
+    d = rep.detector(VOICE_CHANGE)
+    assert d.status is Status.OK and 0.0 <= d.score <= 1.0
+    assert d.extra("windows") >= 3 and d.extra("changed_from_s") < d.extra("changed_to_s")
+    assert d.timeline and rep.detector_scores()["voice_change"] == pytest.approx(d.score, abs=1e-4)
+    note = pipe.run(dev_data / SPEECH).detector(VOICE_CHANGE)
+    assert note.status is Status.NOT_APPLICABLE and "videos only" in note.reason

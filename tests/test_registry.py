@@ -63,7 +63,7 @@ def test_every_registered_detector_loads_and_runs(tmp_path, monkeypatch):
     checkpoints = _tiny_checkpoints(tmp_path)
     built: dict[str, object] = {}
     order = ["retinaface", "lrasd", "mesonet", "mesonet_detail", "efficientnet_b7", "lrasd_temporal", "videomae",
-             "aasist", "wav2vec2", "whisper_head", "audio_by_kind", "sync", "mouth_blur"]
+             "aasist", "wav2vec2", "whisper_head", "audio_by_kind", "sync", "mouth_blur", "voice_change"]
     assert sorted(order) == sorted(registry.REGISTRY), "add the new detector to this test"
     for name in order:
         spec = registry.spec(name)

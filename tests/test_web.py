@@ -60,7 +60,8 @@ def face_thumbnail(clip=CLIP, size: int = 112) -> str:
 
 def extreme_report(thumbnail: str | None = None) -> Report:
     """Visual 100 %, temporal consistency 0 % (temporal P(fake) 1), audio 0 %, lip sync not applicable, mouth
-    blur 0 %, face quality 100 %: the bar extremes, with per-second timelines and one face track."""
+    blur 0 %, voice change not applicable, face quality 100 %: the bar extremes, with per-second timelines and one
+    face track."""
     def timeline(f):
         return tuple(TimelinePoint(float(s), float(s + 1), f(s)) for s in range(6))
 
@@ -71,6 +72,7 @@ def extreme_report(thumbnail: str | None = None) -> Report:
         DetectorResult("audio", "aasist:aasist", Status.OK, score=0.0, timeline=timeline(lambda s: 0.0)),
         DetectorResult("lip_sync", "sync:lrasd", Status.NOT_APPLICABLE, reason="no speech in the audio track"),
         DetectorResult("mouth", "mouth_blur", Status.OK, score=0.0, timeline=timeline(lambda s: 0.0)),
+        DetectorResult("voice_change", "voice_change", Status.NOT_APPLICABLE, reason="0 window(s) of clear speech"),
     )
     track = TrackResult(0, True, False, 12, 0.2, 5.8, 154.0, 1.0, 1.0, box=(40.0, 30.0, 190.0, 200.0),
                         thumbnail_jpeg_b64=thumbnail)

@@ -387,15 +387,16 @@ def test_verdict_text_in_plain_words_with_reasons():
                         "above 65 % and FAKE below 35 %")
     assert lines[2] == "Checked: video, 6.0 s, with sound"
     assert lines[4] == "What each check found. Every bar reads higher = more authentic:"
-    assert lines[5:11] == [
+    assert lines[5:12] == [
         "• Visual Quality: *0 %*, strong visual artifacts",
         "• Temporal Consistency: *0 %*, unnatural movement",  # the stored temporal_consistency, as stored
         "• Audio Authenticity: *100 %*, voice sounds natural",
         "• Lip Sync: not applicable (no speech in the audio track)",
         "• Mouth Detail: *100 %*, mouth detail looks natural",
+        "• Voice Consistency: not applicable (0 window(s) of clear speech)",
         "• Face Detection: 100 %, a clear face to judge",
     ]
-    assert lines[12] == ("Most suspicious moments: visual artifacts at 0–1 s, visual artifacts at 1–2 s, "
+    assert lines[13] == ("Most suspicious moments: visual artifacts at 0–1 s, visual artifacts at 1–2 s, "
                          "unnatural movement at 0–1 s.")
     na = replace(report, verdict=Verdict.NOT_APPLICABLE, reason="no face and no speech to analyse")
     assert messages.verdict_text(na.to_dict()).startswith("ℹ️ *CANNOT JUDGE THIS FILE*: no face and no speech")

@@ -2,7 +2,7 @@
 
     python -m training.unseen_processing --unseen down360 messenger_vlow \\
         --manifest ../shared/data/dev/manifest.tsv out/synth/manifest.tsv \\
-        --results out/eval/mouth_fill/*/results.jsonl
+        --results out/eval/voice_fill/*/results.jsonl
 
 The false-FAKE budget of ``make calibrate`` is spent on the dev reals and four processed copies of each (WhatsApp,
 telephone band, portrait crop, pink noise), so a processing among them cannot surprise it. A clip that reaches a

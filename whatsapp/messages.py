@@ -30,7 +30,8 @@ VERDICT_HEAD = {
     "FAILED": "❌ *ANALYSIS FAILED*",
 }
 LOOKS_AT = {"visual": "the face in each frame", "temporal": "movement between frames", "audio": "the voice",
-            "lip_sync": "lips against the voice", "mouth": "the detail of the mouth"}
+            "lip_sync": "lips against the voice", "mouth": "the detail of the mouth",
+            "voice_change": "whether one voice speaks throughout"}
 HIGH = 1.0 - WORD_BANDS[0]  # a second this suspicious is a "most suspicious moment" (shown value below the low band)
 KIND_WORDS = {"video": "video", "image": "photo", "audio": "voice message"}
 SUMMARY_CAPTION = "The evidence at a glance: each check's suspicion over time and the strongest sign."

@@ -33,6 +33,7 @@ export interface DetectorScores {
   audio_synthesis?: number | null;
   lip_sync_error?: number | null;
   mouth_blur?: number | null;
+  voice_change?: number | null;
   final_weighted_score?: number | null;
   verdict?: string;
   confidence?: number | null;
@@ -55,6 +56,7 @@ export type ScoreKey =
   | "face_quality"
   | "lip_sync_error"
   | "mouth_blur"
+  | "voice_change"
   | "final_weighted_score";
 
 export interface BarSpec {
