@@ -15,10 +15,11 @@ from training.evaluate import ItemResult
 from training.split import ManifestItem
 
 IDS = {"visual": ("mesonet:mesoinception_df", "v"), "temporal": ("lrasd_temporal", "t"),
-       "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s"), "mouth": ("mouth_blur", "")}
+       "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s"), "mouth": ("mouth_blur", ""),
+       "voice_change": ("voice_change", "g")}
 
 
-def _model(reliability=(0.9, 0.5, 0.9, 0.95, 0.5), thresholds=(0.3, 0.8)) -> FusionModel:
+def _model(reliability=(0.9, 0.5, 0.9, 0.95, 0.5, 0.5), thresholds=(0.3, 0.8)) -> FusionModel:
     cals = {IDS[s][0]: Calibrator("platt", 1.0, 0.0, slot=s, sha256=IDS[s][1], reliability=r)
             for s, r in zip(SLOTS, reliability, strict=True)}
     return FusionModel(cals, 0.0, {s: 0.0 for s in SLOTS}, thresholds=thresholds, combiner="noisy-or", leak=0.02)

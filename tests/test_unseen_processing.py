@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_evidence_fusion import IDS
 
 from pipeline.report import SLOTS
 from training import evidence_fusion as ef
 from training import unseen_processing as up
 from training.evaluate import ItemResult
 from training.split import ManifestItem
-
-IDS = {"visual": ("mesonet:mesoinception_df", "v"), "temporal": ("lrasd_temporal", "t"),
-       "audio": ("aasist:aasist_ft", "a"), "lip_sync": ("sync:lrasd-head", "s"), "mouth": ("mouth_blur", "m")}
 
 
 def _table(unseen_score: float, with_copies: bool = True, fake_copy_score: float | None = None) -> ef.Table:
