@@ -166,8 +166,15 @@ class VoiceChangeDetector:
         if len(windows) == 0:
             return np.zeros((0, 256), np.float32)
         mels = np.stack([mel_frames(w)[:WINDOW_FRAMES] for w in normalised(windows)])
-        out = [self.model(torch.from_numpy(mels[i:i + self.batch_size]).to(self.device)).cpu().numpy()
-               for i in range(0, len(mels), self.batch_size)]
+        # an LSTM is 160 small steps: on CPU a second thread only spins (10x slower beside other work, measured)
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            out = [self.model(torch.from_numpy(mels[i:i + self.batch_size]).to(self.device)).cpu().numpy()
+                   for i in range(0, len(mels), self.batch_size)]
+        finally:
+            torch.set_num_threads(threads)
         return np.concatenate(out)
 
     @staticmethod
