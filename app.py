@@ -75,6 +75,7 @@ image = _add_runtime_packages(
     modal.Image.debian_slim(python_version="3.11")
     .apt_install("ffmpeg", "libgl1", "libglib2.0-0")
     .pip_install_from_requirements(str(ROOT / "requirements.txt"))
+    .pip_install_from_requirements(str(ROOT / "requirements-nodeps.txt"), extra_options="--no-deps")
     .env({
         "WEIGHTS_CACHE": f"{WEIGHTS_PATH}/cache",
         "HF_HOME": f"{WEIGHTS_PATH}/hf",

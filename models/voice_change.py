@@ -118,7 +118,7 @@ def weights_file(explicit: str | os.PathLike | None = None) -> Path:
         if found is not None and found.submodule_search_locations:
             candidates.append(Path(next(iter(found.submodule_search_locations))) / "pretrained.pt")
         else:
-            looked.append("the resemblyzer wheel (not installed: pip install resemblyzer==0.1.4)")
+            looked.append("the resemblyzer wheel (not installed: pip install --no-deps -r requirements-nodeps.txt)")
     for f in candidates:
         if not f.is_file():
             looked.append(f"{f} (missing)")
@@ -128,7 +128,7 @@ def weights_file(explicit: str | os.PathLike | None = None) -> Path:
             looked.append(f"{f} has sha256 {digest[:16]}…, not the pinned {spec.sha256[:16]}…")
             continue
         return f
-    raise DetectorUnavailable("GE2E speaker encoder not found (pip install resemblyzer==0.1.4)",
+    raise DetectorUnavailable("GE2E speaker encoder not found (pip install --no-deps resemblyzer==0.1.4)",
                               "GE2E speaker encoder not found. Looked in:\n" + "\n".join(f"  - {x}" for x in looked))
 
 

@@ -55,7 +55,7 @@ def _app_module():
 
 def _materialise(tmp: Path, files: list[str]) -> Path:
     root = tmp / "image_root"
-    for rel in [*files, "app.py", "requirements.txt"]:
+    for rel in [*files, "app.py", "requirements.txt", "requirements-nodeps.txt"]:
         dst = root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / rel, dst)
