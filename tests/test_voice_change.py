@@ -104,7 +104,8 @@ def test_too_little_speech_is_a_reason_not_a_score():
     assert isinstance(res, str) and "speech" in res and det.seen is None
 
 
-def test_fill_scores_a_row_as_the_pipeline_would_and_keeps_rows_already_scored(tmp_path, dev_data, detector):
+def test_fill_scores_a_row_as_the_pipeline_would_and_keeps_rows_already_scored(tmp_path, dev_data, detector,
+                                                                                monkeypatch):
     """``training.voice_fill``: a dev video row (as-is, and after a processing) gets the stage's own score of its
     file; a voice note is not applicable; a row this detector already scored is kept as it is."""
     import json
@@ -130,8 +131,9 @@ def test_fill_scores_a_row_as_the_pipeline_would_and_keeps_rows_already_scored(t
     src.write_text("".join(json.dumps(asdict(r)) + "\n" for r in
                            [row(SPEAKER_A, "video_av"), row(SPEAKER_A, "video_av", "telephone"), row(note, "audio"),
                             kept]))
-    assert voice_fill.main(["--manifest", str(dev_data / "manifest.tsv"), "--results", str(src),
-                            "--out", str(tmp_path / "filled")]) == 0
+    args = ["--manifest", str(dev_data / "manifest.tsv"), "--results", str(src), "--out", str(tmp_path / "filled"),
+            "--cache", str(tmp_path / "cache.jsonl")]
+    assert voice_fill.main(args) == 0
     out = _read_results(tmp_path / "filled" / "all" / "results.jsonl")
     x = _speech(dev_data, SPEAKER_A)
     want = stages.score_voice_change(detector, x, SAMPLE_RATE, detect_speech(x).segments).clip
@@ -142,3 +144,8 @@ def test_fill_scores_a_row_as_the_pipeline_would_and_keeps_rows_already_scored(t
     assert out[2].status[VOICE_CHANGE] == "not_applicable" and out[2].raw[VOICE_CHANGE] is None
     assert out[3].raw[VOICE_CHANGE] == 0.123  # kept, not decoded again
     assert out[0].detectors[VOICE_CHANGE] == [ident.name, ident.sha256]
+    # a second run over the same files decodes nothing: every score comes from the cache, unchanged
+    monkeypatch.setattr(voice_fill, "score_file", lambda *a: pytest.fail("decoded again"))
+    assert voice_fill.main([*args[:-4], "--out", str(tmp_path / "again"), *args[-2:]]) == 0
+    again = _read_results(tmp_path / "again" / "all" / "results.jsonl")
+    assert [r.raw.get(VOICE_CHANGE) for r in again] == [r.raw.get(VOICE_CHANGE) for r in out]

@@ -8,7 +8,9 @@ this detector (same name and weights) gets the one the pipeline would give: its 
 row's processing, which is deterministic: ``training.reencode``) and scored through the pipeline's own rule
 (``pipeline.stages.score_voice_change``). Nothing is learned, so no fold is involved. Rows already scored by the
 same detector are kept as they are unless ``--rescore``. A row the stage does not apply to (an image, a voice note,
-a silent video) is marked ``not_applicable`` with the pipeline's reason.
+a silent video) is marked ``not_applicable`` with the pipeline's reason. Every score is also kept in ``--cache``
+(keyed by the detector's identity, the file's sha256 and the processing), so a run over the same files again, or
+over rows written later by another step, decodes nothing twice.
 """
 
 from __future__ import annotations
@@ -52,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from models import registry
     from models.registry import identity
+    from models.weights import sha256_of
     from training.calibrate import _read_results
     from training.reencode import process
 
     ap = rescore_parser("voice_fill", __doc__)
     ap.add_argument("--rescore", action="store_true", help="score again rows this detector already scored")
+    ap.add_argument("--cache", default="out/voice_cache.jsonl", help="scores kept by file hash and processing")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     t0 = time.perf_counter()
@@ -65,7 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     ident = identity(spec.model_name(), detector)
     ident = (ident.name, ident.sha256)
     items = {it.path: it for m in args.manifest for it in read_manifest(m)}
-    counts = {"scored": 0, "kept": 0, "not_applicable": 0}
+    counts = {"scored": 0, "kept": 0, "not_applicable": 0, "cached": 0}
+    cache_file = Path(args.cache)
+    cache = {}
+    if cache_file.exists():
+        for line in cache_file.read_text().splitlines():
+            if line.strip():
+                c = json.loads(line)
+                cache[c["key"]] = (c["score"], c["status"])
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    hashes: dict[str, str] = {}
     out_root = Path(args.out)
     for f in args.results:
         dest = out_root / Path(f).parent.name / "results.jsonl"
@@ -80,13 +93,23 @@ def main(argv: list[str] | None = None) -> int:
                     kind = "kept"
                 else:
                     src = items[r.path].file
-                    if r.reencode:
-                        src = process(src, tmp, r.reencode, kind=_kind(r.modality))
-                    score, status = score_file(detector, src)
+                    if r.path not in hashes:
+                        hashes[r.path] = sha256_of(src)
+                    key = "|".join((ident[0], ident[1][:16], hashes[r.path], r.reencode or ""))
+                    if key in cache and not args.rescore:
+                        (score, status), got = cache[key], "cached"
+                    else:
+                        if r.reencode:
+                            src = process(src, tmp, r.reencode, kind=_kind(r.modality))
+                        score, status = score_file(detector, src)
+                        if r.reencode and Path(src).parent == Path(tmp):
+                            Path(src).unlink(missing_ok=True)
+                        cache[key] = (score, status)
+                        with open(cache_file, "a") as c:
+                            c.write(json.dumps({"key": key, "score": score, "status": status}) + "\n")
+                        got = "scored"
                     r = filled(r, score, status, ident)
-                    kind = "scored" if status == "ok" else "not_applicable"
-                    if r.reencode and Path(src).parent == Path(tmp):
-                        Path(src).unlink(missing_ok=True)
+                    kind = got if status == "ok" else "not_applicable"
                 counts[kind] += 1
                 fh.write(json.dumps(asdict(r)) + "\n")
         logger.info("%s -> %s (%d rows)", f, dest, len(rows))
