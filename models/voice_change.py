@@ -18,6 +18,7 @@ detector like any other score, with its own reliability.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -39,6 +40,9 @@ WINDOW_FRAMES = 160  # 1.6 s: GE2E's partial utterance
 TARGET_DBFS = -30.0  # resemblyzer's loudness normalisation, applied per window (a voice, not its level)
 CENTRE = 0.75  # similarity to the rest of the clip at which a window reads 50 % "another voice"
 SPREAD = 0.05
+# the measure's identity beside the encoder's weights: a change of rule is a different detector, whose scores are
+# never read through this one's calibration
+RULE = f"voice_change centre={CENTRE!r} spread={SPREAD!r} dbfs={TARGET_DBFS!r} frames={WINDOW_FRAMES}"
 
 
 def hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -147,6 +151,12 @@ class VoiceChangeDetector:
         self.device = torch.device(device)
         self.weights_info = weights
         self.batch_size = batch_size
+
+    @property
+    def weights_infos(self) -> tuple[WeightsInfo, ...]:
+        """The encoder's checkpoint and the measure's constants: together the identity calibration is keyed by."""
+        rule = WeightsInfo("voice_change_rule", RULE, hashlib.sha256(RULE.encode()).hexdigest())
+        return (self.weights_info, rule) if self.weights_info is not None else (rule,)
 
     @classmethod
     def load(cls, weights: str | os.PathLike | None = None, device: str = "cpu") -> VoiceChangeDetector:

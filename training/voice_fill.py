@@ -24,7 +24,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from pipeline.report import VOICE_CHANGE
-from training.evaluate import ItemResult, _kind, applicable_for, rescore_parser
+from training.evaluate import STREAMS, ItemResult, _kind, rescore_parser
 from training.split import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,12 @@ def filled(r: ItemResult, score: float | None, status: str, ident: tuple[str, st
     """``r`` with the voice-change slot's ``status`` and raw ``score`` (None unless it ran)."""
     return replace(r, status={**r.status, VOICE_CHANGE: status}, raw={**r.raw, VOICE_CHANGE: score},
                    detectors={**(r.detectors or {}), VOICE_CHANGE: list(ident)})
+
+
+def applies(modality: str) -> bool:
+    """The stage runs on videos with sound (``Pipeline._voice_change``); the fusion never calls for it, so the
+    fusion's ``applicable`` does not say where it runs."""
+    return STREAMS.get(modality) == ("video", True, True)
 
 
 def score_file(detector, path: str | Path) -> tuple[float | None, str]:
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in _read_results(Path(f)) if r.path in items]
         with open(dest, "w") as fh, tempfile.TemporaryDirectory() as tmp:
             for r in tqdm(rows, desc=f"voice change {Path(f).parent.name}", unit="row", mininterval=10):
-                if VOICE_CHANGE not in applicable_for(r.modality):
+                if not applies(r.modality):
                     r, kind = filled(r, None, "not_applicable", ident), "not_applicable"
                 elif not args.rescore and (r.detectors or {}).get(VOICE_CHANGE) == list(ident) \
                         and VOICE_CHANGE in r.status:
