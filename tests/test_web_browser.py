@@ -109,7 +109,7 @@ def test_upload_through_the_page_until_completed_and_bars_match_the_scores(site,
     assert pg.inner_text("#verdict h1") == ds["verdict"].replace("_", " ")
     ratios = pg.evaluate(BAR_RATIOS_JS)
     keys = ["visual_artifacts", "temporal_consistency", "audio_synthesis", "face_quality", "lip_sync_error",
-            "mouth_blur", "final_weighted_score"]
+            "mouth_blur", "voice_change", "final_weighted_score"]
     assert sorted(ratios) == sorted(keys)
     for key in keys:  # every bar is the stored value in the orientation labels.json gives it
         shown = BY_KEY[key].shown(ds[key])
